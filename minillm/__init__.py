@@ -1,0 +1,1 @@
+"""minillm: a minimal, fully introspectable GPT in JAX and Flax NNX."""
