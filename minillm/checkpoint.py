@@ -1,0 +1,118 @@
+"""Checkpoints: safetensors files with their metadata inside, written atomically, checked on load.
+
+A file is a safetensors archive (tensors plus a string-to-string header; reading it never runs code,
+unlike pickle). minillm adds to the header: `format` ("minillm"), `kind` (e.g. "model"),
+`config` (the GPTConfig as JSON) and `sha256`, a digest of every tensor's name, dtype, shape and
+bytes. Loading recomputes the digest, so a file that was truncated or corrupted on disk is refused
+with a message that says so, instead of giving a model with silently wrong weights.
+
+Saving writes a temporary file in the same folder, flushes it to disk, then renames it over the
+target: the rename is atomic, so a crash mid-save leaves the previous good file in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from typing import Any, Optional
+
+import numpy as np
+import safetensors.numpy
+
+FORMAT = "minillm"
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be trusted: missing, truncated, corrupt or mismatched."""
+
+
+def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        array = np.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` so that `path` holds either the old contents or the new, never half."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_tensors(path: str, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
+    """Save named arrays and string metadata, with a digest, atomically."""
+    arrays = {name: np.ascontiguousarray(np.asarray(value)) for name, value in tensors.items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
+              "sha256": tensors_digest(arrays)}
+    bad = [k for k, v in header.items() if not isinstance(v, str)]
+    if bad:
+        raise TypeError(f"checkpoint metadata values must be strings; not strings: {bad}")
+    write_atomic(path, safetensors.numpy.save(arrays, metadata=header))
+
+
+def load_tensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Read a file written by `save_tensors`; refuse it clearly if it is not intact."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise CheckpointError(f"checkpoint {path} is truncated ({len(data)} bytes): not a safetensors file")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if 8 + header_len > len(data):
+        raise CheckpointError(f"checkpoint {path} is truncated: its header needs {header_len} bytes, "
+                              f"the file has {len(data) - 8}")
+    try:
+        header = json.loads(data[8:8 + header_len])
+        tensors = safetensors.numpy.load(data)
+    except Exception as e:  # safetensors' own errors for bad offsets, short data, bad JSON
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from e
+    metadata = header.get("__metadata__") or {}
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a minillm checkpoint (no format=minillm)")
+    if metadata.get("sha256") != tensors_digest(tensors):
+        raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the digest saved with them")
+    return tensors, metadata
+
+
+def save_model(model, path: str, metadata: Optional[dict[str, str]] = None) -> None:
+    weights = {name: np.asarray(value) for name, value in model.state_dict().items()}
+    save_tensors(path, weights, {"kind": "model", "config": model.cfg.to_json(), **(metadata or {})})
+
+
+def load_model(path: str):
+    from minillm.config import GPTConfig
+    from minillm.model import GPT
+
+    tensors, metadata = load_tensors(path)
+    if "config" not in metadata:
+        raise CheckpointError(f"checkpoint {path} has no config in its metadata")
+    try:
+        cfg = GPTConfig.from_json(metadata["config"])
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e
+    model = GPT(cfg)
+    weights = {name[len("model/"):] if name.startswith("model/") else name: value
+               for name, value in tensors.items() if name.startswith("model/") or "/" not in name}
+    try:
+        model.load_state_dict(weights)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e
+    return model

@@ -1,0 +1,101 @@
+"""GPTConfig: the sizes and options of a minillm GPT.
+
+Field names follow TransformerLens' `HookedTransformerConfig`, so that a config reads the same in
+both libraries. The config is frozen (a model never changes shape), checked when it is built (a bad
+value is refused with a message naming the field), and round-trips through JSON, which is how a
+checkpoint stores it beside the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Optional
+
+ACT_FNS = ("relu", "gelu")
+NORMALIZATION_TYPES = ("LN", None)
+POSITIONAL_EMBEDDING_TYPES = ("standard",)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layers: int
+    d_model: int
+    n_ctx: int
+    d_vocab: int
+    n_heads: int
+    d_head: Optional[int] = None  # defaults to d_model // n_heads
+    d_mlp: Optional[int] = None  # defaults to 4 * d_model; ignored when attn_only
+    d_vocab_out: Optional[int] = None  # defaults to d_vocab
+    act_fn: str = "relu"  # "relu" | "gelu" (exact erf GELU, as in TransformerLens)
+    normalization_type: Optional[str] = "LN"  # "LN" | None
+    attn_only: bool = False
+    positional_embedding_type: str = "standard"
+    seed: int = 0
+    eps: float = 1e-5  # LayerNorm epsilon
+    init_range: Optional[float] = None  # std of weight init; defaults to 0.8 / sqrt(d_model)
+
+    def __post_init__(self) -> None:
+        # Fill the derived defaults (frozen dataclass, so through object.__setattr__).
+        if self.d_head is None and isinstance(self.n_heads, int) and self.n_heads > 0:
+            if isinstance(self.d_model, int) and self.d_model % self.n_heads != 0:
+                raise ValueError(
+                    f"GPTConfig: d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
+                    "pass d_head explicitly"
+                )
+            object.__setattr__(self, "d_head", self.d_model // self.n_heads)
+        if self.d_mlp is None and not self.attn_only and isinstance(self.d_model, int):
+            object.__setattr__(self, "d_mlp", 4 * self.d_model)
+        if self.d_vocab_out is None:
+            object.__setattr__(self, "d_vocab_out", self.d_vocab)
+        if self.init_range is None and isinstance(self.d_model, int) and self.d_model > 0:
+            object.__setattr__(self, "init_range", 0.8 / self.d_model**0.5)
+        self._validate()
+
+    def _validate(self) -> None:
+        positive = ["n_layers", "d_model", "n_ctx", "d_vocab", "n_heads", "d_head", "d_vocab_out"]
+        if not self.attn_only:
+            positive.append("d_mlp")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"GPTConfig: {name} must be a positive int, got {value!r}")
+        if self.act_fn not in ACT_FNS:
+            raise ValueError(f"GPTConfig: act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
+        if self.normalization_type not in NORMALIZATION_TYPES:
+            raise ValueError(
+                f"GPTConfig: normalization_type must be 'LN' or None, got {self.normalization_type!r}"
+            )
+        if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
+            raise ValueError(
+                "GPTConfig: positional_embedding_type must be 'standard', "
+                f"got {self.positional_embedding_type!r}"
+            )
+        if not isinstance(self.attn_only, bool):
+            raise ValueError(f"GPTConfig: attn_only must be a bool, got {self.attn_only!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"GPTConfig: seed must be an int, got {self.seed!r}")
+        if not (isinstance(self.eps, (int, float)) and self.eps > 0):
+            raise ValueError(f"GPTConfig: eps must be a positive number, got {self.eps!r}")
+        if not (isinstance(self.init_range, (int, float)) and self.init_range > 0):
+            raise ValueError(f"GPTConfig: init_range must be positive, got {self.init_range!r}")
+
+    # --- JSON round trip (how checkpoints store the config) ---
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown fields {unknown}; valid fields are {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "GPTConfig":
+        return cls.from_dict(json.loads(text))

@@ -1,0 +1,190 @@
+"""Hook points as pure, per-call interventions: caching, patching, identity hooks, gradients with
+respect to activations, and composition with jit and vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_tokens
+
+from minillm import GPT, act_name, hook_names
+
+
+def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
+    tokens_a, tokens_b = random_tokens(cfg, seed=1), random_tokens(cfg, seed=2)
+    logits_a, cache_a = model.run_with_cache(tokens_a)
+    logits_b = model(tokens_b)
+    assert not np.allclose(logits_a, logits_b)
+    for l in range(cfg.n_layers):
+        name = act_name("resid_pre", l)
+        patched = model.run_with_hooks(tokens_b, [(name, lambda x, hook: cache_a[hook.name])])
+        # resid_pre of layer l is all that layers l.. read: replacing it replays run A from there
+        np.testing.assert_allclose(patched, logits_a, atol=1e-5, err_msg=name)
+
+
+def test_identity_hook_everywhere_leaves_logits_bit_identical(model, cfg, tokens):
+    base = np.asarray(model(tokens))
+    for name in hook_names(cfg):
+        if name.endswith("hook_result"):
+            continue  # hooking hook_result rebuilds attn_out as a per-head sum (checked below)
+        for fn in (lambda x, hook: x, lambda x, hook: None):
+            out = np.asarray(model.run_with_hooks(tokens, [(name, fn)]))
+            np.testing.assert_array_equal(out, base, err_msg=name)
+    out = model.run_with_hooks(tokens, [(lambda n: n.endswith("hook_result"), lambda x, hook: x)])
+    np.testing.assert_allclose(out, base, atol=1e-5)
+
+
+def test_zeroing_hook_result_of_every_head_equals_zeroing_z(model, cfg, tokens):
+    """hook_result is each head's write: zeroing all of them must equal zeroing z."""
+    for l in range(cfg.n_layers):
+        by_result = model.run_with_hooks(tokens, [(act_name("result", l), lambda x, hook: jnp.zeros_like(x))])
+        by_z = model.run_with_hooks(tokens, [(act_name("z", l), lambda x, hook: jnp.zeros_like(x))])
+        np.testing.assert_allclose(by_result, by_z, atol=1e-5)
+
+
+def test_hook_predicates_lists_and_order(model, cfg, tokens):
+    seen = []
+    model.run_with_hooks(tokens, [(lambda n: n.endswith("hook_pattern"), lambda x, hook: seen.append(hook.name))])
+    assert seen == [act_name("pattern", l) for l in range(cfg.n_layers)]
+    layers = []
+    names = [act_name("resid_pre", 0), act_name("attn_out", 1)]
+    model.run_with_hooks(tokens, [(names, lambda x, hook: layers.append(hook.layer()))])
+    assert layers == [0, 1]
+    # two hooks at one point run in the order given, each seeing the previous one's output
+    name = act_name("resid_pre", 1)
+    doubled_then_added = model.run_with_hooks(tokens, [(name, lambda x, hook: 2 * x), (name, lambda x, hook: x + 1)])
+    direct = model.run_with_hooks(tokens, [(name, lambda x, hook: 2 * x + 1)])
+    np.testing.assert_array_equal(doubled_then_added, direct)
+
+
+def test_names_filter_caches_only_what_is_asked(model, cfg, tokens):
+    _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    assert list(cache.keys()) == ["blocks.0.attn.hook_pattern"]
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("resid_post"))
+    assert list(cache.keys()) == [f"blocks.{l}.hook_resid_post" for l in range(cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names_filter=["hook_embed", "blocks.1.hook_attn_out"])
+    assert set(cache.keys()) == {"hook_embed", "blocks.1.hook_attn_out"}
+    with pytest.raises(KeyError, match="not cached"):
+        cache["pattern", 0]
+
+
+def test_cache_shorthand_matches_full_names(model, cfg, tokens):
+    _, cache = model.run_with_cache(tokens)
+    assert cache["pattern", 0] is cache["blocks.0.attn.hook_pattern"]
+    assert cache["resid_pre", 1] is cache["blocks.1.hook_resid_pre"]
+    assert cache["embed"] is cache["hook_embed"]
+    assert cache["q", 1] is cache["blocks.1.attn.hook_q"]
+    if cfg.normalization_type == "LN":
+        assert cache["scale", 0, "ln1"] is cache["blocks.0.ln1.hook_scale"]
+        assert cache["scale"] is cache["ln_final.hook_scale"]
+    if not cfg.attn_only:
+        assert cache["post", 0] is cache["blocks.0.mlp.hook_post"]
+    assert ("pattern", 0) in cache and "hook_embed" in cache
+
+
+@pytest.mark.parametrize("short, full", [
+    (("pattern", 0), "blocks.0.attn.hook_pattern"), (("attn_scores", 2), "blocks.2.attn.hook_attn_scores"),
+    (("resid_pre", 1), "blocks.1.hook_resid_pre"), (("resid_mid", 0), "blocks.0.hook_resid_mid"),
+    (("attn_out", 0), "blocks.0.hook_attn_out"), (("mlp_out", 3), "blocks.3.hook_mlp_out"),
+    (("pre", 2), "blocks.2.mlp.hook_pre"), (("post", 0), "blocks.0.mlp.hook_post"),
+    (("scale", 4, "ln1"), "blocks.4.ln1.hook_scale"), (("normalized", 1, "ln2"), "blocks.1.ln2.hook_normalized"),
+    (("scale",), "ln_final.hook_scale"), (("embed",), "hook_embed"), (("pos_embed",), "hook_pos_embed"),
+    (("k6",), "blocks.6.attn.hook_k"), (("scale4ln1",), "blocks.4.ln1.hook_scale"),
+    (("result", 1), "blocks.1.attn.hook_result"), (("blocks.0.hook_resid_pre",), "blocks.0.hook_resid_pre"),
+])
+def test_act_name_follows_transformerlens(short, full):
+    assert act_name(*short) == full
+
+
+def test_grad_wrt_zero_probe_equals_finite_difference(model, cfg, tokens):
+    """d metric / d activation via a zero additive probe, checked against central differences."""
+    name = act_name("resid_mid" if not cfg.attn_only else "attn_out", 0)
+    shape = model.run_with_cache(tokens, names_filter=name)[1][name].shape
+
+    def metric(probe):
+        logits = model.run_with_hooks(tokens, [(name, lambda x, hook: x + probe)])
+        return jax.nn.log_softmax(logits[:, -1])[:, 3].sum()
+
+    metric64 = jax.jit(metric)
+    grad = np.asarray(jax.grad(metric)(jnp.zeros(shape)))
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        idx = tuple(int(rng.integers(0, s)) for s in shape)
+        e = np.zeros(shape, np.float32)
+        eps = 1e-2
+        e[idx] = eps
+        fd = (float(metric64(jnp.asarray(e))) - float(metric64(jnp.asarray(-e)))) / (2 * eps)
+        assert abs(fd - grad[idx]) < 2e-3 + 2e-2 * abs(grad[idx]), (idx, fd, grad[idx])
+    # and a direction: the directional derivative equals <grad, v>
+    v = rng.normal(size=shape).astype(np.float32)
+    eps = 1e-3
+    fd = (float(metric64(jnp.asarray(eps * v))) - float(metric64(jnp.asarray(-eps * v)))) / (2 * eps)
+    np.testing.assert_allclose(fd, float((grad * v).sum()), rtol=2e-2, atol=2e-3)
+
+
+def test_vmap_over_patch_position_with_traced_index(model, cfg):
+    """A hook that closes over a traced index: one vmapped call patches every position."""
+    tokens_a, tokens_b = random_tokens(cfg, seed=5), random_tokens(cfg, seed=6)
+    _, cache_a = model.run_with_cache(tokens_a, names_filter=act_name("resid_pre", 1))
+    clean = cache_a["resid_pre", 1]
+    name = act_name("resid_pre", 1)
+
+    def patch_at(pos):
+        def hook(x, hook):
+            return x.at[:, pos].set(clean[:, pos])
+        return model.run_with_hooks(tokens_b, [(name, hook)])[:, -1]
+
+    n_pos = tokens_b.shape[1]
+    swept = jax.jit(jax.vmap(patch_at))(jnp.arange(n_pos))
+    for pos in range(n_pos):
+        np.testing.assert_allclose(swept[pos], patch_at(pos), atol=1e-5)
+    assert not np.allclose(swept[0], swept[-1])  # the patch index really varied inside vmap
+
+
+def test_a_hook_that_raises_leaves_nothing_behind(model, tokens):
+    base = np.asarray(model(tokens))
+
+    def broken(x, hook):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.run_with_hooks(tokens, [("blocks.0.hook_resid_pre", broken)])
+    np.testing.assert_array_equal(np.asarray(model(tokens)), base)
+    np.testing.assert_array_equal(np.asarray(model.run_with_cache(tokens)[0]), base)
+
+
+def test_unknown_hook_names_name_the_nearest_valid_ones(model, tokens):
+    with pytest.raises(KeyError, match=r"blocks\.0\.attn\.hook_pattern"):
+        model.run_with_hooks(tokens, [("blocks.0.attn.hook_patern", lambda x, hook: x)])
+    with pytest.raises(KeyError, match=r"hook_resid_pre"):
+        model.run_with_cache(tokens, names_filter=["blocks.0.hook_resid_pr"])
+    with pytest.raises(KeyError, match="Unknown hook point"):
+        model.run_with_hooks(tokens, [("blocks.9.hook_resid_pre", lambda x, hook: x)])
+    with pytest.raises(ValueError, match="matches no hook point"):
+        model.run_with_hooks(tokens, [(lambda n: n.endswith("nothing"), lambda x, hook: x)])
+    _, cache = model.run_with_cache(tokens)
+    with pytest.raises(KeyError, match="hook_pattern"):
+        cache["blocks.0.attn.hook_patern"]
+
+
+def test_hooks_returning_wrong_shape_or_dtype_are_named(model, tokens):
+    name = "blocks.1.hook_resid_pre"
+    with pytest.raises(ValueError, match=r"blocks\.1\.hook_resid_pre.*shape"):
+        model.run_with_hooks(tokens, [(name, lambda x, hook: x[:, :-1])])
+    with pytest.raises(TypeError, match=r"blocks\.1\.hook_resid_pre.*dtype"):
+        model.run_with_hooks(tokens, [(name, lambda x, hook: x.astype(jnp.int32))])
+    with pytest.raises(TypeError, match=r"blocks\.1\.hook_resid_pre"):
+        model.run_with_hooks(tokens, [(name, lambda x, hook: 3.0)])
+    # the shape check also holds under jit (shapes are static)
+    with pytest.raises(ValueError, match=r"blocks\.1\.hook_resid_pre"):
+        jax.jit(lambda t: model.run_with_hooks(t, [(name, lambda x, hook: x[:, :1])]))(tokens)
+    with pytest.raises(TypeError, match="pair"):
+        model.run_with_hooks(tokens, [name])
+
+
+def test_cache_is_a_pytree_and_leaves_jit(model, tokens):
+    f = jax.jit(lambda m, t: m.run_with_cache(t, names_filter=lambda n: "pattern" in n)[1])
+    cache = f(model, tokens)
+    assert cache["pattern", 0].shape[1] == model.cfg.n_heads
+    doubled = jax.tree_util.tree_map(lambda x: 2 * x, cache)
+    np.testing.assert_allclose(doubled["pattern", 0], 2 * cache["pattern", 0])
