@@ -33,7 +33,7 @@ class CheckpointError(ValueError):
 def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for name in sorted(tensors):
-        array = np.ascontiguousarray(tensors[name])
+        array = np.asarray(tensors[name], order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()
@@ -58,7 +58,7 @@ def write_atomic(path: str, data: bytes) -> None:
 
 def save_tensors(path: str, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
     """Save named arrays and string metadata, with a digest, atomically."""
-    arrays = {name: np.ascontiguousarray(np.asarray(value)) for name, value in tensors.items()}
+    arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}
     header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
               "sha256": tensors_digest(arrays)}
     bad = [k for k, v in header.items() if not isinstance(v, str)]

@@ -111,3 +111,13 @@ def test_loading_runs_no_code_the_header_is_plain_json(saved):
     assert meta["format"] == "minillm" and GPTConfig.from_json(meta["config"]) == CONFIGS["mlp_ln_gelu"]
     tensors, metadata = load_tensors(str(path))
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
+
+
+def test_scalars_and_integer_tensors_keep_their_shape_and_dtype(tmp_path):
+    tensors = {"step": np.array(7, np.int32), "key": np.arange(4, dtype=np.uint32), "w": np.ones((2, 3), np.float32)}
+    save_tensors(str(tmp_path / "t.safetensors"), tensors, {"kind": "other"})
+    loaded, meta = load_tensors(str(tmp_path / "t.safetensors"))
+    for k, v in tensors.items():
+        assert loaded[k].shape == v.shape and loaded[k].dtype == v.dtype
+        np.testing.assert_array_equal(loaded[k], v)
+    assert meta["kind"] == "other"

@@ -1,0 +1,135 @@
+"""The training loop: it learns, it resumes bit-identically, seeds vmap, divergence stops cleanly."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from minillm import GPT, CheckpointError, GPTConfig
+from minillm.tasks import TASKS, make_task
+from minillm.training import TrainConfig, TrainingDiverged, chunk_sizes, lr_schedule, train
+
+MOD = make_task("modular_arithmetic", p=17, frac_train=0.6)
+MOD_CFG = GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17,
+                    normalization_type=None)
+
+
+def weights(model):
+    return {k: np.asarray(v) for k, v in model.state_dict().items()}
+
+
+def test_tiny_model_learns_modular_addition():
+    tc = TrainConfig(steps=300, lr=1e-2, weight_decay=0.1, steps_per_call=50, eval_every=100)
+    result = train(MOD_CFG, MOD, tc, progress=False)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["step"] == 300 and last["train_acc"] >= 0.99
+    assert last["train_loss"] < 0.1 * first["train_loss"]
+
+
+def _cfg_for(task, **kw):
+    return GPTConfig(n_layers=1, d_model=32, n_heads=2, n_ctx=task.seq_len, d_vocab=task.d_vocab,
+                     d_vocab_out=task.d_vocab_out, **kw)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_loss_goes_down_on_every_task(name):
+    task = make_task(name)
+    tc = TrainConfig(steps=80, lr=3e-3, steps_per_call=40, eval_every=80,
+                     batch_size=None if not task.has_generator else 32)
+    result = train(_cfg_for(task), task, tc, progress=False)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["train_loss"] < 0.95 * first["train_loss"], (first, last)
+
+
+def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
+    tc = TrainConfig(steps=60, lr=1e-2, steps_per_call=10, eval_every=20, checkpoint_every=20)
+    straight = train(MOD_CFG, MOD, tc, str(tmp_path / "straight"), progress=False)
+    # "kill" the run at step 50: the last checkpoint is step 40, steps 40..50 are lost
+    killed = train(MOD_CFG, MOD, tc, str(tmp_path / "resumed"), progress=False, stop_at_step=50)
+    assert killed.step == 50
+    with pytest.raises(FileExistsError, match="resume"):
+        train(MOD_CFG, MOD, tc, str(tmp_path / "resumed"), progress=False)
+    resumed = train(MOD_CFG, MOD, tc, str(tmp_path / "resumed"), progress=False, resume=True)
+    a, b = weights(straight.model), weights(resumed.model)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # metrics.jsonl has each step once, as in the straight run
+    rows = [json.loads(l) for l in open(tmp_path / "resumed" / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [0, 20, 40, 60]
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in straight.metrics]
+    # the final model file is the same model
+    loaded = GPT.load(str(tmp_path / "resumed" / "model.safetensors"))
+    np.testing.assert_array_equal(weights(loaded)["embed.W_E"], a["embed.W_E"])
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    tc = TrainConfig(steps=20, lr=1e-2, steps_per_call=10, eval_every=10, checkpoint_every=10)
+    train(MOD_CFG, MOD, tc, str(tmp_path), progress=False, stop_at_step=10)
+    other = TrainConfig(steps=20, lr=3e-2, steps_per_call=10, eval_every=10, checkpoint_every=10)
+    with pytest.raises(CheckpointError, match=r"differs in \['lr'\]"):
+        train(MOD_CFG, MOD, other, str(tmp_path), progress=False, resume=True)
+
+
+def test_corrupt_checkpoint_is_refused_and_resume_does_not_overwrite_it(tmp_path):
+    tc = TrainConfig(steps=20, lr=1e-2, steps_per_call=10, eval_every=10, checkpoint_every=10)
+    train(MOD_CFG, MOD, tc, str(tmp_path), progress=False, stop_at_step=10)
+    path = tmp_path / "checkpoint.safetensors"
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        train(MOD_CFG, MOD, tc, str(tmp_path), progress=False, resume=True)
+    assert path.read_bytes() == good[: len(good) // 2]  # nothing was written over it
+
+
+def test_n_seeds_with_vmap_equal_n_single_runs():
+    tc = TrainConfig(steps=40, lr=1e-2, steps_per_call=20, eval_every=20, batch_size=16)
+    together = train(MOD_CFG, MOD, tc, progress=False, seeds=[3, 4, 5])
+    assert len(together.metrics) == 3 * 3  # 3 evaluations x 3 seeds
+    for i, seed in enumerate([3, 4, 5]):
+        alone = train(MOD_CFG, MOD, TrainConfig(**{**tc.__dict__, "seed": seed}), progress=False)
+        a, b = weights(together.models()[i]), weights(alone.model)
+        # b_K's gradient is zero in exact arithmetic (softmax ignores a constant added to every
+        # score of a query), so AdamW turns float noise of ~1e-10 into full-size updates: it is noise
+        # in both runs and cannot agree. Every other weight must.
+        for k in (k for k in a if not k.endswith("b_K")):
+            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=f"seed {seed} {k}")
+        rows = [r for r in together.metrics if r["seed"] == seed]
+        np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in alone.metrics],
+                                   rtol=1e-4)
+    w = weights(together.models()[0])["embed.W_E"], weights(together.models()[1])["embed.W_E"]
+    assert not np.allclose(*w)  # the seeds really differ
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
+    # the lr ramps to 1e38 / 1e6 per step: weights blow up and the loss turns NaN within a few steps
+    tc = TrainConfig(steps=10, lr=1e38, warmup_steps=10**6, grad_clip=None, steps_per_call=1,
+                     checkpoint_every=1, eval_every=1)
+    with pytest.raises(TrainingDiverged, match=r"loss became \[nan\] at step (\d+).*last good checkpoint"):
+        train(MOD_CFG, MOD, tc, str(tmp_path), progress=False)
+    from minillm.checkpoint import load_tensors
+    tensors, meta = load_tensors(str(tmp_path / "checkpoint.safetensors"))
+    assert int(meta["step"]) < 10
+    assert all(np.all(np.isfinite(v)) for k, v in tensors.items() if k.startswith("model/"))
+
+
+def test_chunks_never_cross_eval_or_checkpoint_steps():
+    tc = TrainConfig(steps=95, steps_per_call=20, eval_every=30, checkpoint_every=50)
+    chunks = chunk_sizes(0, tc)
+    assert sum(n for _, n in chunks) == 95
+    ends = {s + n for s, n in chunks}
+    assert {30, 50, 60, 90, 95} <= ends
+    assert chunk_sizes(50, tc) == [c for c in chunks if c[0] >= 50]  # resuming replays the same chunks
+
+
+def test_lr_schedule_warmup_then_cosine_to_a_tenth():
+    tc = TrainConfig(steps=1000, lr=1e-3, warmup_steps=100, schedule="cosine", final_lr_frac=0.1)
+    s = lr_schedule(tc)
+    assert float(s(0)) == 0.0 and abs(float(s(50)) - 5e-4) < 1e-9 and abs(float(s(100)) - 1e-3) < 1e-9
+    assert abs(float(s(1000)) - 1e-4) < 1e-9 and float(s(550)) < 1e-3
+
+
+def test_model_that_does_not_fit_the_task_is_refused():
+    with pytest.raises(ValueError, match="does not fit"):
+        train(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=3, d_vocab=10), MOD, TrainConfig(steps=1))
