@@ -87,10 +87,27 @@ class TrainConfig:
 # ---------------------------------------------------------------------------------------------
 # Loss and optimizer
 # ---------------------------------------------------------------------------------------------
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """-log softmax(logits)[target], accurate in float32 even when the loss is tiny.
+
+    The usual logsumexp(x) - x_target computes its gradient for the target as p_target - 1, which
+    rounds to 0 once p_target > 1 - 6e-8, while the other classes keep gradients of ~1e-9: the
+    update is then no longer a cross-entropy gradient, and grokking runs show "slingshot" loss
+    spikes (Nanda et al. 2023 computed this loss in float64 to avoid them). Written as
+    log(1 + sum_{j != target} exp(x_j - x_target)), every term and its gradient stay accurate.
+    """
+    logits = logits.astype(jnp.float32)
+    target_logit = jnp.take_along_axis(logits, targets[..., None], axis=-1)  # [..., 1]
+    diff = logits - target_logit  # [..., v], 0 at the target
+    shift = jnp.maximum(diff.max(axis=-1, keepdims=True), 0.0)  # > 0 only when a wrong class wins
+    others = jnp.where(jnp.arange(logits.shape[-1]) == targets[..., None], 0.0, jnp.exp(diff - shift))
+    # log(exp(-shift) + sum others) + shift, as log1p(...) so that a tiny sum keeps its digits
+    return (jnp.log1p(jnp.expm1(-shift) + others.sum(axis=-1, keepdims=True)) + shift)[..., 0]
+
+
 def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy over the positions where batch.mask is 1."""
-    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)  # [b, p, v]
-    nll = -jnp.take_along_axis(log_probs, batch.targets[..., None], axis=-1)[..., 0]  # [b, p]
+    nll = cross_entropy(logits, batch.targets)  # [b, p]
     n = jnp.maximum(batch.mask.sum(), 1.0)
     loss = (nll * batch.mask).sum() / n
     accuracy = ((logits.argmax(-1) == batch.targets) * batch.mask).sum() / n

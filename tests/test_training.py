@@ -133,3 +133,25 @@ def test_lr_schedule_warmup_then_cosine_to_a_tenth():
 def test_model_that_does_not_fit_the_task_is_refused():
     with pytest.raises(ValueError, match="does not fit"):
         train(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=3, d_vocab=10), MOD, TrainConfig(steps=1))
+
+
+def test_cross_entropy_is_accurate_in_float32_where_the_naive_one_is_not():
+    import jax.numpy as jnp
+    from minillm.training import cross_entropy
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 40)) * 3
+    targets = rng.integers(0, 40, 6)
+    logits[np.arange(3), targets[:3]] += 25.0  # confidently right: loss ~1e-9
+    logits[3, (targets[3] + 1) % 40] += 30.0  # confidently wrong
+    ref = -(logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+            - logits.max(-1, keepdims=True))[np.arange(6), targets]  # float64 reference
+    ours = np.asarray(cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(targets)))
+    np.testing.assert_allclose(ours, ref, rtol=1e-4)
+    naive = -np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))[np.arange(6), targets]
+    assert np.abs(naive[:3] - ref[:3]).max() / ref[:3].max() > 0.5  # the naive float32 loss is off
+    # and the gradient: softmax - onehot, summing to 0 over classes, also for the tiny losses
+    grad = np.asarray(jax.grad(lambda x: cross_entropy(x, jnp.asarray(targets)).sum())(jnp.asarray(logits, jnp.float32)))
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    expected = p - np.eye(40)[targets]
+    np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-12)

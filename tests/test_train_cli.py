@@ -1,0 +1,54 @@
+"""`python -m train`: every recipe fits its task, and the command line trains, resumes and plots."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from minillm import GPT
+from train.recipes import RECIPES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_builds_a_model_that_fits_its_task(name):
+    r = RECIPES[name]
+    assert r.model.n_ctx >= r.task.seq_len and r.model.d_vocab == r.task.d_vocab
+    assert r.model.d_vocab_out == r.task.d_vocab_out
+    assert r.about and r.target_metric
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_the_recipes():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for name in RECIPES:
+        assert name in out.stdout
+
+
+def test_cli_trains_resumes_and_writes_the_run_directory(tmp_path):
+    out = str(tmp_path / "run")
+    first = run_cli("reversal", "--out", out, "--steps", "40", "--no-progress")
+    assert first.returncode == 0, first.stderr
+    for f in ("model.safetensors", "checkpoint.safetensors", "metrics.jsonl", "curves.png", "run.json"):
+        assert os.path.exists(os.path.join(out, f)), f
+    assert "some test examples" in first.stdout and "->" in first.stdout
+    again = run_cli("reversal", "--out", out, "--steps", "40", "--no-progress")
+    assert again.returncode != 0 and "resume" in again.stderr
+    longer = run_cli("reversal", "--out", out, "--steps", "60", "--resume", "--no-progress")
+    assert longer.returncode == 0, longer.stderr
+    steps = [json.loads(l)["step"] for l in open(os.path.join(out, "metrics.jsonl"))]
+    assert steps == sorted(set(steps)) and steps[-1] == 60
+    GPT.load(os.path.join(out, "model.safetensors"))
+
+
+def test_unknown_recipe_is_refused():
+    out = run_cli("nope")
+    assert out.returncode != 0 and "invalid choice" in out.stderr

@@ -1,0 +1,1 @@
+"""Training recipes for minillm toy models: `python -m train --help`."""
