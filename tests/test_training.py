@@ -155,3 +155,13 @@ def test_cross_entropy_is_accurate_in_float32_where_the_naive_one_is_not():
     p /= p.sum(-1, keepdims=True)
     expected = p - np.eye(40)[targets]
     np.testing.assert_allclose(grad, expected, rtol=1e-3, atol=1e-12)
+
+
+def test_chunked_evaluate_equals_one_batch():
+    from minillm.training import evaluate, loss_fn
+    model = GPT(MOD_CFG)
+    train_set, _ = MOD.split(0)
+    whole = loss_fn(model, train_set)
+    for chunk in (7, 50, 1000):
+        chunked = evaluate(model, train_set, chunk_size=chunk)  # 173 examples: chunks with padding
+        np.testing.assert_allclose(chunked, whole, rtol=1e-5)

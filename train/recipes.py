@@ -18,7 +18,7 @@ import numpy as np
 from minillm import GPT, GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.tasks import Task, make_task
-from minillm.training import MetricFn, TrainConfig, masked_cross_entropy
+from minillm.training import MetricFn, TrainConfig, evaluate
 
 
 @dataclass
@@ -52,7 +52,7 @@ def induction_metrics(task: Task) -> dict[str, MetricFn]:
     @jax.jit
     def measure(model):
         scores = head_scores(model, probe)
-        repeat_loss, repeat_acc = masked_cross_entropy(model(test_repeat.tokens), test_repeat)
+        repeat_loss, repeat_acc = evaluate(model, test_repeat)
         return {"prev_token_score": scores["previous_token"][0].max(),
                 "induction_score": scores["induction"][-1].max(),
                 "repeat_loss": repeat_loss, "repeat_acc": repeat_acc}
@@ -71,7 +71,7 @@ def _recipes() -> dict[str, Recipe]:
     brackets = make_task("balanced_brackets")
     sorting = make_task("sorting")
     reversal = make_task("reversal")
-    recall = make_task("associative_recall")
+    recall = make_task("associative_recall", n_queries=8)
     small = dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256)
     small_train = dict(lr=1e-3, weight_decay=0.01, warmup_steps=100, schedule="cosine", batch_size=64,
                        eval_every=100, checkpoint_every=500)
@@ -101,15 +101,23 @@ def _recipes() -> dict[str, Recipe]:
         Recipe("balanced_brackets", "is a string of brackets balanced?",
                "Classify a string of 40 brackets as balanced or not (the ARENA exercise's task; hard negatives "
                "have the right counts in the wrong order or never dip below zero but end unbalanced).",
-               brackets, _model_for(brackets, **small), TrainConfig(steps=3000, **small_train), "test_acc", 0.95),
+               brackets, _model_for(brackets, **small), TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
         Recipe("sorting", "sort a list of 8 numbers", "Sort 8 values from 32 (a 2-layer model learns it from attention to the next larger value).",
-               sorting, _model_for(sorting, **small), TrainConfig(steps=3000, **small_train), "test_acc", 0.95),
+               sorting, _model_for(sorting, **small), TrainConfig(steps=1500, **small_train), "test_acc", 0.95),
         Recipe("reversal", "reverse a list of 8 numbers", "Reverse 8 values from 32: a positional attention pattern.",
-               reversal, _model_for(reversal, **small), TrainConfig(steps=2000, **small_train), "test_acc", 0.95),
+               reversal, _model_for(reversal, **small), TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
         Recipe("associative_recall", "recall the value stored under a key",
-               "Key-value pairs then a query key; answer its value (in-context retrieval, an induction-like "
-               "circuit: find the key, copy the token after it).",
-               recall, _model_for(recall, **small), TrainConfig(steps=3000, **small_train), "test_acc", 0.95),
+               "Multi-query associative recall (Arora et al. 2023, 'Zoology'): 8 key-value pairs, then the 8 keys "
+               "again in random order, each followed by its value. An induction-like circuit: a previous-token "
+               "head lets each value carry its key, and a head at the query attends to the value whose key "
+               "matches. Measured here: a 2-layer attention-only model at lr 3e-3 (held high, batch 128) reaches "
+               "100% test accuracy by step 500, while 2-layer models with MLPs at lr 1e-3 or 3e-3 stall at ~0.39, "
+               "and a single query per sequence stalls at ~0.2 (too few loss positions).",
+               recall, _model_for(recall, n_layers=2, d_model=64, n_heads=4, attn_only=True),
+               TrainConfig(steps=1500, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
+                           decay_steps=20000, batch_size=128, steps_per_call=50, eval_every=100,
+                           checkpoint_every=500),
+               "test_acc", 0.95),
     ]}
 
 

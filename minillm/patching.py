@@ -1,0 +1,272 @@
+"""Activation patching and attribution patching, each sweep compiled into one call per layer.
+
+Activation patching runs the model on a corrupted input and copies in one piece of a clean run's
+activations (a position of the residual stream, a head's output at a position, ...), then asks how
+far a metric of the logits moves back towards the clean run. A sweep does this for every piece.
+
+TransformerLens runs one forward pass per piece in a Python loop. Here a patch is a pure function of
+its index, so for each layer the whole sweep is `jax.lax.map` over the indices (vmapped in chunks
+that fit the cache) inside one `jax.jit`; and since nothing before layer l changes when layer l is
+patched, each run starts at layer l from the corrupted run's cached `resid_pre` (TransformerLens'
+`start_at_layer`). The function names, arguments and output shapes are TransformerLens':
+
+    get_act_patch_resid_pre(model, corrupted_tokens, clean_cache, patching_metric) -> [layer, pos]
+
+`patching_metric(logits) -> scalar` must be a JAX function (it is traced). Define it once and reuse
+it: a sweep is compiled once per (metric, activation, layer, shapes) and then cached.
+
+Attribution patching (Nanda 2023, "Attribution patching: activation patching at industrial scale")
+approximates every patch of a sweep at once to first order: metric(patched) - metric(corrupted) ~
+sum over the patched entries of (clean - corrupted) * d metric / d activation, with the gradient
+taken at the corrupted run. One forward and one backward pass give every activation's gradient
+(`jax.grad` with respect to zero additive probes at the hook points). `get_attr_patch_*` return
+that estimate with the same shapes as `get_act_patch_*`; it is exact where the metric is linear in
+the patched activation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from minillm.hooks import ActivationCache, act_name
+
+Metric = Callable[[jax.Array], jax.Array]
+PatchSetter = Callable[[jax.Array, tuple, jax.Array], jax.Array]
+
+
+# ---------------------------------------------------------------------------------------------
+# Patch setters: (corrupted activation, index (without the layer), clean activation) -> patched
+# ---------------------------------------------------------------------------------------------
+def layer_pos_patch_setter(corrupted, index, clean):
+    """[b, pos, ...] activations: copy position `pos`."""
+    (pos,) = index
+    return corrupted.at[:, pos].set(clean[:, pos])
+
+
+def layer_pos_head_vector_patch_setter(corrupted, index, clean):
+    """[b, pos, head, e] activations (q, k, v, z): copy one head at one position."""
+    pos, head = index
+    return corrupted.at[:, pos, head].set(clean[:, pos, head])
+
+
+def layer_head_vector_patch_setter(corrupted, index, clean):
+    """[b, pos, head, e] activations: copy one head at every position."""
+    (head,) = index
+    return corrupted.at[:, :, head].set(clean[:, :, head])
+
+
+def layer_head_pattern_patch_setter(corrupted, index, clean):
+    """[b, head, q, k] patterns: copy one head's whole pattern."""
+    (head,) = index
+    return corrupted.at[:, head].set(clean[:, head])
+
+
+def layer_head_pos_pattern_patch_setter(corrupted, index, clean):
+    """[b, head, q, k] patterns: copy one head's row for one destination position."""
+    head, dest = index
+    return corrupted.at[:, head, dest].set(clean[:, head, dest])
+
+
+def layer_head_dest_src_pos_pattern_patch_setter(corrupted, index, clean):
+    """[b, head, q, k] patterns: copy one entry."""
+    head, dest, src = index
+    return corrupted.at[:, head, dest, src].set(clean[:, head, dest, src])
+
+
+# Which axis of the activation each index axis names (for attribution patching's sums).
+_AXIS_OF = {"pos": 1, "head": 2, "head_index": 1, "dest_pos": 2, "src_pos": 3}
+
+
+def _axis_sizes(model, n_pos: int) -> dict[str, int]:
+    return {"layer": model.cfg.n_layers, "pos": n_pos, "head": model.cfg.n_heads,
+            "head_index": model.cfg.n_heads, "dest_pos": n_pos, "src_pos": n_pos}
+
+
+def _index_grid(sizes: Sequence[int]) -> jax.Array:
+    """Every index tuple, row-major: [n_indices, n_axes] int32."""
+    return jnp.asarray(list(itertools.product(*[range(s) for s in sizes])), jnp.int32).reshape(-1, len(sizes))
+
+
+def default_chunk_size(batch: int) -> int:
+    """Patches evaluated together: about 128 sequences a chunk, where a CPU forward pass of a small
+    model is cheapest per sequence (larger batches spill the attention tensors out of cache)."""
+    return max(1, 128 // batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation patching
+# ---------------------------------------------------------------------------------------------
+@partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size"))
+def _patch_one_layer(model, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric,
+                     chunk_size):
+    """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
+
+    def one_patch(index):
+        setter = lambda act, hook: patch_setter(act, tuple(index), clean_act)
+        logits = model.run_with_hooks(start_resid, [(name, setter)], start_at_layer=layer)
+        return patching_metric(logits)
+
+    return jax.lax.map(one_patch, indices, batch_size=chunk_size)
+
+
+def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
+                             patch_setter: PatchSetter, activation_name: str,
+                             index_axis_names: Sequence[str], *, chunk_size: Optional[int] = None) -> jax.Array:
+    """Patch `activation_name` at every index of `index_axis_names` (the first is always "layer").
+
+    Returns the metric for each patch, shaped by `index_axis_names`, e.g. [layer, pos, head].
+    """
+    if index_axis_names[0] != "layer":
+        raise ValueError(f"the first index axis must be 'layer', got {index_axis_names}")
+    corrupted_tokens = model.check_tokens(corrupted_tokens)
+    n_batch, n_pos = corrupted_tokens.shape
+    sizes = _axis_sizes(model, n_pos)
+    unknown = [a for a in index_axis_names if a not in sizes]
+    if unknown:
+        raise ValueError(f"unknown index axes {unknown}; known: {sorted(sizes)}")
+    inner_sizes = [sizes[a] for a in index_axis_names[1:]]
+    indices = _index_grid(inner_sizes)
+    chunk_size = chunk_size or default_chunk_size(n_batch)
+    resid_names = [act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
+    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names)
+    results = []
+    for layer in range(model.cfg.n_layers):  # one compiled sweep per layer (each starts at its layer)
+        name = act_name(activation_name, layer)
+        values = _patch_one_layer(model, corrupted_cache[resid_names[layer]], clean_cache[name], indices,
+                                  name=name, layer=layer, patch_setter=patch_setter,
+                                  patching_metric=patching_metric, chunk_size=chunk_size)
+        results.append(values.reshape(inner_sizes))
+    return jnp.stack(results)
+
+
+def _sweep(activation_name, index_axis_names, patch_setter, doc):
+    def sweep(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+        return generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, patch_setter,
+                                        activation_name, index_axis_names, chunk_size=chunk_size)
+
+    sweep.__doc__ = doc
+    return sweep
+
+
+get_act_patch_resid_pre = _sweep("resid_pre", ("layer", "pos"), layer_pos_patch_setter,
+                                 "Patch the residual stream entering each block, by position: [layer, pos].")
+get_act_patch_resid_mid = _sweep("resid_mid", ("layer", "pos"), layer_pos_patch_setter,
+                                 "Patch the residual stream between attention and MLP, by position: [layer, pos].")
+get_act_patch_attn_out = _sweep("attn_out", ("layer", "pos"), layer_pos_patch_setter,
+                                "Patch each attention layer's output, by position: [layer, pos].")
+get_act_patch_mlp_out = _sweep("mlp_out", ("layer", "pos"), layer_pos_patch_setter,
+                               "Patch each MLP layer's output, by position: [layer, pos].")
+get_act_patch_attn_head_out_by_pos = _sweep("z", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
+                                            "Patch each head's output (hook_z) at each position: [layer, pos, head].")
+get_act_patch_attn_head_q_by_pos = _sweep("q", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
+                                          "Patch each head's query at each position: [layer, pos, head].")
+get_act_patch_attn_head_k_by_pos = _sweep("k", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
+                                          "Patch each head's key at each position: [layer, pos, head].")
+get_act_patch_attn_head_v_by_pos = _sweep("v", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
+                                          "Patch each head's value at each position: [layer, pos, head].")
+get_act_patch_attn_head_pattern_by_pos = _sweep(
+    "pattern", ("layer", "head_index", "dest_pos"), layer_head_pos_pattern_patch_setter,
+    "Patch each head's attention row at each destination position: [layer, head, dest_pos].")
+get_act_patch_attn_head_pattern_dest_src_pos = _sweep(
+    "pattern", ("layer", "head_index", "dest_pos", "src_pos"), layer_head_dest_src_pos_pattern_patch_setter,
+    "Patch each entry of each head's attention pattern: [layer, head, dest_pos, src_pos].")
+get_act_patch_attn_head_out_all_pos = _sweep("z", ("layer", "head"), layer_head_vector_patch_setter,
+                                             "Patch each head's output at every position at once: [layer, head].")
+get_act_patch_attn_head_q_all_pos = _sweep("q", ("layer", "head"), layer_head_vector_patch_setter,
+                                           "Patch each head's queries at every position: [layer, head].")
+get_act_patch_attn_head_k_all_pos = _sweep("k", ("layer", "head"), layer_head_vector_patch_setter,
+                                           "Patch each head's keys at every position: [layer, head].")
+get_act_patch_attn_head_v_all_pos = _sweep("v", ("layer", "head"), layer_head_vector_patch_setter,
+                                           "Patch each head's values at every position: [layer, head].")
+get_act_patch_attn_head_pattern_all_pos = _sweep("pattern", ("layer", "head_index"), layer_head_pattern_patch_setter,
+                                                 "Patch each head's whole attention pattern: [layer, head].")
+
+
+def get_act_patch_block_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+    """resid_pre, attn_out and mlp_out by position, stacked: [3, layer, pos]."""
+    sweeps = [get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out]
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size)
+                      for s in sweeps])
+
+
+def get_act_patch_attn_head_all_pos_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+    """Head output, query, key, value and pattern, all positions, stacked: [5, layer, head]."""
+    sweeps = [get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos,
+              get_act_patch_attn_head_k_all_pos, get_act_patch_attn_head_v_all_pos,
+              get_act_patch_attn_head_pattern_all_pos]
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size)
+                      for s in sweeps])
+
+
+def get_act_patch_attn_head_by_pos_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+    """Head output, query, key, value and pattern (by destination), by position: [5, layer, pos, head]."""
+    sweeps = [get_act_patch_attn_head_out_by_pos, get_act_patch_attn_head_q_by_pos,
+              get_act_patch_attn_head_k_by_pos, get_act_patch_attn_head_v_by_pos]
+    out = [s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps]
+    pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, patching_metric,
+                                                     chunk_size=chunk_size)
+    return jnp.stack(out + [pattern.transpose(0, 2, 1)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution patching
+# ---------------------------------------------------------------------------------------------
+def activation_gradients(model, tokens, patching_metric: Metric, names: Sequence[str]):
+    """(metric, cache, {name: d metric / d activation}) from one forward and one backward pass."""
+    tokens = model.check_tokens(tokens)
+    _, cache = model.run_with_cache(tokens, names_filter=list(names))
+    probes = {name: jnp.zeros_like(cache[name]) for name in names}
+    return _metric_and_grads(model, tokens, probes, patching_metric) + (cache,)
+
+
+@partial(jax.jit, static_argnames=("patching_metric",))
+def _metric_and_grads(model, tokens, probes, patching_metric):
+    def metric_of(probes):
+        hooks = [(name, lambda act, hook: act + probes[hook.name]) for name in probes]
+        return patching_metric(model.run_with_hooks(tokens, hooks))
+
+    value, grads = jax.value_and_grad(metric_of)(probes)
+    return value, grads
+
+
+def generic_attribution_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
+                              activation_name: str, index_axis_names: Sequence[str]) -> jax.Array:
+    """First-order estimate of `generic_activation_patch` for a sweep that copies the slice of the
+    clean activation selected by each index: sum over that slice of (clean - corrupted) * gradient."""
+    names = [act_name(activation_name, l) for l in range(model.cfg.n_layers)]
+    _, grads, corrupted_cache = activation_gradients(model, corrupted_tokens, patching_metric, names)
+    keep = [_AXIS_OF[a] for a in index_axis_names[1:]]
+    out = []
+    for name in names:
+        effect = (clean_cache[name] - corrupted_cache[name]) * grads[name]
+        kept_first = jnp.moveaxis(effect, keep, list(range(len(keep))))  # index axes first, in order
+        out.append(kept_first.reshape(*kept_first.shape[:len(keep)], -1).sum(-1))
+    return jnp.stack(out)
+
+
+def _attr_sweep(activation_name, index_axis_names, doc):
+    def sweep(model, corrupted_tokens, clean_cache, patching_metric):
+        return generic_attribution_patch(model, corrupted_tokens, clean_cache, patching_metric, activation_name,
+                                         index_axis_names)
+
+    sweep.__doc__ = doc + " First-order estimate from one forward and one backward pass."
+    return sweep
+
+
+get_attr_patch_resid_pre = _attr_sweep("resid_pre", ("layer", "pos"), "Attribution for get_act_patch_resid_pre: [layer, pos].")
+get_attr_patch_resid_mid = _attr_sweep("resid_mid", ("layer", "pos"), "Attribution for get_act_patch_resid_mid: [layer, pos].")
+get_attr_patch_attn_out = _attr_sweep("attn_out", ("layer", "pos"), "Attribution for get_act_patch_attn_out: [layer, pos].")
+get_attr_patch_mlp_out = _attr_sweep("mlp_out", ("layer", "pos"), "Attribution for get_act_patch_mlp_out: [layer, pos].")
+get_attr_patch_attn_head_out_by_pos = _attr_sweep("z", ("layer", "pos", "head"),
+                                                  "Attribution for get_act_patch_attn_head_out_by_pos: [layer, pos, head].")
+get_attr_patch_attn_head_out_all_pos = _attr_sweep("z", ("layer", "head"),
+                                                   "Attribution for get_act_patch_attn_head_out_all_pos: [layer, head].")
+get_attr_patch_attn_head_pattern_all_pos = _attr_sweep("pattern", ("layer", "head_index"),
+                                                       "Attribution for get_act_patch_attn_head_pattern_all_pos: [layer, head].")
+get_attr_patch_attn_head_pattern_by_pos = _attr_sweep("pattern", ("layer", "head_index", "dest_pos"),
+                                                      "Attribution for get_act_patch_attn_head_pattern_by_pos: [layer, head, dest_pos].")
