@@ -44,3 +44,130 @@ def plot_training_curves(metrics: Sequence[dict[str, Any]], *, log_x: bool = Fal
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _labels(tokens: Optional[Sequence[str]], n: int) -> list[str]:
+    return list(tokens) if tokens is not None else [str(i) for i in range(n)]
+
+
+def plot_attention_patterns(pattern, tokens: Optional[Sequence[str]] = None, head_names: Optional[Sequence[str]] = None,
+                            title: Optional[str] = None, max_label_count: int = 40):
+    """Attention patterns [head, q, k] (or one [q, k]) of one sequence, one panel per head, with the
+    tokens on both axes: the row is the token attending (query), the column the token attended to."""
+    pattern = np.asarray(pattern)
+    if pattern.ndim == 2:
+        pattern = pattern[None]
+    n_heads, n_q, n_k = pattern.shape
+    cols = min(n_heads, 4)
+    rows = -(-n_heads // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
+    labels = _labels(tokens, n_k)
+    for h in range(rows * cols):
+        ax = axes[h // cols][h % cols]
+        if h >= n_heads:
+            ax.axis("off")
+            continue
+        im = ax.imshow(pattern[h], cmap="Blues", vmin=0, vmax=1)
+        ax.set_title(head_names[h] if head_names else f"head {h}", fontsize=10)
+        if n_k <= max_label_count:
+            ax.set_xticks(range(n_k), labels[:n_k], rotation=90, fontsize=6)
+            ax.set_yticks(range(n_q), labels[:n_q], fontsize=6)
+        ax.set_xlabel("key (attended to)", fontsize=8)
+        ax.set_ylabel("query", fontsize=8)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="attention")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_head_heatmap(scores, title: str = "", cmap: str = "viridis", vmin=None, vmax=None, annotate: bool = True,
+                      label: str = "score"):
+    """A [layer, head] array (detector scores, patching or ablation effects) as a heatmap."""
+    scores = np.asarray(scores)
+    n_layers, n_heads = scores.shape
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n_heads, 0.9 + 0.6 * n_layers))
+    if cmap == "RdBu" and vmin is None and vmax is None:
+        vmax = float(np.abs(scores).max()) or 1.0
+        vmin = -vmax
+    im = ax.imshow(scores, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(n_heads), [f"H{h}" for h in range(n_heads)])
+    ax.set_yticks(range(n_layers), [f"L{l}" for l in range(n_layers)])
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    if annotate and scores.size <= 144:
+        for l in range(n_layers):
+            for h in range(n_heads):
+                ax.text(h, l, f"{scores[l, h]:.2f}", ha="center", va="center", fontsize=8,
+                        color="white" if im.norm(scores[l, h]) < 0.5 else "black")
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_patching(result, tokens: Optional[Sequence[str]] = None, title: str = "", label: str = "metric"):
+    """A patching sweep: [layer, pos] as one heatmap, [layer, pos, head] as one panel per layer,
+    [layer, head] as a head heatmap. Diverging colours centred on zero."""
+    result = np.asarray(result)
+    if result.ndim == 2 and tokens is None and result.shape[1] <= 16:
+        return plot_head_heatmap(result, title, cmap="RdBu", label=label)
+    vmax = float(np.abs(result).max()) or 1.0
+    panels = [result] if result.ndim == 2 else [result[l].T for l in range(result.shape[0])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.25 * result.shape[1]) * len(panels) ** 0.5 + 2,
+                                                        2.2 + 0.35 * panels[0].shape[0]), squeeze=False)
+    for i, (ax, panel) in enumerate(zip(axes[0], panels)):
+        im = ax.imshow(panel, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
+        n_pos = panel.shape[1]
+        ax.set_xticks(range(n_pos), _labels(tokens, n_pos)[:n_pos], rotation=90, fontsize=6)
+        if result.ndim == 2:
+            ax.set_yticks(range(panel.shape[0]), [f"L{l}" for l in range(panel.shape[0])])
+            ax.set_ylabel("layer")
+        else:
+            ax.set_yticks(range(panel.shape[0]), [f"H{h}" for h in range(panel.shape[0])])
+            ax.set_title(f"layer {i}")
+            ax.set_ylabel("head")
+        ax.set_xlabel("position")
+    fig.colorbar(im, ax=axes.ravel().tolist(), label=label)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_logit_lens(values, labels: Sequence[str], line_labels: Optional[Sequence[str]] = None,
+                    title: str = "logit lens", ylabel: str = "logit difference"):
+    """Values [component] or [component, line] along the residual stream (e.g. from
+    accumulated_resid projected on a logit direction), one line per column."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        values = values[:, None]
+    fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(labels)), 3.5))
+    for j in range(values.shape[1]):
+        ax.plot(range(len(labels)), values[:, j], "o-", label=line_labels[j] if line_labels else None)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.grid(alpha=0.3)
+    if line_labels:
+        ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_fourier_norms(norms, names: Optional[Sequence[str]] = None, key_freqs: Sequence[int] = (),
+                       title: str = "norm of each Fourier component", ylabel: str = "norm"):
+    """Bars of per-frequency (or per-basis-vector) norms, the key frequencies highlighted."""
+    norms = np.asarray(norms)
+    fig, ax = plt.subplots(figsize=(max(6, 0.09 * len(norms)), 3.2))
+    colors = ["C3" if i in set(key_freqs) else "C0" for i in range(len(norms))]
+    ax.bar(range(len(norms)), norms, color=colors, width=0.9)
+    if names is not None and len(names) <= 60:
+        ax.set_xticks(range(len(norms)), names, rotation=90, fontsize=6)
+    else:
+        ax.set_xlabel("frequency k")
+    for k in key_freqs:
+        ax.annotate(str(k), (k, norms[k]), ha="center", va="bottom", fontsize=8, color="C3")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig

@@ -13,3 +13,34 @@ def test_training_curves_render_to_png(tmp_path):
     fig.savefig(path)
     assert path.stat().st_size > 5000
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 4  # train and test loss, two seeds
+
+
+from minillm.plots import (plot_attention_patterns, plot_fourier_norms, plot_head_heatmap, plot_logit_lens,
+                           plot_patching)
+
+
+def _save(fig, path):
+    fig.savefig(path)
+    return path.stat().st_size
+
+
+def test_every_plot_renders_to_png(tmp_path):
+    rng = np.random.default_rng(0)
+    pattern = rng.random((4, 7, 7))
+    pattern = np.tril(pattern) / np.tril(pattern).sum(-1, keepdims=True)
+    tokens = [f"t{i}" for i in range(7)]
+    figs = {
+        "patterns": plot_attention_patterns(pattern, tokens, title="p"),
+        "one_pattern": plot_attention_patterns(pattern[0], tokens),
+        "heads": plot_head_heatmap(rng.random((2, 4)), "scores"),
+        "diverging": plot_head_heatmap(rng.normal(size=(2, 4)), "effects", cmap="RdBu"),
+        "patch_layer_pos": plot_patching(rng.normal(size=(2, 7)), tokens),
+        "patch_layer_pos_head": plot_patching(rng.normal(size=(2, 7, 4)), tokens),
+        "patch_layer_head": plot_patching(rng.normal(size=(2, 4))),
+        "lens": plot_logit_lens(rng.normal(size=(3, 2)), ["0_pre", "1_pre", "final"], ["a", "b"]),
+        "fourier": plot_fourier_norms(rng.random(57), key_freqs=[14, 35]),
+    }
+    for name, fig in figs.items():
+        assert _save(fig, tmp_path / f"{name}.png") > 3000, name
+    assert len(figs["patterns"].axes) == 5  # 4 heads and a colour bar
+    assert len(figs["patch_layer_pos_head"].axes) == 3  # 2 layers and a colour bar

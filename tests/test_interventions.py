@@ -1,0 +1,78 @@
+"""Ablations and steering as hook functions."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_tokens
+
+from minillm import GPT, act_name
+from minillm.interventions import ablate, ablate_heads, ablate_neurons, selection_mask, steer
+
+CFG = CONFIGS["mlp_ln_gelu"]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = GPT(CFG)
+    tokens, other = random_tokens(CFG, seed=1), random_tokens(CFG, seed=2)
+    return model, tokens, other, model.run_with_cache(tokens)[1], model.run_with_cache(other)[1]
+
+
+def test_zero_ablating_one_head_zeroes_only_that_head(setup):
+    model, tokens, other, cache, other_cache = setup
+    _, hooked = model.run_with_cache(tokens, names_filter=act_name("z", 1), fwd_hooks=ablate_heads(model, [(1, 2)]))
+    z = np.asarray(hooked["z", 1])
+    assert np.all(z[:, :, 2] == 0)
+    np.testing.assert_array_equal(z[:, :, [0, 1, 3]], np.asarray(cache["z", 1])[:, :, [0, 1, 3]])
+
+
+def test_zero_ablating_every_head_equals_removing_attention_writes(setup):
+    model, tokens, *_ = setup
+    heads = [(0, h) for h in range(CFG.n_heads)]
+    by_heads = model.run_with_hooks(tokens, ablate_heads(model, heads))
+    b_O = model.blocks[0].attn.b_O[...]
+    by_out = model.run_with_hooks(tokens, [(act_name("attn_out", 0), lambda x, hook: jnp.broadcast_to(b_O, x.shape))])
+    np.testing.assert_allclose(by_heads, by_out, atol=1e-5)
+
+
+def test_mean_and_resample_ablation(setup):
+    model, tokens, other, cache, other_cache = setup
+    _, mean_run = model.run_with_cache(tokens, names_filter=act_name("z", 0),
+                                       fwd_hooks=ablate_heads(model, [(0, 1)], "mean", reference=other_cache))
+    expected = np.asarray(other_cache["z", 0])[:, :, 1].mean(0)
+    np.testing.assert_allclose(np.asarray(mean_run["z", 0])[:, :, 1], np.broadcast_to(expected, (3, 10, CFG.d_head)),
+                               atol=1e-6)
+    resampled = model.run_with_hooks(tokens, [ablate(act_name("resid_pre", 1), "resample",
+                                                     reference=other_cache["resid_pre", 1])])
+    np.testing.assert_allclose(resampled, model(other), atol=1e-5)
+    with pytest.raises(ValueError, match="reference"):
+        ablate(act_name("z", 0), "mean")
+    with pytest.raises(ValueError, match="kind"):
+        ablate(act_name("z", 0), "random")
+
+
+def test_neuron_ablation_and_masks(setup):
+    model, tokens, *_ = setup
+    _, hooked = model.run_with_cache(tokens, names_filter=act_name("post", 0),
+                                     fwd_hooks=ablate_neurons(model, [(0, 3), (0, 7)]))
+    post = np.asarray(hooked["post", 0])
+    assert np.all(post[..., [3, 7]] == 0) and np.any(post[..., 4] != 0)
+    mask = selection_mask("blocks.0.attn.hook_pattern", (2, 4, 5, 5), heads=[1], positions=[3])
+    assert mask.sum() == 2 * 5 and bool(mask[0, 1, 3, 0]) and not bool(mask[0, 0, 3, 0])
+    with pytest.raises(ValueError, match="per-head"):
+        selection_mask("blocks.0.hook_resid_pre", (2, 5, 8), heads=[0])
+    with pytest.raises(ValueError, match="neurons"):
+        selection_mask("blocks.0.hook_resid_pre", (2, 5, 8), neurons=[0])
+
+
+def test_steering_adds_a_vector_at_chosen_positions(setup):
+    model, tokens, *_ = setup
+    vector = jnp.ones(CFG.d_model)
+    name = act_name("resid_pre", 1)
+    _, hooked = model.run_with_cache(tokens, names_filter=name, fwd_hooks=[steer(name, vector, 2.0, positions=[4])])
+    _, clean = model.run_with_cache(tokens, names_filter=name)
+    diff = np.asarray(hooked[name] - clean[name])
+    np.testing.assert_allclose(diff[:, 4], 2.0, atol=1e-6)
+    assert np.all(diff[:, :4] == 0) and np.all(diff[:, 5:] == 0)
+    logits = model.run_with_hooks(tokens, [steer(name, vector, 2.0, positions=[4])])
+    np.testing.assert_array_equal(logits[:, :4], model(tokens)[:, :4])  # causal: earlier positions untouched
