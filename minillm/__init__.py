@@ -10,9 +10,10 @@ from minillm.checkpoint import CheckpointError
 from minillm.config import GPTConfig
 from minillm.hooks import ActivationCache, HookPoint, Hooks, act_name, hook_names, hook_shape
 from minillm.model import GPT
+from minillm.factored_matrix import FactoredMatrix
 
 __all__ = [
     "GPT", "GPTConfig", "ActivationCache", "HookPoint", "Hooks", "act_name", "hook_names",
-    "hook_shape", "CheckpointError",
+    "hook_shape", "CheckpointError", "FactoredMatrix",
 ]
 __version__ = "0.1.0"

@@ -68,6 +68,7 @@ def _recipes() -> dict[str, Recipe]:
     grok_common = dict(weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10, grad_clip=None, batch_size=None,
                        steps_per_call=50, eval_every=50, checkpoint_every=500)
     rep = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
+    fixed = make_task("repeated_tokens", d_vocab=64, seq_len=63, min_len=31, max_len=31)  # one layout only
     brackets = make_task("balanced_brackets")
     sorting = make_task("sorting")
     reversal = make_task("reversal")
@@ -98,6 +99,17 @@ def _recipes() -> dict[str, Recipe]:
                            decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
                            checkpoint_every=500),
                "induction_score", 0.8, induction_metrics),
+        Recipe("induction_shortcut", "the same model on a FIXED period: a positional shortcut, no induction",
+               "A cautionary twin of `induction`: the same model and training, but every sequence is BOS, 31 random "
+               "tokens, then the same 31 again (the classic layout, repeated at a fixed period). The model gets the "
+               "repeat right without an induction circuit: a head can attend by position to the token 31 back "
+               "(measured while planning: 0.91 attention at the fixed offset, induction score 0.03). Its target is "
+               "low loss on the repeat; the lesson shows that it fails once the copy moves.",
+               fixed, _model_for(fixed, n_layers=2, d_model=64, n_heads=4, attn_only=True),
+               TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
+                           decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
+                           checkpoint_every=500),
+               "repeat_acc", 0.9, induction_metrics),
         Recipe("balanced_brackets", "is a string of brackets balanced?",
                "Classify a string of 40 brackets as balanced or not (the ARENA exercise's task; hard negatives "
                "have the right counts in the wrong order or never dip below zero but end unbalanced).",

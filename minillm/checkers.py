@@ -1,0 +1,71 @@
+"""Checkers for the lessons' exercises: call one on your own function, and it compares your
+answer with minillm's on a fresh model and inputs, then says what is wrong, if anything.
+
+    from minillm.checkers import check_previous_token_scores
+    check_previous_token_scores(my_previous_token_scores)
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minillm.config import GPTConfig
+from minillm.detectors import head_scores, repeated_random_tokens
+from minillm.interventions import ablate_heads
+from minillm.model import GPT
+
+
+def _test_model(seed: int = 0) -> GPT:
+    return GPT(GPTConfig(n_layers=2, d_model=32, n_heads=4, n_ctx=32, d_vocab=20, attn_only=True, seed=seed))
+
+
+def _compare(name: str, got, expected, atol: float = 1e-4) -> None:
+    got = np.asarray(got)
+    expected = np.asarray(expected)
+    if got.shape != expected.shape:
+        raise AssertionError(f"{name}: your result has shape {got.shape}, expected {expected.shape}")
+    if not np.allclose(got, expected, atol=atol):
+        worst = np.unravel_index(np.abs(got - expected).argmax(), got.shape)
+        raise AssertionError(f"{name}: at index {tuple(int(i) for i in worst)} you have {got[worst]:.4f}, "
+                             f"expected {expected[worst]:.4f}")
+    print(f"{name}: correct.")
+
+
+def check_previous_token_scores(fn: Callable) -> None:
+    """fn(cache, n_layers) -> [layer, head]: the mean attention from each position to the one before."""
+    for seed in (0, 1):
+        model = _test_model(seed)
+        tokens = repeated_random_tokens(jax.random.key(seed), 4, 10, 20)
+        _, cache = model.run_with_cache(tokens)
+        _compare("previous-token scores", fn(cache, model.cfg.n_layers), head_scores(model, tokens)["previous_token"])
+
+
+def check_head_mean_ablation(fn: Callable) -> None:
+    """fn(activation_z, hook, head, reference_z) -> the z with `head` replaced by its mean over
+    the reference batch (and over nothing else)."""
+    model = _test_model(2)
+    tokens = repeated_random_tokens(jax.random.key(3), 4, 10, 20)
+    reference_tokens = repeated_random_tokens(jax.random.key(4), 6, 10, 20)
+    _, reference = model.run_with_cache(reference_tokens)
+    for layer, head in [(0, 1), (1, 3)]:
+        name = f"blocks.{layer}.attn.hook_z"
+        theirs = model.run_with_hooks(tokens, [(name, lambda z, hook: fn(z, hook, head, reference[name]))])
+        ours = model.run_with_hooks(tokens, ablate_heads(model, [(layer, head)], "mean", reference))
+        _compare(f"logits with L{layer}H{head} mean-ablated", theirs, ours)
+
+
+def check_copying_score(fn: Callable) -> None:
+    """fn(model, layer, head) -> the fraction of input tokens whose largest entry in the head's
+    full OV circuit W_E W_V W_O W_U (rows: input token, columns: output token) is on the diagonal."""
+    for seed in (5, 6):
+        model = _test_model(seed)
+        W_E, W_U = model.embed.W_E[...], model.unembed.W_U[...]
+        for layer, head in [(1, 2), (0, 0), (1, 0)]:
+            attn = model.blocks[layer].attn
+            full = W_E @ attn.W_V[head] @ attn.W_O[head] @ W_U  # [d_vocab, d_vocab_out]
+            expected = float((full.argmax(-1) == jnp.arange(full.shape[0])).mean())
+            _compare(f"copying score of L{layer}H{head}", fn(model, layer, head), expected)

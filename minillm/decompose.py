@@ -1,0 +1,210 @@
+"""Residual-stream decompositions: the stream as a sum of the pieces that wrote to it.
+
+The residual stream at any point is embed + pos_embed + the sum of every earlier attn_out and
+mlp_out; attn_out is itself the sum of each head's result plus b_O, and mlp_out the sum of each
+neuron's post-activation times its row of W_out plus b_out. These functions stack those pieces,
+optionally put them through the LayerNorm that reads them (so they can be projected onto logit
+directions), and project them: the logit lens and direct logit attribution (Elhage et al. 2021;
+nostalgebraist 2020).
+
+Names and arguments are TransformerLens' ActivationCache methods; as minillm's cache is a plain
+pytree without a reference to the model, the model comes first:
+
+    TransformerLens: cache.accumulated_resid(layer, apply_ln=True)
+    minillm:         accumulated_resid(model, cache, layer, apply_ln=True)
+
+Stacks are [component, batch, pos, d_model] ([component, batch, d_model] with an int pos_slice).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from minillm.hooks import ActivationCache, act_name
+
+PosSlice = Union[None, int, slice, jax.Array]
+
+
+def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2) -> jax.Array:
+    """Apply a position slice to the position axis (an int removes the axis, as in TransformerLens)."""
+    if pos_slice is None:
+        return x
+    index = [slice(None)] * x.ndim
+    index[axis] = pos_slice
+    return x[tuple(index)]
+
+
+def _stack(components: list, labels: list[str], return_labels: bool):
+    stack = jnp.stack(components)
+    return (stack, labels) if return_labels else stack
+
+
+def _layer_or_final(model, layer: Optional[int]) -> int:
+    n = model.cfg.n_layers
+    if layer is None or layer == -1:
+        return n
+    if not 0 <= layer <= n:
+        raise ValueError(f"layer must be in [0, n_layers={n}] or None/-1 (the final stream), got {layer}")
+    return layer
+
+
+def apply_ln_to_stack(model, cache: ActivationCache, residual_stack: jax.Array, layer: Optional[int] = None,
+                      mlp_input: bool = False, pos_slice: PosSlice = None, recompute_ln: bool = False) -> jax.Array:
+    """Put each component through the LayerNorm that reads the stream at `layer` (None: ln_final).
+
+    Centred, then divided by the scale cached from the real run, so that the components still sum
+    to the normalized stream (LayerNorm's w and b are not applied: fold them into the weights first,
+    see minillm.weight_processing). recompute_ln=True instead applies ln_final in full to each
+    component with its own statistics (TransformerLens' logit lens of a component on its own).
+    A model without LayerNorm returns the stack unchanged.
+    """
+    if model.cfg.normalization_type is None:
+        return residual_stack
+    layer = _layer_or_final(model, layer)
+    if recompute_ln and layer == model.cfg.n_layers:
+        ln = model.ln_final
+        x = residual_stack - residual_stack.mean(-1, keepdims=True)
+        return x / jnp.sqrt((x * x).mean(-1, keepdims=True) + ln.eps) * ln.w + ln.b
+    if layer == model.cfg.n_layers:
+        scale_name = "ln_final.hook_scale"
+    else:
+        scale_name = act_name("scale", layer, "ln2" if mlp_input else "ln1")
+    scale = _pos(cache[scale_name], pos_slice)  # [b, p, 1] or [b, 1]
+    centred = residual_stack - residual_stack.mean(-1, keepdims=True)
+    return centred / scale
+
+
+def accumulated_resid(model, cache: ActivationCache, layer: Optional[int] = None, incl_mid: bool = False,
+                      apply_ln: bool = False, pos_slice: PosSlice = None, mlp_input: bool = False,
+                      return_labels: bool = False):
+    """The residual stream entering each layer up to `layer` (None: up to and including the final
+    stream): [component, b, p, d]; incl_mid adds resid_mid of each layer (models with MLPs). With apply_ln at the final layer, each is put through ln_final
+    with its own statistics: project onto W_U for the logit lens."""
+    layer = _layer_or_final(model, layer)
+    components, labels = [], []
+    for l in range(layer + 1):
+        if l == model.cfg.n_layers:
+            components.append(cache["resid_post", l - 1])
+            labels.append("final_post")
+            continue
+        components.append(cache["resid_pre", l])
+        labels.append(f"{l}_pre")
+        if ((incl_mid and l < layer) or (mlp_input and l == layer)) and not model.cfg.attn_only:
+            components.append(cache["resid_mid", l])
+            labels.append(f"{l}_mid")
+    components = [_pos(c, pos_slice) for c in components]
+    stack = jnp.stack(components)
+    if apply_ln:
+        stack = apply_ln_to_stack(model, cache, stack, layer, mlp_input, pos_slice,
+                                  recompute_ln=layer == model.cfg.n_layers)
+    return (stack, labels) if return_labels else stack
+
+
+def decompose_resid(model, cache: ActivationCache, layer: Optional[int] = None, mlp_input: bool = False,
+                    mode: str = "all", apply_ln: bool = False, pos_slice: PosSlice = None,
+                    incl_embeds: bool = True, return_labels: bool = False):
+    """The stream entering `layer` as its parts: embed, pos_embed, then each earlier attn_out and
+    mlp_out (mode "attn" or "mlp" keeps only those); they sum to resid_pre of `layer`."""
+    if mode not in ("all", "attn", "mlp"):
+        raise ValueError(f"mode must be 'all', 'attn' or 'mlp', got {mode!r}")
+    layer = _layer_or_final(model, layer)
+    components, labels = [], []
+    if incl_embeds:
+        components += [cache["hook_embed"], cache["hook_pos_embed"]]
+        labels += ["embed", "pos_embed"]
+    for l in range(layer):
+        if mode in ("all", "attn"):
+            components.append(cache["attn_out", l])
+            labels.append(f"{l}_attn_out")
+        if mode in ("all", "mlp") and not model.cfg.attn_only:
+            components.append(cache["mlp_out", l])
+            labels.append(f"{l}_mlp_out")
+    if mlp_input and mode in ("all", "attn") and layer < model.cfg.n_layers:
+        components.append(cache["attn_out", layer])
+        labels.append(f"{layer}_attn_out")
+    stack = jnp.stack([_pos(c, pos_slice) for c in components])
+    if apply_ln:
+        stack = apply_ln_to_stack(model, cache, stack, layer, mlp_input, pos_slice)
+    return (stack, labels) if return_labels else stack
+
+
+def _head_results(model, cache: ActivationCache, l: int) -> jax.Array:
+    """[b, p, h, d] each head's write in layer l: the cached hook_result, or z @ W_O."""
+    if ("result", l) in cache:
+        return cache["result", l]
+    return jnp.einsum("bphe,hed->bphd", cache["z", l], model.blocks[l].attn.W_O)
+
+
+def stack_head_results(model, cache: ActivationCache, layer: int = -1, return_labels: bool = False,
+                       incl_remainder: bool = False, pos_slice: PosSlice = None, apply_ln: bool = False):
+    """Each head's write to the residual stream in the layers before `layer` (-1: all layers):
+    [layer * head, b, p, d], labels "L{l}H{h}". incl_remainder adds everything else in the stream
+    (embeddings, biases, MLPs), so the stack sums to the stream."""
+    layer = _layer_or_final(model, layer)
+    components, labels = [], []
+    for l in range(layer):
+        results = _head_results(model, cache, l)
+        for h in range(model.cfg.n_heads):
+            components.append(results[:, :, h])
+            labels.append(f"L{l}H{h}")
+    if not components and not incl_remainder:
+        raise ValueError("no heads before layer 0: use layer >= 1")
+    stack = jnp.stack(components) if components else jnp.zeros((0, *cache["hook_embed"].shape))
+    if incl_remainder:
+        total = cache["resid_pre", layer] if layer < model.cfg.n_layers else cache["resid_post", layer - 1]
+        stack = jnp.concatenate([stack, (total - stack.sum(0))[None]])
+        labels.append("remainder")
+    stack = _pos(stack, pos_slice)
+    if apply_ln:
+        stack = apply_ln_to_stack(model, cache, stack, layer, pos_slice=pos_slice)
+    return (stack, labels) if return_labels else stack
+
+
+def stack_neuron_results(model, cache: ActivationCache, layer: int, pos_slice: PosSlice = None,
+                         neuron_slice: Union[None, slice, jax.Array] = None, return_labels: bool = False,
+                         incl_remainder: bool = False, apply_ln: bool = False):
+    """Each MLP neuron's write (post-activation times its row of W_out) in the layers before
+    `layer`: [layer * neuron, b, p, d], labels "L{l}N{n}". Large: slice neurons or positions."""
+    if model.cfg.attn_only:
+        raise ValueError("an attention-only model has no neurons")
+    layer = _layer_or_final(model, layer)
+    neurons = jnp.arange(model.cfg.d_mlp)[neuron_slice if neuron_slice is not None else slice(None)]
+    components, labels = [], []
+    for l in range(layer):
+        post = _pos(cache["post", l], pos_slice)[..., neurons]  # [b, (p), n]
+        w_out = model.blocks[l].mlp.W_out[...][neurons]  # [n, d]
+        components.append(jnp.moveaxis(post[..., None] * w_out, -2, 0))  # [n, b, (p), d]
+        labels += [f"L{l}N{int(n)}" for n in neurons]
+    stack = jnp.concatenate(components)
+    if incl_remainder:
+        total = cache["resid_pre", layer] if layer < model.cfg.n_layers else cache["resid_post", layer - 1]
+        stack = jnp.concatenate([stack, (_pos(total, pos_slice) - stack.sum(0))[None]])
+        labels.append("remainder")
+    if apply_ln:
+        stack = apply_ln_to_stack(model, cache, stack, layer, pos_slice=pos_slice)
+    return (stack, labels) if return_labels else stack
+
+
+def logit_directions(model, tokens: jax.Array, incorrect_tokens: Optional[jax.Array] = None) -> jax.Array:
+    """The residual-stream direction of each output token's logit (its column of W_U), or of a
+    logit difference: [*tokens.shape, d_model]."""
+    W_U = model.unembed.W_U[...]  # [d, v_out]
+    directions = W_U[:, tokens]
+    if incorrect_tokens is not None:
+        directions = directions - W_U[:, incorrect_tokens]
+    return jnp.moveaxis(directions, 0, -1)
+
+
+def logit_attrs(model, cache: ActivationCache, residual_stack: jax.Array, tokens: jax.Array,
+                incorrect_tokens: Optional[jax.Array] = None, pos_slice: PosSlice = None) -> jax.Array:
+    """Direct logit attribution: each component's contribution to the logit of `tokens` (or to the
+    logit difference tokens - incorrect_tokens): residual_stack [component, ..., d] dotted with the
+    directions [..., d] -> [component, ...]. Put the stack through apply_ln_to_stack first (and
+    fold LayerNorm) for the contributions to add up to the logits minus b_U."""
+    directions = logit_directions(model, tokens, incorrect_tokens)
+    if pos_slice is not None and jnp.ndim(tokens) == 2:  # tokens [b, p]: slice their positions too
+        directions = _pos(directions, pos_slice)
+    return (residual_stack * directions).sum(-1)

@@ -1,0 +1,85 @@
+"""Decompositions sum back to the residual stream; logit attributions add up to the logits."""
+
+import numpy as np
+import pytest
+from conftest import CONFIGS, random_tokens
+
+from minillm import GPT
+from minillm import decompose as D
+from minillm.weight_processing import fold_layer_norm
+
+
+@pytest.fixture(params=["mlp_ln_gelu", "mlp_noln_relu", "attn_only_ln"])
+def run(request):
+    cfg = CONFIGS[request.param]
+    model = GPT(cfg)
+    tokens = random_tokens(cfg)
+    logits, cache = model.run_with_cache(tokens)
+    return model, cfg, tokens, logits, cache
+
+
+def test_decompose_resid_sums_to_the_stream(run):
+    model, cfg, tokens, logits, cache = run
+    for layer in range(cfg.n_layers + 1):
+        stack, labels = D.decompose_resid(model, cache, layer, return_labels=True)
+        target = cache["resid_pre", layer] if layer < cfg.n_layers else cache["resid_post", cfg.n_layers - 1]
+        np.testing.assert_allclose(stack.sum(0), target, atol=1e-5)
+        assert len(labels) == stack.shape[0] and labels[:2] == ["embed", "pos_embed"]
+
+
+def test_head_results_and_biases_sum_to_attn_out(run):
+    model, cfg, tokens, logits, cache = run
+    stack, labels = D.stack_head_results(model, cache, return_labels=True)
+    assert stack.shape == (cfg.n_layers * cfg.n_heads, *tokens.shape, cfg.d_model)
+    assert labels[0] == "L0H0" and labels[-1] == f"L{cfg.n_layers - 1}H{cfg.n_heads - 1}"
+    for l in range(cfg.n_layers):
+        heads = stack[l * cfg.n_heads:(l + 1) * cfg.n_heads].sum(0)
+        np.testing.assert_allclose(heads + model.blocks[l].attn.b_O[...], cache["attn_out", l], atol=1e-5)
+    with_rest = D.stack_head_results(model, cache, incl_remainder=True)
+    np.testing.assert_allclose(with_rest.sum(0), cache["resid_post", cfg.n_layers - 1], atol=1e-5)
+    # without hook_result in the cache, the same results come from z @ W_O
+    _, small = model.run_with_cache(tokens, names_filter=lambda n: "hook_z" in n)
+    np.testing.assert_allclose(D.stack_head_results(model, small), stack, atol=1e-5)
+
+
+def test_neuron_results_sum_to_mlp_out(run):
+    model, cfg, tokens, logits, cache = run
+    if cfg.attn_only:
+        with pytest.raises(ValueError, match="no neurons"):
+            D.stack_neuron_results(model, cache, 1)
+        return
+    stack = D.stack_neuron_results(model, cache, 1, pos_slice=-1)
+    assert stack.shape == (cfg.d_mlp, tokens.shape[0], cfg.d_model)
+    np.testing.assert_allclose(stack.sum(0) + model.blocks[0].mlp.b_out[...], cache["mlp_out", 0][:, -1], atol=1e-5)
+
+
+def test_accumulated_resid_is_the_stream_at_each_layer(run):
+    model, cfg, tokens, logits, cache = run
+    stack, labels = D.accumulated_resid(model, cache, incl_mid=True, return_labels=True)
+    assert labels[0] == "0_pre" and labels[-1] == "final_post"
+    np.testing.assert_allclose(stack[0], cache["resid_pre", 0])
+    np.testing.assert_allclose(stack[-1], cache["resid_post", cfg.n_layers - 1])
+    # logit lens: the final stream with ln_final applied, through W_U + b_U, gives the logits
+    lens = D.accumulated_resid(model, cache, apply_ln=True, pos_slice=-1)
+    np.testing.assert_allclose(lens[-1] @ model.unembed.W_U[...] + model.unembed.b_U[...], logits[:, -1], atol=1e-4)
+
+
+def test_logit_attrs_of_the_full_decomposition_add_up_to_the_logit_difference(run):
+    model, cfg, tokens, logits, cache = run
+    model = fold_layer_norm(model) if cfg.normalization_type else model
+    logits, cache = model.run_with_cache(tokens)
+    correct, wrong = tokens[:, -1] % cfg.d_vocab_out, (tokens[:, -1] + 1) % cfg.d_vocab_out
+    stack = D.decompose_resid(model, cache, pos_slice=-1, apply_ln=True)  # [c, b, d]
+    attrs = D.logit_attrs(model, cache, stack, correct, wrong)  # [c, b]
+    b = np.arange(tokens.shape[0])
+    diff = logits[b, -1, correct] - logits[b, -1, wrong]
+    bias = model.unembed.b_U[...][correct] - model.unembed.b_U[...][wrong]
+    np.testing.assert_allclose(attrs.sum(0) + bias, diff, atol=1e-4)
+
+
+def test_apply_ln_to_stack_without_ln_is_identity():
+    cfg = CONFIGS["mlp_noln_relu"]
+    model = GPT(cfg)
+    _, cache = model.run_with_cache(random_tokens(cfg))
+    stack = D.decompose_resid(model, cache)
+    assert D.apply_ln_to_stack(model, cache, stack) is stack
