@@ -108,11 +108,7 @@ def load_model(path: str):
         cfg = GPTConfig.from_json(metadata["config"])
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e
-    model = GPT(cfg)
-    weights = {name[len("model/"):] if name.startswith("model/") else name: value
-               for name, value in tensors.items() if name.startswith("model/") or "/" not in name}
     try:
-        model.load_state_dict(weights)
+        return GPT.from_state_dict(cfg, tensors)
     except ValueError as e:
         raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e
-    return model

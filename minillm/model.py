@@ -263,7 +263,7 @@ class GPT(nnx.Module):
     def state_dict(self) -> dict[str, Array]:
         """The weights, flat, under TransformerLens' names: {"blocks.0.attn.W_Q": [h, d, e], ...}."""
         flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
-        return {".".join(str(k) for k in path): var[...] for path, var in flat}
+        return {".".join(str(k) for k in path): var.get_value() for path, var in flat}
 
     def load_state_dict(self, weights: dict[str, Any]) -> None:
         """Replace the weights in place; names, shapes and dtypes must match exactly."""
@@ -280,11 +280,12 @@ class GPT(nnx.Module):
             raise ValueError("load_state_dict: " + "; ".join(wrong))
         flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
         for path, var in flat:
-            var[...] = jnp.asarray(weights[".".join(str(k) for k in path)])
+            var.set_value(jnp.asarray(weights[".".join(str(k) for k in path)]))
 
     @classmethod
     def from_state_dict(cls, cfg: GPTConfig, weights: dict[str, Any]) -> "GPT":
-        model = cls(cfg)
+        """A model with these weights; no random weights are drawn (only their shapes are traced)."""
+        model = nnx.eval_shape(lambda: cls(cfg))
         model.load_state_dict(weights)
         return model
 
