@@ -50,7 +50,10 @@ def _join(lines: list[str]) -> list[str]:
 
 
 def notebook(source: str) -> dict:
-    return {"cells": parse(source), "nbformat": 4, "nbformat_minor": 5,
+    cells = parse(source)
+    for i, cell in enumerate(cells):  # stable ids, so that rebuilding changes nothing
+        cell["id"] = f"cell-{i:03d}"
+    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
             "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                          "language_info": {"name": "python"}}}
 

@@ -69,3 +69,41 @@ def check_copying_score(fn: Callable) -> None:
             full = W_E @ attn.W_V[head] @ attn.W_O[head] @ W_U  # [d_vocab, d_vocab_out]
             expected = float((full.argmax(-1) == jnp.arange(full.shape[0])).mean())
             _compare(f"copying score of L{layer}H{head}", fn(model, layer, head), expected)
+
+
+def check_fourier_basis(fn: Callable) -> None:
+    """fn(p) -> [p, p] array whose rows are const, cos 1, sin 1, cos 2, sin 2, ... over x = 0..p-1,
+    each normalised to unit length."""
+    from minillm.fourier import fourier_basis
+
+    for p in (7, 13, 113):
+        _compare(f"Fourier basis for p = {p}", fn(p), fourier_basis(p)[0], atol=1e-5)
+
+
+def check_key_frequencies(fn: Callable) -> None:
+    """fn(W_E, p) -> the key frequencies, most important first: those whose (cos + sin) squared norm in
+    W_E[:p] is above 4 times the mean over frequencies 1..p//2."""
+    from minillm.fourier import fourier_basis
+
+    rng = np.random.default_rng(0)
+    for p, freqs in [(113, [35, 14, 41]), (97, [30, 5])]:  # strongest first, not in numeric order
+        basis = fourier_basis(p)[0]
+        W_E = rng.normal(size=(p + 1, 16)) * 0.05
+        for i, k in enumerate(freqs):  # plant frequencies, decreasing strength
+            direction = rng.normal(size=16)
+            W_E[:p] += (12 - 2 * i) * np.outer(basis[2 * k - 1], direction / np.linalg.norm(direction))
+        got = [int(k) for k in fn(jnp.asarray(W_E, jnp.float32), p)]
+        if got != freqs:
+            raise AssertionError(f"key frequencies for p = {p}: you found {got}, expected {freqs}")
+        print(f"key frequencies for p = {p}: correct.")
+
+
+def check_excluded_logits(fn: Callable) -> None:
+    """fn(logits [p, p, c], freqs) -> the logits with their cos(w_k (a + b)) and sin(w_k (a + b))
+    components removed for each k in freqs (the constant over (a, b) kept)."""
+    from minillm.fourier import excluded_logits
+
+    rng = np.random.default_rng(1)
+    for p, freqs in [(11, [2]), (23, [3, 7])]:
+        logits = jnp.asarray(rng.normal(size=(p, p, p)), jnp.float32)
+        _compare(f"excluded logits for p = {p}", fn(logits, freqs), excluded_logits(logits, freqs), atol=1e-4)

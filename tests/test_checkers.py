@@ -42,3 +42,18 @@ def test_copying_score_checker():
     check_copying_score(right)
     with pytest.raises(AssertionError, match="copying score"):
         check_copying_score(lambda model, layer, head: 1.0)
+
+
+def test_fourier_checkers():
+    from minillm.checkers import check_excluded_logits, check_fourier_basis, check_key_frequencies
+    from minillm.fourier import excluded_logits, fourier_basis, key_frequencies, select_key_frequencies, frequency_norms
+
+    check_fourier_basis(lambda p: fourier_basis(p)[0])
+    with pytest.raises(AssertionError, match="Fourier basis"):  # unnormalised rows
+        check_fourier_basis(lambda p: fourier_basis(p)[0] * 2)
+    check_key_frequencies(lambda W_E, p: select_key_frequencies(frequency_norms(W_E[:p])))
+    with pytest.raises(AssertionError, match="key frequencies"):
+        check_key_frequencies(lambda W_E, p: sorted(select_key_frequencies(frequency_norms(W_E[:p]))))
+    check_excluded_logits(lambda logits, freqs: excluded_logits(logits, freqs))
+    with pytest.raises(AssertionError, match="excluded logits"):
+        check_excluded_logits(lambda logits, freqs: logits)

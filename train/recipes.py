@@ -60,6 +60,15 @@ def induction_metrics(task: Task) -> dict[str, MetricFn]:
     return {"induction": measure}
 
 
+def grokking_progress_metrics(task: Task) -> dict[str, MetricFn]:
+    """Nanda et al.'s progress measures: restricted and excluded loss (with the key frequencies found
+    from the weights at each evaluation), the sum of squared weights, and the Gini coefficient of the
+    embedding's Fourier norms (minillm.fourier.grokking_metrics)."""
+    from minillm.fourier import grokking_metrics
+
+    return grokking_metrics(task)
+
+
 # --- the recipes --------------------------------------------------------------------------------
 def _recipes() -> dict[str, Recipe]:
     mod = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
@@ -83,11 +92,13 @@ def _recipes() -> dict[str, Recipe]:
                "no LayerNorm, 30% of pairs, full batch, AdamW wd 1.0, betas 0.9/0.98), but lr 6e-3 instead of "
                "1e-3 so that it groks in hundreds of steps, not thousands (measured while planning: same "
                "Fourier circuit; see modular_addition_paper for the original lr).",
-               mod, grok_model, TrainConfig(steps=1500, lr=6e-3, **grok_common), "test_acc", 0.99),
+               mod, grok_model, TrainConfig(steps=1500, lr=6e-3, **grok_common), "test_acc", 0.99,
+               grokking_progress_metrics),
         Recipe("modular_addition_paper", "grokking a + b mod 113 with the paper's lr 1e-3",
                "As modular_addition with the paper's lr 1e-3: the long plateau between memorising and "
                "generalising that made grokking famous (several thousand steps).",
-               mod, grok_model, TrainConfig(steps=6000, lr=1e-3, **grok_common), "test_acc", 0.99),
+               mod, grok_model, TrainConfig(steps=6000, lr=1e-3, **grok_common), "test_acc", 0.99,
+               grokking_progress_metrics),
         Recipe("induction", "induction heads in a 2-layer attention-only model",
                "Induction heads (Elhage et al. 2021; Olsson et al. 2022) in a 2-layer attention-only model "
                "(d_model 64, 4 heads, LayerNorm) on random tokens with one random segment (length 4..31, random "
