@@ -78,6 +78,10 @@ def _recipes() -> dict[str, Recipe]:
                        steps_per_call=50, eval_every=50, checkpoint_every=500)
     rep = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
     fixed = make_task("repeated_tokens", d_vocab=64, seq_len=63, min_len=31, max_len=31)  # one layout only
+    induction_model = dict(n_layers=2, d_model=64, n_heads=4, attn_only=True)
+    induction_train = TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
+                                  decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
+                                  checkpoint_every=500)
     brackets = make_task("balanced_brackets")
     sorting = make_task("sorting")
     reversal = make_task("reversal")
@@ -105,10 +109,8 @@ def _recipes() -> dict[str, Recipe]:
                "offset) followed by its copy. Random lengths and offsets defeat the positional shortcut that a "
                "fixed period allows; lr 3e-3 held high by a cosine over 8000 steps (warmup 200) is what let the "
                "circuit form in planning (a faster decay stalls it half formed).",
-               rep, _model_for(rep, n_layers=2, d_model=64, n_heads=4, attn_only=True),
-               TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
-                           decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
-                           checkpoint_every=500),
+               rep, _model_for(rep, **induction_model),
+               induction_train,
                "induction_score", 0.8, induction_metrics),
         Recipe("induction_shortcut", "the same model on a FIXED period: a positional shortcut, no induction",
                "A cautionary twin of `induction`: the same model and training, but every sequence is BOS, 31 random "
@@ -116,10 +118,8 @@ def _recipes() -> dict[str, Recipe]:
                "repeat right without an induction circuit: a head can attend by position to the token 31 back "
                "(measured while planning: 0.91 attention at the fixed offset, induction score 0.03). Its target is "
                "low loss on the repeat; the lesson shows that it fails once the copy moves.",
-               fixed, _model_for(fixed, n_layers=2, d_model=64, n_heads=4, attn_only=True),
-               TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
-                           decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
-                           checkpoint_every=500),
+               fixed, _model_for(fixed, **induction_model),
+               induction_train,
                "repeat_acc", 0.9, induction_metrics),
         Recipe("balanced_brackets", "is a string of brackets balanced?",
                "Classify a string of 40 brackets as balanced or not (the ARENA exercise's task; hard negatives "
