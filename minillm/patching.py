@@ -217,36 +217,56 @@ def get_act_patch_attn_head_by_pos_every(model, corrupted_tokens, clean_cache, p
 # Attribution patching
 # ---------------------------------------------------------------------------------------------
 def activation_gradients(model, tokens, patching_metric: Metric, names: Sequence[str]):
-    """(metric, cache, {name: d metric / d activation}) from one forward and one backward pass."""
+    """(metric, {name: d metric / d activation}, {name: activation}) from one forward and one
+    backward pass over `tokens`, compiled."""
     tokens = model.check_tokens(tokens)
-    _, cache = model.run_with_cache(tokens, names_filter=list(names))
-    probes = {name: jnp.zeros_like(cache[name]) for name in names}
-    return _metric_and_grads(model, tokens, probes, patching_metric) + (cache,)
+    _, shapes = jax.eval_shape(lambda m, t: m.run_with_cache(t, names_filter=list(names)), model, tokens)
+    probes = {name: jnp.zeros(shapes[name].shape, shapes[name].dtype) for name in names}
+    return _value_grads_acts(model, tokens, probes, patching_metric=patching_metric)
 
 
 @partial(jax.jit, static_argnames=("patching_metric",))
-def _metric_and_grads(model, tokens, probes, patching_metric):
-    def metric_of(probes):
-        hooks = [(name, lambda act, hook: act + probes[hook.name]) for name in probes]
-        return patching_metric(model.run_with_hooks(tokens, hooks))
+def _value_grads_acts(model, tokens, probes, *, patching_metric):
+    """Gradients with respect to zero additive probes at the hook points; the activations come out
+    of the same forward pass (recorded before the zero probe is added)."""
 
-    value, grads = jax.value_and_grad(metric_of)(probes)
-    return value, grads
+    def metric_of(probes):
+        acts = {}
+
+        def hook(act, hook):
+            acts[hook.name] = act
+            return act + probes[hook.name]
+
+        logits = model.run_with_hooks(tokens, [(name, hook) for name in probes])
+        return patching_metric(logits), acts
+
+    (value, acts), grads = jax.value_and_grad(metric_of, has_aux=True)(probes)
+    return value, grads, acts
+
+
+@partial(jax.jit, static_argnames=("patching_metric", "keep"))
+def _attribution(model, tokens, clean_acts: dict, *, patching_metric, keep: tuple):
+    """[layer, *index axes]: for each layer's activation, sum over the entries each index selects of
+    (clean - corrupted) * gradient. One compiled forward and backward pass."""
+    probes = {name: jnp.zeros_like(act) for name, act in clean_acts.items()}
+    _, grads, corrupted = _value_grads_acts(model, tokens, probes, patching_metric=patching_metric)
+    out = []
+    for name in clean_acts:  # layers in order
+        effect = (clean_acts[name] - corrupted[name]) * grads[name]
+        kept_first = jnp.moveaxis(effect, keep, list(range(len(keep))))  # index axes first, in order
+        out.append(kept_first.reshape(*kept_first.shape[:len(keep)], -1).sum(-1))
+    return jnp.stack(out)
 
 
 def generic_attribution_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
                               activation_name: str, index_axis_names: Sequence[str]) -> jax.Array:
     """First-order estimate of `generic_activation_patch` for a sweep that copies the slice of the
     clean activation selected by each index: sum over that slice of (clean - corrupted) * gradient."""
+    corrupted_tokens = model.check_tokens(corrupted_tokens)
     names = [act_name(activation_name, l) for l in range(model.cfg.n_layers)]
-    _, grads, corrupted_cache = activation_gradients(model, corrupted_tokens, patching_metric, names)
-    keep = [_AXIS_OF[a] for a in index_axis_names[1:]]
-    out = []
-    for name in names:
-        effect = (clean_cache[name] - corrupted_cache[name]) * grads[name]
-        kept_first = jnp.moveaxis(effect, keep, list(range(len(keep))))  # index axes first, in order
-        out.append(kept_first.reshape(*kept_first.shape[:len(keep)], -1).sum(-1))
-    return jnp.stack(out)
+    clean_acts = {name: clean_cache[name] for name in names}
+    keep = tuple(_AXIS_OF[a] for a in index_axis_names[1:])
+    return _attribution(model, corrupted_tokens, clean_acts, patching_metric=patching_metric, keep=keep)
 
 
 def _attr_sweep(activation_name, index_axis_names, doc):
