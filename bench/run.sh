@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# minillm against TransformerLens: the one command.
+#
+#     bash bench/run.sh            # full run; writes bench/RESULTS.md (about 4 minutes on 2 cores)
+#     bash bench/run.sh --quick    # fewer repeats, prints only
+#
+# Installs, once, its own environment in bench/.venv-tl: torch pinned to 2.13.0 (the CPU build; an
+# open range would pull several GB of CUDA packages), transformer-lens < 4 (3.x is the last series
+# with HookedTransformer for models built from a config), and minillm with JAX, flax and optax from
+# this checkout (editable). Then runs bench/vs_transformer_lens.py in it. Run it on a quiet machine:
+# the table is only as good as the CPU is idle.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=bench/.venv-tl
+REQS=("torch==2.13.0" "transformer-lens<4")
+STAMP="$VENV/.installed"
+WANT="${REQS[*]} -e ."
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "creating $VENV"
+    python3 -m venv "$VENV"
+fi
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+    echo "installing ${REQS[*]} and minillm (-e .) into $VENV"
+    "$VENV/bin/pip" install --quiet "${REQS[@]}" -e .
+    if "$VENV/bin/pip" list 2>/dev/null | grep -qi '^nvidia-'; then
+        echo "error: CUDA packages were installed into $VENV; torch must be the CPU build" >&2
+        exit 1
+    fi
+    echo "$WANT" > "$STAMP"
+fi
+
+exec "$VENV/bin/python" bench/vs_transformer_lens.py "$@"

@@ -1,0 +1,760 @@
+"""minillm against TransformerLens 3.x, side by side, on the same machine, in the same process.
+
+    bash bench/run.sh            # installs bench/.venv-tl, runs this, writes bench/RESULTS.md
+    bash bench/run.sh --quick    # fewer repeats, prints the table only (for development)
+
+Both libraries get the same configs and the same weights (minillm's `state_dict()` copied into a
+`HookedTransformer` built from a matching `HookedTransformerConfig`), and the script first checks
+that they then agree on the logits and on every activation both cache, so that what is timed is the
+same work. Then, for each benchmark, the median time of each library (the calls interleaved, so that
+background load hits both alike), their ratio, and the floor: the work's matmul FLOPs (counted
+below, formulas in `forward_flops`) over this machine's measured float32 matmul peak.
+
+How each side runs, and why:
+- minillm as its users run it for speed: the training step is minillm's own compiled chunk of steps
+  (`minillm.training._make_chunk_fn`, what `train()` calls) with optax AdamW; forward and
+  `run_with_cache` under `jax.jit` (eager calls are shown too, as a notebook makes them); patching
+  with `minillm.patching`. Compilation is excluded from the medians and reported apart.
+- TransformerLens as its users run it: eager PyTorch, `torch.optim.AdamW` with the same
+  hyperparameters, a Python loop of steps; forward, cache and patching under `torch.no_grad()` (its
+  best case: no autograd graph), `transformer_lens.patching` with its progress bar silenced.
+- Training steps use one fixed batch (the grokking config's full batch; for the induction config
+  one batch of 64 drawn from minillm's `repeated_tokens` task), so both sides do identical work;
+  the same masked cross-entropy; no schedule (constant lr); gradient clipping at 1.0 for the
+  induction config, none for grokking (as the recipes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)  # HookedTransformer's 3.x notice
+import transformer_lens.patching as tlp  # noqa: E402
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E402
+from minillm import GPT, GPTConfig  # noqa: E402
+from minillm import patching as P  # noqa: E402
+from minillm.tasks import Batch, make_task  # noqa: E402
+from minillm.training import TrainConfig, _make_chunk_fn, loss_fn, make_optimizer  # noqa: E402
+
+COMMAND = "bash bench/run.sh"
+
+# --- the two configs ---------------------------------------------------------------------------
+# Grokking (Nanda et al. 2023): 1 layer, d_model 128, 4 heads of 32, d_mlp 512, relu, no LayerNorm,
+# inputs "a b =", full batch of 30% of the 113^2 pairs, loss at the last position.
+GROK = GPTConfig(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu",
+                 normalization_type=None, n_ctx=3, d_vocab=114, d_vocab_out=113, seed=0)
+GROK_TC = TrainConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), grad_clip=None, batch_size=None)
+# Induction: 2 layers, attention only, d_model 64, 4 heads of 16, LayerNorm, vocab 64, context 64,
+# batch 64, loss on every position that has a next token.
+INDUCTION = GPTConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=64, d_vocab=64, attn_only=True,
+                      normalization_type="LN", seed=0)
+INDUCTION_TC = TrainConfig(lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0, batch_size=None)
+INDUCTION_CHECKPOINT = os.path.join(ROOT, "lessons", "checkpoints", "induction", "model.safetensors")
+STEPS_PER_CALL = 20
+PATCH_BATCH = 8
+N_SEEDS = 8
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------
+def forward_flops(cfg: GPTConfig, batch: int, n_pos: int, from_layer: int = 0) -> float:
+    """Matmul FLOPs of one forward pass on [batch, n_pos] tokens, from block `from_layer` to the
+    logits. A multiply-add is 2 FLOPs; elementwise work (LayerNorm, softmax, relu, adds) and the
+    embedding lookup are not counted: the floor is what the matmuls alone need at peak.
+
+    Per block, B = batch, P = n_pos, d = d_model, h = n_heads, e = d_head, m = d_mlp:
+      W_Q, W_K, W_V      3 * 2 * B * P * d * h * e
+      scores q . k       2 * B * h * P * P * e   (the full P x P square: both libraries compute it
+      pattern @ v        2 * B * h * P * P * e    and then mask; causality would halve these two)
+      W_O                2 * B * P * h * e * d   (hook_result, when cached, is this same product
+                                                  kept per head, so caching adds no matmul)
+      W_in, W_out        2 * 2 * B * P * d * m   (not attn_only)
+    then the unembed,   2 * B * P * d * d_vocab_out.
+    """
+    B, P, d, h, e = batch, n_pos, cfg.d_model, cfg.n_heads, cfg.d_head
+    block = 3 * 2 * B * P * d * h * e + 2 * (2 * B * h * P * P * e) + 2 * B * P * h * e * d
+    if not cfg.attn_only:
+        block += 2 * 2 * B * P * d * cfg.d_mlp
+    return (cfg.n_layers - from_layer) * block + 2 * B * P * d * cfg.d_vocab_out
+
+
+def train_step_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
+    """Forward + backward: the backward pass of each matmul is two matmuls of the same size (the
+    gradient with respect to its input and to its weight), so a step is 3x the forward FLOPs. The
+    AdamW update is elementwise (not counted)."""
+    return 3 * forward_flops(cfg, batch, n_pos)
+
+
+def sweep_flops(cfg: GPTConfig, batch: int, n_pos: int, patches_per_layer: int, hook: str) -> float:
+    """An exact patching sweep that re-runs, for each patch, only what the patch changes: from the
+    patched activation of layer l to the logits (nothing before it changes), at every position.
+    For `resid_pre` that is blocks l..L-1 and the unembed; for `z` the W_O product of layer l, then
+    blocks l+1..L-1 and the unembed. (minillm's sweeps start at layer l from the corrupted run's
+    cached residual stream; TransformerLens re-runs the whole model for each patch.)"""
+    B, P, d, h, e = batch, n_pos, cfg.d_model, cfg.n_heads, cfg.d_head
+    total = 0.0
+    for l in range(cfg.n_layers):
+        if hook == "resid_pre":
+            work = forward_flops(cfg, batch, n_pos, from_layer=l)
+        elif hook == "z":
+            work = 2 * B * P * h * e * d + forward_flops(cfg, batch, n_pos, from_layer=l + 1)
+            if not cfg.attn_only:
+                work += 2 * 2 * B * P * d * cfg.d_mlp
+        else:
+            raise ValueError(hook)
+        total += patches_per_layer * work
+    return total
+
+
+def attribution_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
+    """Attribution patching: one forward pass and one backward pass with respect to the activations
+    only (no weight gradients: one matmul per forward matmul), so 2x the forward FLOPs."""
+    return 2 * forward_flops(cfg, batch, n_pos)
+
+
+# --- the same model in both libraries ------------------------------------------------------------
+def tl_config(cfg: GPTConfig, **overrides) -> HookedTransformerConfig:
+    """The HookedTransformerConfig of a minillm GPTConfig (the field names are the same)."""
+    kw = dict(n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head,
+              n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab_out,
+              act_fn=cfg.act_fn, normalization_type=cfg.normalization_type, attn_only=cfg.attn_only,
+              positional_embedding_type="standard", eps=cfg.eps, device="cpu", seed=cfg.seed,
+              dtype=torch.float32)
+    kw.update(overrides)
+    return HookedTransformerConfig(**kw)
+
+
+def tl_from_minillm(model: GPT, **overrides) -> HookedTransformer:
+    """A HookedTransformer with minillm's weights: same names, same shapes. TransformerLens' own
+    buffers (each attention's IGNORE value and causal-mask cache) are left as it built them."""
+    tl = HookedTransformer(tl_config(model.cfg, **overrides))
+    weights = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in model.state_dict().items()}
+    missing, unexpected = tl.load_state_dict(weights, strict=False)
+    buffers = [k for k in missing if not k.endswith((".IGNORE", ".mask"))]
+    if unexpected or buffers:
+        raise RuntimeError(f"state_dict mismatch: TransformerLens lacks {unexpected}, minillm lacks {buffers}")
+    return tl.eval()
+
+
+def torch_tokens(tokens) -> torch.Tensor:
+    return torch.from_numpy(np.array(tokens, dtype=np.int64))
+
+
+@dataclass
+class Comparison:
+    name: str
+    rel_diff: float  # max |minillm - TL| / max |TL| over the finite entries
+    ok: bool
+
+
+def compare_arrays(name: str, ours, theirs: torch.Tensor, rtol: float, scale: float = 0.0) -> Comparison:
+    """max |ours - theirs| / max(max |theirs|, scale) over the finite entries, which must sit at the
+    same places (non-finite entries must be equal)."""
+    a, b = np.asarray(ours, np.float64), theirs.detach().numpy().astype(np.float64)
+    if a.shape != b.shape:
+        return Comparison(f"{name} (shapes {a.shape} vs {b.shape})", float("inf"), False)
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    if not (fa == fb).all() or not (a[~fa] == b[~fb]).all():  # the masked -inf scores must agree
+        return Comparison(f"{name} (non-finite entries differ)", float("inf"), False)
+    scale = max(np.abs(b[fb]).max() if fb.any() else 0.0, scale, 1e-30)
+    rel = float(np.abs(a[fa] - b[fb]).max() / scale) if fa.any() else 0.0
+    return Comparison(name, rel, rel <= rtol)
+
+
+def check_equivalence(model: GPT, tokens: np.ndarray, rtol: float = 1e-4) -> dict:
+    """Logits and every activation both libraries cache, on the same weights and tokens."""
+    logits, cache = model.run_with_cache(jnp.asarray(tokens))
+    tl = tl_from_minillm(model, use_attn_result=True)  # TransformerLens computes hook_result only then
+    with torch.no_grad():
+        tl_logits, tl_cache = tl.run_with_cache(torch_tokens(tokens))
+    tl_names = set(tl_cache.keys())
+    common = [n for n in cache.keys() if n in tl_names]
+    results = [compare_arrays("logits", logits, tl_logits, rtol)]
+    results += [compare_arrays(n, cache[n], tl_cache[n], rtol) for n in common]
+    return {"results": results, "only_minillm": [n for n in cache.keys() if n not in tl_names],
+            "only_tl": sorted(tl_names - set(cache.keys())), "ok": all(r.ok for r in results)}
+
+
+def check_gradients(cfg: GPTConfig, batch: Batch, rtol: float = 1e-4) -> dict:
+    """The training loss and the gradient of every weight, minillm (its loss_fn, jax.grad) against
+    TransformerLens (the masked cross-entropy of TLTrainer, loss.backward()), on the same weights."""
+    model = GPT(cfg)
+    (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(model, jax.tree.map(jnp.asarray, batch))
+    trainer = TLTrainer(tl_from_minillm(model), batch, TrainConfig())
+    tl_loss = trainer.loss()
+    tl_loss.backward()
+    results = [compare_arrays("loss", loss, tl_loss, rtol)]
+    named = dict(trainer.tl.named_parameters())
+    # relative to the largest gradient entry of any weight: b_K's gradient is zero in exact arithmetic
+    # (a key bias shifts every score of a query alike, which softmax ignores), so both are rounding noise
+    scale = max(float(p.grad.abs().max()) for p in named.values())
+    results += [compare_arrays(f"grad {name}", g, named[name].grad, rtol, scale)
+                for name, g in grads.state_dict().items()]
+    return {"results": results, "ok": all(r.ok for r in results)}
+
+
+# --- training --------------------------------------------------------------------------------------
+class _FixedBatch:
+    """Stands in for a Task in minillm's chunk function: no generator, and with batch_size None
+    every step trains on the whole `train_set`, here one fixed batch (identical work on both sides)."""
+
+    has_generator = False
+    name = "fixed_batch"
+
+
+class MinillmTrainer:
+    """minillm's compiled chunk of steps (what train() runs): call(n) runs n steps in one lax.scan."""
+
+    def __init__(self, cfg: GPTConfig, weights, batch: Batch, tc: TrainConfig, seeds: Optional[list[int]] = None):
+        optimizer = make_optimizer(tc)
+        self.run_chunk = _make_chunk_fn(_FixedBatch(), tc, optimizer, None if seeds is None else len(seeds))
+        if seeds is None:
+            # copies: the chunk function donates (frees) the model's buffers on each call
+            self.model = GPT.from_state_dict(cfg, {k: jnp.array(v) for k, v in weights.items()})
+            self.opt_state = optimizer.init(self.model)
+            self.key = jax.random.key(0)
+        else:
+            models = [GPT(cfg, seed=s) for s in seeds]
+            self.model = jax.tree.map(lambda *xs: jnp.stack(xs), *models)
+            self.opt_state = jax.vmap(optimizer.init)(self.model)
+            self.key = jnp.stack([jax.random.key(s) for s in seeds])
+        self.batch = jax.tree.map(jnp.asarray, batch)
+        self.step = 0
+
+    def __call__(self, n: int):
+        self.model, self.opt_state, losses = self.run_chunk(self.model, self.opt_state, self.key, self.batch,
+                                                            self.step, n)
+        self.step += n
+        return losses
+
+
+class TLTrainer:
+    """A TransformerLens training loop: forward, masked cross-entropy, backward, (clip), AdamW."""
+
+    def __init__(self, tl: HookedTransformer, batch: Batch, tc: TrainConfig):
+        self.tl = tl.train()
+        self.params = [p for p in tl.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay, eps=1e-8)
+        self.clip = tc.grad_clip
+        self.tokens = torch_tokens(batch.tokens)
+        self.targets = torch_tokens(batch.targets).flatten()
+        self.mask = torch.from_numpy(np.array(batch.mask, np.float32)).flatten()
+
+    def loss(self) -> torch.Tensor:
+        logits = self.tl(self.tokens)  # [b, p, v_out]
+        nll = F.cross_entropy(logits.flatten(0, 1), self.targets, reduction="none")
+        return (nll * self.mask).sum() / self.mask.sum()
+
+    def step(self) -> torch.Tensor:
+        loss = self.loss()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.opt.step()
+        return loss.detach()
+
+    def __call__(self, n: int):
+        for _ in range(n):
+            loss = self.step()
+        return loss
+
+
+# --- rows of the table ----------------------------------------------------------------------------
+@dataclass
+class Row:
+    section: str
+    name: str
+    tl: Optional[float]  # seconds (per the row's unit)
+    ml: float
+    flops: Optional[float]  # the work's matmul FLOPs (per the row's unit)
+    unit: str = ""
+    target: str = ""
+    verdict: str = ""  # "met" / "MISSED" / ""
+    note: str = ""
+    ratio: Optional[float] = field(default=None)  # TL / minillm unless given
+
+    def __post_init__(self):
+        if self.ratio is None and self.tl is not None:
+            self.ratio = self.tl / self.ml
+
+
+def fmt_time(s: Optional[float]) -> str:
+    if s is None:
+        return "-"
+    if s >= 1:
+        return f"{s:.2f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.1f} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
+    return f"{s * 1e6:.0f} us"
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+class Bench:
+    def __init__(self, quick: bool, peak: float):
+        self.quick = quick
+        self.peak = peak
+        self.budget = 2.0 if quick else 8.0
+        self.rows: list[Row] = []
+        self.compile: list[tuple[str, float]] = []
+        self.notes: list[str] = []
+        self.t0 = time.perf_counter()
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.perf_counter() - self.t0:6.0f} s] {msg}", flush=True)
+
+    def times(self, fns: dict[str, Callable], budget: Optional[float] = None, **kw) -> dict[str, float]:
+        return median_times(fns, budget_s=budget or self.budget, min_repeats=3 if self.quick else 7,
+                            max_repeats=5 if self.quick else 15, **kw)
+
+    def floor(self, flops: Optional[float]) -> Optional[float]:
+        return None if flops is None else flops / self.peak
+
+    def first_call(self, label: str, fn: Callable) -> None:
+        """Time a first call (compilation included) for the compile-time table."""
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        self.compile.append((label, time.perf_counter() - t0))
+
+
+def faults_per_call(fn: Callable, calls: int = 2) -> float:
+    """Minor page faults per call of fn (first touches of freshly mapped memory: a buffer that the
+    allocator got from the kernel anew on this call)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(calls):
+        jax.block_until_ready(fn())
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
+
+
+# --- 1. training steps ------------------------------------------------------------------------------
+def bench_training(b: Bench, label: str, cfg: GPTConfig, tc: TrainConfig, batch: Batch, target_ratio: float,
+                   peak_frac: Optional[float]) -> None:
+    weights = {k: np.asarray(v) for k, v in GPT(cfg).state_dict().items()}
+    n_batch, n_pos = batch.tokens.shape
+    flops = train_step_flops(cfg, n_batch, n_pos)
+    ml = MinillmTrainer(cfg, weights, batch, tc)
+    tl = TLTrainer(tl_from_minillm(GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()})),
+                   batch, tc)
+    b.first_call(f"{label}: chunk of 1 step", lambda: ml(1))
+    b.first_call(f"{label}: chunk of {STEPS_PER_CALL} steps", lambda: ml(STEPS_PER_CALL))
+    for n in (1, STEPS_PER_CALL):
+        b.log(f"training step, {label}, {n} step(s) per call")
+        t = b.times({"tl": lambda: tl(n), "ml": lambda: ml(n)}, budget=b.budget * (2 if n > 1 else 1))
+        t_tl, t_ml = t["tl"] / n, t["ml"] / n
+        floor = b.floor(flops)
+        target = f">= {target_ratio:g}x TL"
+        missed = [] if t_tl / t_ml >= target_ratio else ["ratio"]
+        if peak_frac is not None:
+            target += f", >= {peak_frac:.0%} of peak"
+            missed += [] if floor / t_ml >= peak_frac else ["% of peak"]
+        how = "one compiled call per step" if n == 1 else f"{n} steps per lax.scan call; TL a Python loop"
+        how += f"; page faults per call: minillm {faults_per_call(lambda: ml(n)):,.0f}, TL {faults_per_call(lambda: tl(n)):,.0f}"
+        b.rows.append(Row("training step", f"{label}, {'1 step' if n == 1 else f'{n} steps'}/call", t_tl, t_ml,
+                          flops, "per step", target, "met" if not missed else f"MISSED ({', '.join(missed)})", how))
+
+
+# --- 2. forward and run_with_cache --------------------------------------------------------------------
+def bench_forward(b: Bench, label: str, cfg: GPTConfig, tokens: np.ndarray) -> None:
+    model = GPT(cfg)
+    tl = tl_from_minillm(model)
+    tl_cache_model = tl_from_minillm(model, use_attn_result=True)  # caches hook_result, like minillm
+    tt, jt = torch_tokens(tokens), jnp.asarray(tokens)
+    fwd = jax.jit(lambda m, t: m(t))
+    cached = jax.jit(lambda m, t: m.run_with_cache(t))
+    flops = forward_flops(cfg, *tokens.shape)
+    b.first_call(f"{label}: forward", lambda: fwd(model, jt))
+    b.first_call(f"{label}: run_with_cache", lambda: cached(model, jt))
+
+    def tl_fwd():
+        with torch.no_grad():
+            return tl(tt)
+
+    def tl_cached():
+        with torch.no_grad():
+            return tl_cache_model.run_with_cache(tt)
+
+    b.log(f"forward and run_with_cache, {label}")
+    t = b.times({"tl": tl_fwd, "ml": lambda: fwd(model, jt), "ml_eager": lambda: model(jt),
+                 "tl_c": tl_cached, "ml_c": lambda: cached(model, jt),
+                 "ml_c_eager": lambda: model.run_with_cache(jt)})
+    shape = f"batch {tokens.shape[0]} x {tokens.shape[1]}"
+    b.rows.append(Row("forward", f"{label} forward, {shape}", t["tl"], t["ml"], flops, "per call",
+                      note="minillm jitted"))
+    b.rows.append(Row("forward", f"{label} forward, minillm eager", t["tl"], t["ml_eager"], flops, "per call",
+                      note="minillm called without jit, as in a notebook"))
+    b.rows.append(Row("forward", f"{label} run_with_cache (all hooks)", t["tl_c"], t["ml_c"], flops, "per call",
+                      note="minillm jitted; TL use_attn_result=True"))
+    b.rows.append(Row("forward", f"{label} run_with_cache, minillm eager", t["tl_c"], t["ml_c_eager"], flops,
+                      "per call", note="minillm called without jit"))
+
+
+# --- 3 and 4. patching ------------------------------------------------------------------------------------
+def induction_model() -> tuple[GPT, str]:
+    if os.path.exists(INDUCTION_CHECKPOINT):
+        model = GPT.load(INDUCTION_CHECKPOINT)
+        ignore = {"seed": 0, "init_range": 0.0}
+        if model.cfg.to_dict() | ignore == INDUCTION.to_dict() | ignore:
+            return model, "the trained induction model (lessons/checkpoints/induction)"
+    return GPT(INDUCTION), "a randomly initialised model (the induction checkpoint was not found)"
+
+
+def patching_tokens(seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Clean: BOS, 31 random tokens, the same 31 again, one random token (64 positions).
+    Corrupted: the first 31 replaced by other random tokens, so the copy is no longer predictable.
+    The metric's positions: the copy's tokens 32..61, each predicting the next one by induction."""
+    rng = np.random.default_rng(seed)
+    half = 31
+    seg = rng.integers(1, INDUCTION.d_vocab, (PATCH_BATCH, half))
+    other = rng.integers(1, INDUCTION.d_vocab, (PATCH_BATCH, half))
+    last = rng.integers(1, INDUCTION.d_vocab, (PATCH_BATCH, 1))
+    bos = np.zeros((PATCH_BATCH, 1), np.int64)
+    clean = np.concatenate([bos, seg, seg, last], axis=1).astype(np.int32)
+    corrupted = np.concatenate([bos, other, seg, last], axis=1).astype(np.int32)
+    return clean, corrupted, half + 1, 2 * half  # metric over query positions [32, 62)
+
+
+def bench_patching(b: Bench) -> None:
+    model, about = induction_model()
+    b.notes.append(f"Patching rows use {about}, batch {PATCH_BATCH}, 64 positions; metric: mean log-prob of "
+                   "the next token over the repeated half (positions 32..61), clean = BOS + 31 random tokens + "
+                   "the same 31 + 1, corrupted = the first 31 replaced.")
+    clean, corrupted, q0, q1 = patching_tokens()
+    targets = clean[:, q0 + 1:q1 + 1]
+    jtargets, ttargets = jnp.asarray(targets), torch_tokens(targets)
+
+    def metric(logits):  # JAX, traced inside minillm's sweeps
+        logp = jax.nn.log_softmax(logits[:, q0:q1], axis=-1)
+        return jnp.take_along_axis(logp, jtargets[..., None], axis=-1).mean()
+
+    def tl_metric(logits):  # the same in PyTorch
+        logp = logits[:, q0:q1].log_softmax(-1)
+        return logp.gather(-1, ttargets[..., None]).mean()
+
+    tl = tl_from_minillm(model)
+    tl_clean, tl_corrupted = torch_tokens(clean), torch_tokens(corrupted)
+    with torch.no_grad():
+        _, tl_clean_cache = tl.run_with_cache(tl_clean)
+        clean_metric_tl = float(tl_metric(tl(tl_clean)))
+        corrupted_metric_tl = float(tl_metric(tl(tl_corrupted)))
+    _, clean_cache = model.run_with_cache(jnp.asarray(clean))
+    corrupted_metric = float(metric(model(jnp.asarray(corrupted))))
+    b.notes.append(f"Patching metric: clean {float(metric(model(jnp.asarray(clean)))):.3f}, corrupted "
+                   f"{corrupted_metric:.3f} (TransformerLens: {clean_metric_tl:.3f}, {corrupted_metric_tl:.3f}).")
+    tlp.tqdm = lambda it, *a, **k: it  # silence TransformerLens' progress bar (and its cost)
+
+    n_pos = clean.shape[1]
+    for label, hook, n_per_layer, ml_sweep, ml_attr, tl_sweep in [
+        (f"head out by pos, hook_z ({INDUCTION.n_layers * n_pos * INDUCTION.n_heads} patches)", "z",
+         n_pos * INDUCTION.n_heads, P.get_act_patch_attn_head_out_by_pos, P.get_attr_patch_attn_head_out_by_pos,
+         tlp.get_act_patch_attn_head_out_by_pos),
+        (f"resid_pre by pos ({INDUCTION.n_layers * n_pos} patches)", "resid_pre", n_pos, P.get_act_patch_resid_pre,
+         P.get_attr_patch_resid_pre, tlp.get_act_patch_resid_pre),
+    ]:
+        b.log(f"patching sweep: {label}")
+        jc = jnp.asarray(corrupted)
+        run_ml = lambda: ml_sweep(model, jc, clean_cache, metric)
+        run_attr = lambda: ml_attr(model, jc, clean_cache, metric)
+        # the same function under one jax.jit, as a caller can wrap it (the library calls it eagerly)
+        attr_jit = jax.jit(lambda m, t, c: ml_attr(m, t, c, metric))
+        run_attr_jit = lambda: attr_jit(model, jc, clean_cache)
+
+        def run_tl():
+            with torch.no_grad():
+                return tl_sweep(tl, tl_corrupted, tl_clean_cache, tl_metric)
+
+        b.first_call(f"patching {label}", run_ml)
+        b.first_call(f"attribution {label}", run_attr)
+        b.first_call(f"attribution {label}, under jax.jit", run_attr_jit)
+        t = b.times({"tl": run_tl, "ml": run_ml, "attr": run_attr, "attr_jit": run_attr_jit}, budget=b.budget * 2)
+        exact, ours_tl = np.asarray(run_ml()), run_tl().numpy()
+        estimate = np.asarray(run_attr())
+        assert np.allclose(estimate, np.asarray(run_attr_jit()), atol=1e-5)
+        effect = exact - corrupted_metric
+        corr = float(np.corrcoef(estimate.ravel(), effect.ravel())[0, 1])
+        maxdiff = float(np.abs(estimate - effect).max())
+        agree = float(np.abs(exact - ours_tl).max())
+        flops = sweep_flops(INDUCTION, PATCH_BATCH, n_pos, n_per_layer, hook)
+        b.rows.append(Row("patching", label, t["tl"], t["ml"], flops, "per sweep", ">= 2.5x TL",
+                          verdict(t["tl"] / t["ml"] >= 2.5),
+                          f"max |minillm - TL| {agree:.1e}; range of effects {np.ptp(effect):.2f}"))
+        b.rows.append(Row("attribution", label, t["tl"], t["attr"], attribution_flops(INDUCTION, PATCH_BATCH, n_pos),
+                          "per sweep", ">= 100x TL exact", verdict(t["tl"] / t["attr"] >= 100),
+                          f"vs exact: corr {corr:.3f}, max |diff| {maxdiff:.3f}; TL column: its exact sweep"))
+        b.rows.append(Row("attribution", label + ", wrapped in jax.jit by the caller", t["tl"], t["attr_jit"],
+                          attribution_flops(INDUCTION, PATCH_BATCH, n_pos), "per sweep", ">= 100x TL exact",
+                          verdict(t["tl"] / t["attr_jit"] >= 100),
+                          "jax.jit(lambda m, t, c: get_attr_patch_...(m, t, c, metric)); same values"))
+
+
+# --- 5. seeds ----------------------------------------------------------------------------------------------
+def bench_seeds(b: Bench, batch: Batch) -> None:
+    n = STEPS_PER_CALL
+    flops = train_step_flops(INDUCTION, *batch.tokens.shape)
+    seeds = list(range(N_SEEDS))
+    one = MinillmTrainer(INDUCTION, GPT(INDUCTION).state_dict(), batch, INDUCTION_TC)
+    in_turn = [MinillmTrainer(INDUCTION, GPT(INDUCTION, seed=s).state_dict(), batch, INDUCTION_TC) for s in seeds]
+    together = MinillmTrainer(INDUCTION, None, batch, INDUCTION_TC, seeds=seeds)
+    tl_one = TLTrainer(tl_from_minillm(GPT(INDUCTION)), batch, INDUCTION_TC)
+    tl_turn = [TLTrainer(tl_from_minillm(GPT(INDUCTION, seed=s)), batch, INDUCTION_TC) for s in seeds]
+    b.first_call(f"{N_SEEDS} seeds vmapped, chunk of {n} steps", lambda: together(n))
+
+    def ml_turn():
+        return [tr(n) for tr in in_turn]
+
+    def tl_in_turn():
+        return [tr(n) for tr in tl_turn]
+
+    b.log(f"{N_SEEDS} seeds: together, in turn, one")
+    t = b.times({"ml_one": lambda: one(n), "ml_turn": ml_turn, "ml_together": lambda: together(n),
+                 "tl_one": lambda: tl_one(n), "tl_turn": tl_in_turn}, budget=b.budget * 4)
+    per = lambda s, k: s / (n * k)  # seconds per seed-step
+    base = per(t["ml_turn"], N_SEEDS)
+    b.rows.append(Row("seeds", "induction, 1 seed", per(t["tl_one"], 1), per(t["ml_one"], 1), flops,
+                      "per seed-step", note=f"{n} steps per call"))
+    b.rows.append(Row("seeds", f"induction, {N_SEEDS} seeds in turn", per(t["tl_turn"], N_SEEDS), base, flops,
+                      "per seed-step", note=f"{N_SEEDS} models one after another, {n} steps per call each"))
+    together_s = per(t["ml_together"], N_SEEDS)
+    faults_turn = faults_per_call(ml_turn, 1) / N_SEEDS
+    faults_together = faults_per_call(lambda: together(n), 1)
+    b.rows.append(Row("seeds", f"induction, {N_SEEDS} seeds together (vmap)", per(t["tl_turn"], N_SEEDS), together_s,
+                      flops, "per seed-step", f"throughput >= {N_SEEDS} in turn",
+                      verdict(together_s <= base),
+                      f"{base / together_s:.2f}x the throughput of {N_SEEDS} in turn; TL column: {N_SEEDS} in turn; "
+                      f"page faults per call of {n} steps: {faults_together:,.0f} together, {faults_turn:,.0f} per seed "
+                      "in turn"))
+
+
+# --- output ---------------------------------------------------------------------------------------------------
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("jax", "jaxlib", "flax", "optax", "numpy", "minillm", "torch", "transformer-lens"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            out[pkg] = "?"
+    return out
+
+
+def table(rows: list[Row], peak: float) -> list[list[str]]:
+    head = ["benchmark", "TransformerLens", "minillm", "TL / minillm", "floor", "minillm % of floor",
+            "TL % of floor", "target", "", "notes"]
+    out = [head]
+    for r in rows:
+        floor = None if r.flops is None else r.flops / peak
+        out.append([f"{r.section}: {r.name} ({r.unit})", fmt_time(r.tl), fmt_time(r.ml),
+                    "-" if r.ratio is None else f"{r.ratio:.2f}x", fmt_time(floor),
+                    "-" if floor is None else f"{100 * floor / r.ml:.0f}%",
+                    "-" if floor is None or r.tl is None else f"{100 * floor / r.tl:.0f}%",
+                    r.target, r.verdict, r.note])
+    return out
+
+
+def targets_summary(rows: list[Row], peak: float) -> list[str]:
+    out = []
+    for r in rows:
+        if not r.target:
+            continue
+        where = f"{r.ratio:.2f}x TL" if r.ratio is not None else ""
+        if r.flops is not None:
+            where += f", {100 * r.flops / peak / r.ml:.0f}% of peak"
+        out.append(f"{r.verdict:<8} {r.section}: {r.name}: {where} (target {r.target})")
+    return out
+
+
+def print_table(cells: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
+    for k, row in enumerate(cells):
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) +
+              "  " + row[-1])
+        if k == 0:
+            print("-" * (sum(widths) + 2 * len(widths) + 10))
+
+
+def markdown_table(cells: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in cells[1:]]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats; print only, do not write RESULTS.md")
+    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
+    args = ap.parse_args()
+    load_before = os.getloadavg()
+    started = datetime.datetime.now().astimezone()
+
+    jax_peak = matmul_peak_flops()
+    torch_peak = 0.0
+    for n in (1024, 2048):  # as matmul_peak_flops: the fastest of several
+        a, c = torch.randn(n, n), torch.randn(n, n)
+        torch.mm(a, c)
+        for _ in range(10):
+            t0 = time.perf_counter()
+            torch.mm(a, c)
+            torch_peak = max(torch_peak, 2 * n**3 / (time.perf_counter() - t0))
+    peak = max(jax_peak, torch_peak)
+    b = Bench(args.quick, peak)
+    b.log(f"float32 matmul peak (best of 1024^3 and 2048^3): jax {jax_peak / 1e9:.1f}, torch {torch_peak / 1e9:.1f} GFLOP/s; "
+          f"the floors use the larger")
+
+    # equivalence: same weights, same logits and activations
+    b.log("equivalence check: minillm weights in a HookedTransformer")
+    rng = np.random.default_rng(1)
+    checks = {}
+    induction, _ = induction_model()
+    for label, model, tokens in [
+        ("grokking (random weights)", GPT(GROK), make_task("modular_arithmetic", p=113).split(0)[0].tokens[:256]),
+        ("induction (random weights)", GPT(INDUCTION), rng.integers(0, 64, (4, 64)).astype(np.int32)),
+        ("induction (trained checkpoint)", induction, patching_tokens()[0]),
+    ]:
+        checks[label] = check_equivalence(model, np.asarray(tokens))
+        worst = max(checks[label]["results"], key=lambda r: r.rel_diff)
+        b.log(f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: logits and "
+              f"{len(checks[label]['results']) - 1} activations, worst {worst.name} rel diff {worst.rel_diff:.1e}")
+    grok_batch = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3).split(0)[0]
+    task = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
+    induction_batch = jax.tree.map(np.asarray, task.sample(jax.random.key(0), 64))
+    for label, cfg, batch in [("grokking: training loss and gradients", GROK, grok_batch),
+                              ("induction: training loss and gradients", INDUCTION, induction_batch)]:
+        checks[label] = check_gradients(cfg, batch)
+        worst = max(checks[label]["results"], key=lambda r: r.rel_diff)
+        b.log(f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: loss and "
+              f"{len(checks[label]['results']) - 1} gradients, worst {worst.name} rel diff {worst.rel_diff:.1e}")
+    if not all(c["ok"] for c in checks.values()):
+        for label, c in checks.items():
+            for r in c["results"]:
+                if not r.ok:
+                    print(f"MISMATCH {label}: {r.name}: {r.rel_diff:.2e}")
+        sys.exit("the two libraries disagree on the same weights: the timings would compare different work")
+
+    bench_training(b, f"grokking ({grok_batch.tokens.shape[0]} x 3)", GROK, GROK_TC, grok_batch, 1.0, 0.8)
+    bench_training(b, "induction (64 x 64)", INDUCTION, INDUCTION_TC, induction_batch, 1.5, None)
+    bench_forward(b, "grokking", GROK, np.asarray(grok_batch.tokens))
+    bench_forward(b, "induction", INDUCTION, induction_batch.tokens)
+    bench_patching(b)
+    bench_seeds(b, induction_batch)
+
+    cells = table(b.rows, b.peak)
+    print()
+    print_table(cells)
+    print("\ntargets:")
+    for line in targets_summary(b.rows, b.peak):
+        print("  " + line)
+    print("\ncompile times (first call, minillm):")
+    for label, s in b.compile:
+        print(f"  {label}: {fmt_time(s)}")
+    for note in b.notes:
+        print(note)
+    load_after = os.getloadavg()
+    elapsed = time.perf_counter() - b.t0
+    print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {elapsed:.0f} s in all")
+    if args.quick:
+        return
+    write_results(args.out, cells, b, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed,
+                  targets_summary(b.rows, b.peak))
+    print(f"wrote {args.out}")
+
+
+def write_results(path, cells, b: Bench, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed,
+                  targets):
+    v = versions()
+    mem = ""
+    try:
+        with open("/proc/meminfo") as f:
+            mem = f", {int(f.readline().split()[1]) / 2**20:.0f} GiB memory"
+    except OSError:
+        pass
+    lines = [
+        "# minillm against TransformerLens",
+        "",
+        f"Written by `{COMMAND}` (bench/vs_transformer_lens.py) on {started:%Y-%m-%d %H:%M %Z}; "
+        f"run it again to regenerate this file. It took {elapsed / 60:.1f} minutes.",
+        "",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}.",
+        f"- Load average (1 min) before the run {load_before[0]:.2f}, after {load_after[0]:.2f}: a load well "
+        "above 0 means something else shared the CPU and the timings are noisy.",
+        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; torch threads {torch.get_num_threads()}.",
+        f"- Float32 matmul peak (the fastest of ten 1024^3 and ten 2048^3 products): JAX {jax_peak / 1e9:.1f} GFLOP/s, PyTorch "
+        f"{torch_peak / 1e9:.1f} GFLOP/s. The floor of a row is its matmul FLOPs (formulas in "
+        f"`forward_flops` and beside it) over the larger, {b.peak / 1e9:.1f} GFLOP/s: the hardware's, not "
+        "either library's (PyTorch's own matmuls reach the lower figure on this CPU).",
+        "",
+        "Times are medians over interleaved calls (TransformerLens, minillm, TransformerLens, ...). "
+        "\"TL / minillm\" above 1 means minillm is faster. minillm runs compiled (jax.jit; training in "
+        "minillm's own chunk of steps, `lax.scan`), TransformerLens eagerly as PyTorch does, inference "
+        "under `torch.no_grad()`. Same weights, same batches, same loss, optax AdamW vs torch AdamW with "
+        "the same hyperparameters.",
+        "",
+        markdown_table(cells),
+        "",
+        "## Targets (issue 9)",
+        "",
+        *[f"- {line}" for line in targets],
+        "",
+        "## Same weights, same numbers",
+        "",
+        "minillm's `state_dict()` loaded into a `HookedTransformer` built from the matching "
+        "`HookedTransformerConfig` (`use_attn_result=True` so that it computes `hook_result`); the largest "
+        "difference relative to the largest magnitude of each tensor (finite entries; the masked `-inf` "
+        "attention scores must match exactly). The gradient rows compare minillm's training loss and "
+        "`jax.grad` with the benchmark's PyTorch loss and `loss.backward()` on the training batches, "
+        "relative to the largest gradient entry of any weight (`b_K`'s gradient is zero in exact "
+        "arithmetic, so both sides hold rounding noise there).",
+        "",
+        "| model | result | logits (or loss) | worst activation (or gradient) | tensors compared | only in minillm's cache | only in TL's cache |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, c in checks.items():
+        first = c["results"][0]
+        worst = max(c["results"][1:], key=lambda r: r.rel_diff)
+        lines.append(f"| {label} | {'equal within 1e-4' if c['ok'] else 'DIFFERENT'} | {first.rel_diff:.1e} | "
+                     f"{worst.name} {worst.rel_diff:.1e} | {len(c['results']) - 1} | "
+                     f"{', '.join(c.get('only_minillm', [])) or '-'} | {', '.join(c.get('only_tl', [])) or '-'} |")
+    lines += ["", "## Compile time (minillm, first call, excluded from the medians)", ""]
+    lines += [f"- {label}: {fmt_time(s)}" for label, s in b.compile]
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in b.notes]
+    lines += [
+        f"- Training: {STEPS_PER_CALL} steps per call for the several-steps rows; the grokking batch is "
+        "minillm's own split (round(0.3 * 113^2) = 3831 pairs), the induction batch one draw of 64 "
+        "sequences from minillm's `repeated_tokens` task, fixed across steps on both sides.",
+        "- Patching floors count the work a sweep cannot avoid when each patch re-runs the model from the "
+        "patched activation to the logits (`sweep_flops`); TransformerLens re-runs all layers for each patch. "
+        "Attribution's floor is one forward and one backward pass (activation gradients only).",
+        "- Page faults per call (training rows): XLA on the CPU takes a call's buffers from the allocator "
+        "afresh on every call, and glibc hands buffers this large back to the kernel when they are freed, "
+        "so every call first-touches them again; PyTorch's steady state reuses its memory. This is the "
+        "cost of one compiled call per step that `steps_per_call` amortises.",
+        f"- Seeds: per seed-step times; {N_SEEDS} seeds together is minillm's vmapped chunk "
+        "(`train(..., seeds=[...])`), in turn is one chunk per seed after another.",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
