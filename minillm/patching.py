@@ -114,6 +114,14 @@ def _patch_one_layer(model, start_resid, clean_act, indices, *, name, layer, pat
     return jax.lax.map(one_patch, indices, batch_size=chunk_size)
 
 
+@jax.jit
+def _resid_pre_of_every_layer(model, tokens) -> list:
+    """The corrupted run's residual stream entering each block: where each layer's sweep starts."""
+    names = [act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    return [cache[name] for name in names]
+
+
 def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
                              patch_setter: PatchSetter, activation_name: str,
                              index_axis_names: Sequence[str], *, chunk_size: Optional[int] = None) -> jax.Array:
@@ -132,12 +140,11 @@ def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCac
     inner_sizes = [sizes[a] for a in index_axis_names[1:]]
     indices = _index_grid(inner_sizes)
     chunk_size = chunk_size or default_chunk_size(n_batch)
-    resid_names = [act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
-    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=resid_names)
+    corrupted_resid = _resid_pre_of_every_layer(model, corrupted_tokens)
     results = []
     for layer in range(model.cfg.n_layers):  # one compiled sweep per layer (each starts at its layer)
         name = act_name(activation_name, layer)
-        values = _patch_one_layer(model, corrupted_cache[resid_names[layer]], clean_cache[name], indices,
+        values = _patch_one_layer(model, corrupted_resid[layer], clean_cache[name], indices,
                                   name=name, layer=layer, patch_setter=patch_setter,
                                   patching_metric=patching_metric, chunk_size=chunk_size)
         results.append(values.reshape(inner_sizes))
