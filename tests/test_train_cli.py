@@ -85,3 +85,22 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_weights(tmp_path):
     steps = [json.loads(l)["step"] for l in open(out / "metrics.jsonl")]
     assert steps == sorted(set(steps)) and steps[-1] == 1000
     assert was_running, "the run finished before it could be killed: make it longer"
+
+
+def test_induction_summary_shows_the_copies_and_scores_them():
+    """The repeated-tokens recipes summarise what is predictable (the copy), against the random rest:
+    the shipped induction model copies, an untrained one does not."""
+    import re
+
+    from train.recipes import summarize
+
+    def copied_and_random(model):
+        text = summarize(RECIPES["induction"], model, n=3)
+        assert text.count("the model predicts:") == 3
+        copied, random_ = re.search(r"([\d.]+)% of the copied tokens predicted, ([\d.]+)% of the random", text).groups()
+        return float(copied), float(random_)
+
+    trained = copied_and_random(GPT.load(os.path.join(ROOT, "lessons/checkpoints/induction/model.safetensors")))
+    untrained = copied_and_random(GPT(RECIPES["induction"].model))
+    assert trained[0] > 90 and trained[1] < 10
+    assert untrained[0] < 10

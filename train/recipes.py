@@ -156,6 +156,9 @@ def get_recipe(name: str) -> Recipe:
 def summarize(recipe: Recipe, model: GPT, n: int = 6) -> str:
     """A few test examples with the model's answers: what it learned, readable."""
     task = recipe.task
+    if hasattr(task, "split_with_repeat_mask"):
+        _, (test, repeat) = task.split_with_repeat_mask(recipe.train.data_seed)
+        return _summarize_copies(task, model, test, np.asarray(repeat), n)
     _, test = task.split(recipe.train.data_seed)
     tokens, targets, mask = (np.asarray(x[:n]) for x in test)
     predictions = np.asarray(model(tokens).argmax(-1))
@@ -166,4 +169,24 @@ def summarize(recipe: Recipe, model: GPT, n: int = 6) -> str:
         want = " ".join(task.decode_target(int(targets[i, j])) for j in counted)
         mark = "ok" if got == want else f"WRONG, want {want}"
         lines.append(f"  {task.decode(tokens[i])}  ->  {got}   [{mark}]")
+    return "\n".join(lines)
+
+
+def _summarize_copies(task: Task, model: GPT, test, repeat: np.ndarray, n: int) -> str:
+    """Repeated-token tasks: random tokens cannot be predicted, the copy of the segment can. Show the
+    model's predictions inside the copy, and its accuracy there against the rest."""
+    tokens, targets = np.asarray(test.tokens), np.asarray(test.targets)
+    predictions = np.concatenate([np.asarray(model(tokens[i:i + 128]).argmax(-1)) for i in range(0, len(tokens), 128)])
+    right = predictions == targets
+    lines = []
+    for i in range(n):
+        copy = np.flatnonzero(repeat[i])  # position j predicts token j + 1, the next token of the copy
+        want = " ".join(task.decode_target(int(t)) for t in targets[i, copy])
+        got = " ".join(task.decode_target(int(t)) for t in predictions[i, copy])
+        mark = "ok" if got == want else f"{int(right[i, copy].sum())} of {len(copy)} right"
+        lines.append(f"  copied tokens (positions {copy[0] + 1}..{copy[-1] + 1}): {want}\n"
+                     f"           the model predicts: {got}   [{mark}]")
+    others = np.asarray(test.mask, bool) & (repeat == 0)
+    lines.append(f"  over all {len(tokens)} test sequences: {right[repeat > 0].mean():.1%} of the copied tokens "
+                 f"predicted, {right[others].mean():.1%} of the random ones (chance {1 / (task.d_vocab - 1):.1%})")
     return "\n".join(lines)
