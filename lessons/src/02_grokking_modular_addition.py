@@ -165,7 +165,7 @@ tokens = jnp.asarray(task.all_pairs().tokens)
 _, cache = model.run_with_cache(tokens, names_filter="blocks.0.mlp.hook_post")
 post = np.asarray(cache["post", 0][:, -1]).reshape(p, p, -1)  # [a, b, neuron]
 
-fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+fig, axes = plt.subplots(1, 4, figsize=(13, 3), layout="constrained")
 for ax, n in zip(axes, np.flatnonzero(well)[:4]):
     ax.imshow(post[:, :, n], cmap="viridis")
     ax.set_title(f"neuron {n}: k = {fit.freq[n]}, {fit.frac[n]:.2f}", fontsize=9)
