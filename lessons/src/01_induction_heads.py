@@ -370,7 +370,7 @@ assert shortcut_acc < 0.2 < 0.9 < results["gap up to 20"]
 # (`composition_scores(folded, "V")[0, other_head, 1]`) is the highest of the layer-0 heads. What does
 # it attend to, and what do the induction heads read from it?
 #
-# **Retrain the model yourself** (about a minute on a CPU) by setting `RETRAIN = True`; every cell
+# **Retrain the model yourself** (a minute or two on a CPU) by setting `RETRAIN = True`; every cell
 # above then works on your model if you point `GPT.load` at `checkpoints/induction_retrained/`.
 
 # %%
