@@ -12,7 +12,7 @@ below, formulas in `forward_flops`) over this machine's measured float32 matmul 
 
 How each side runs, and why:
 - minillm as its users run it for speed: the training step is minillm's own compiled chunk of steps
-  (`minillm.training._make_chunk_fn`, what `train()` calls) with optax AdamW; forward and
+  (`minillm.train_step.make_train_chunk`, what `train()` calls) with optax AdamW; forward and
   `run_with_cache` under `jax.jit` (eager calls are shown too, as a notebook makes them); patching
   with `minillm.patching`. Compilation is excluded from the medians and reported apart.
 - TransformerLens as its users run it: eager PyTorch, `torch.optim.AdamW` with the same
@@ -54,7 +54,9 @@ from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E40
 from minillm import GPT, GPTConfig  # noqa: E402
 from minillm import patching as P  # noqa: E402
 from minillm.tasks import Batch, make_task  # noqa: E402
-from minillm.training import TrainConfig, _make_chunk_fn, loss_fn, make_optimizer  # noqa: E402
+from minillm.losses import loss_fn  # noqa: E402
+from minillm.optim import TrainConfig, make_optimizer  # noqa: E402
+from minillm.train_step import init_train_state, make_train_chunk  # noqa: E402
 
 COMMAND = "bash bench/run.sh"
 
@@ -213,12 +215,9 @@ def check_gradients(cfg: GPTConfig, batch: Batch, rtol: float = 1e-4) -> dict:
 
 
 # --- training --------------------------------------------------------------------------------------
-class _FixedBatch:
-    """Stands in for a Task in minillm's chunk function: no generator, and with batch_size None
-    every step trains on the whole `train_set`, here one fixed batch (identical work on both sides)."""
-
-    has_generator = False
-    name = "fixed_batch"
+def _fixed_batch(data, data_key, step):
+    """Every step trains on the same batch, passed as the chunk's data: identical work on both sides."""
+    return data
 
 
 class MinillmTrainer:
@@ -226,17 +225,14 @@ class MinillmTrainer:
 
     def __init__(self, cfg: GPTConfig, weights, batch: Batch, tc: TrainConfig, seeds: Optional[list[int]] = None):
         optimizer = make_optimizer(tc)
-        self.run_chunk = _make_chunk_fn(_FixedBatch(), tc, optimizer, None if seeds is None else len(seeds))
+        self.run_chunk = make_train_chunk(optimizer, _fixed_batch, n_seeds=None if seeds is None else len(seeds))
         if seeds is None:
             # copies: the chunk function donates (frees) the model's buffers on each call
             self.model = GPT.from_state_dict(cfg, {k: jnp.array(v) for k, v in weights.items()})
             self.opt_state = optimizer.init(self.model)
             self.key = jax.random.key(0)
         else:
-            models = [GPT(cfg, seed=s) for s in seeds]
-            self.model = jax.tree.map(lambda *xs: jnp.stack(xs), *models)
-            self.opt_state = jax.vmap(optimizer.init)(self.model)
-            self.key = jnp.stack([jax.random.key(s) for s in seeds])
+            self.model, self.opt_state, self.key = init_train_state(cfg, optimizer, seeds=seeds)
         self.batch = jax.tree.map(jnp.asarray, batch)
         self.step = 0
 

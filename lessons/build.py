@@ -1,8 +1,9 @@
 """Build the lesson notebooks from their plain-text sources: python lessons/build.py
 
-Each lessons/src/NN_name.py is a notebook in the "percent" format: `# %% [markdown]` starts a
-markdown cell (its lines are comments), `# %%` a code cell, and `# %% solution` a code cell that
-Jupyter shows collapsed (an exercise's solution). Sources diff and review like code; the .ipynb files
+Each lessons/src/NN_name.py is a notebook in jupytext's "percent" format, so it also opens as a
+notebook in jupytext, VS Code and Colab tooling: `# %% [markdown]` starts a markdown cell (its
+lines are comments), `# %%` a code cell, and `# %% tags=["solution"]` a code cell that Jupyter
+shows collapsed (an exercise's solution). Sources diff and review like code; the .ipynb files
 beside this script are generated from them (without outputs), and a test checks they are in sync.
 """
 
@@ -36,13 +37,23 @@ def parse(source: str) -> list[dict]:
     for line in source.splitlines():
         if line.startswith("# %%"):
             flush()
-            marker = line[4:].strip()
-            kind = "markdown" if marker == "[markdown]" else "solution" if marker == "solution" else "code"
+            kind = _cell_kind(line[4:].strip())
             lines = []
         elif kind is not None:
             lines.append(line)
     flush()
     return cells
+
+
+def _cell_kind(marker: str) -> str:
+    """"[markdown]", "" or 'tags=["solution"]' (the percent format's cell metadata)."""
+    if marker == "[markdown]":
+        return "markdown"
+    if marker == 'tags=["solution"]':
+        return "solution"
+    if marker:
+        raise ValueError(f"unknown cell marker '# %% {marker}'")
+    return "code"
 
 
 def _join(lines: list[str]) -> list[str]:

@@ -8,12 +8,13 @@
 
 from minillm.checkpoint import CheckpointError
 from minillm.config import GPTConfig
-from minillm.hooks import ActivationCache, HookPoint, Hooks, act_name, hook_names, hook_shape
-from minillm.model import GPT
 from minillm.factored_matrix import FactoredMatrix
+from minillm.hook_points import hook_names, hook_shape, hook_shapes
+from minillm.hooks import ActivationCache, HookPoint, Hooks, act_name
+from minillm.model import GPT
 
 __all__ = [
     "GPT", "GPTConfig", "ActivationCache", "HookPoint", "Hooks", "act_name", "hook_names",
-    "hook_shape", "CheckpointError", "FactoredMatrix",
+    "hook_shape", "hook_shapes", "CheckpointError", "FactoredMatrix",
 ]
 __version__ = "0.1.0"

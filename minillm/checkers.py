@@ -15,6 +15,7 @@ import numpy as np
 
 from minillm.config import GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
+from minillm.fourier import excluded_logits, fourier_basis
 from minillm.interventions import ablate_heads
 from minillm.model import GPT
 
@@ -74,8 +75,6 @@ def check_copying_score(fn: Callable) -> None:
 def check_fourier_basis(fn: Callable) -> None:
     """fn(p) -> [p, p] array whose rows are const, cos 1, sin 1, cos 2, sin 2, ... over x = 0..p-1,
     each normalised to unit length."""
-    from minillm.fourier import fourier_basis
-
     for p in (7, 13, 113):
         _compare(f"Fourier basis for p = {p}", fn(p), fourier_basis(p)[0], atol=1e-5)
 
@@ -83,8 +82,6 @@ def check_fourier_basis(fn: Callable) -> None:
 def check_key_frequencies(fn: Callable) -> None:
     """fn(W_E, p) -> the key frequencies, most important first: those whose (cos + sin) squared norm in
     W_E[:p] is above 4 times the mean over frequencies 1..p//2."""
-    from minillm.fourier import fourier_basis
-
     rng = np.random.default_rng(0)
     for p, freqs in [(113, [35, 14, 41]), (97, [30, 5])]:  # strongest first, not in numeric order
         basis = fourier_basis(p)[0]
@@ -101,8 +98,6 @@ def check_key_frequencies(fn: Callable) -> None:
 def check_excluded_logits(fn: Callable) -> None:
     """fn(logits [p, p, c], freqs) -> the logits with their cos(w_k (a + b)) and sin(w_k (a + b))
     components removed for each k in freqs (the constant over (a, b) kept)."""
-    from minillm.fourier import excluded_logits
-
     rng = np.random.default_rng(1)
     for p, freqs in [(11, [2]), (23, [3, 7])]:
         logits = jnp.asarray(rng.normal(size=(p, p, p)), jnp.float32)

@@ -8,6 +8,9 @@ with a message that says so, instead of giving a model with silently wrong weigh
 
 Saving writes a temporary file in the same folder, flushes it to disk, then renames it over the
 target: the rename is atomic, so a crash mid-save leaves the previous good file in place.
+
+A leaf module: it knows tensors and files, not models (minillm/params.py writes models with it,
+minillm/train_state.py training states).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import os
 import struct
 import tempfile
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
@@ -90,25 +93,3 @@ def load_tensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     if metadata.get("sha256") != tensors_digest(tensors):
         raise CheckpointError(f"checkpoint {path} is corrupt: its tensors do not match the digest saved with them")
     return tensors, metadata
-
-
-def save_model(model, path: str, metadata: Optional[dict[str, str]] = None) -> None:
-    weights = {name: np.asarray(value) for name, value in model.state_dict().items()}
-    save_tensors(path, weights, {"kind": "model", "config": model.cfg.to_json(), **(metadata or {})})
-
-
-def load_model(path: str):
-    from minillm.config import GPTConfig
-    from minillm.model import GPT
-
-    tensors, metadata = load_tensors(path)
-    if "config" not in metadata:
-        raise CheckpointError(f"checkpoint {path} has no config in its metadata")
-    try:
-        cfg = GPTConfig.from_json(metadata["config"])
-    except (ValueError, TypeError) as e:
-        raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e
-    try:
-        return GPT.from_state_dict(cfg, tensors)
-    except ValueError as e:
-        raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from minillm.hooks import ActivationCache, act_name
+from minillm.model import GPT
 
 PosSlice = Union[None, int, slice, jax.Array]
 
@@ -42,7 +43,7 @@ def _stack(components: list, labels: list[str], return_labels: bool):
     return (stack, labels) if return_labels else stack
 
 
-def _layer_or_final(model, layer: Optional[int]) -> int:
+def _layer_or_final(model: GPT, layer: Optional[int]) -> int:
     n = model.cfg.n_layers
     if layer is None or layer == -1:
         return n
@@ -51,7 +52,7 @@ def _layer_or_final(model, layer: Optional[int]) -> int:
     return layer
 
 
-def apply_ln_to_stack(model, cache: ActivationCache, residual_stack: jax.Array, layer: Optional[int] = None,
+def apply_ln_to_stack(model: GPT, cache: ActivationCache, residual_stack: jax.Array, layer: Optional[int] = None,
                       mlp_input: bool = False, pos_slice: PosSlice = None, recompute_ln: bool = False) -> jax.Array:
     """Put each component through the LayerNorm that reads the stream at `layer` (None: ln_final).
 
@@ -77,7 +78,7 @@ def apply_ln_to_stack(model, cache: ActivationCache, residual_stack: jax.Array, 
     return centred / scale
 
 
-def accumulated_resid(model, cache: ActivationCache, layer: Optional[int] = None, incl_mid: bool = False,
+def accumulated_resid(model: GPT, cache: ActivationCache, layer: Optional[int] = None, incl_mid: bool = False,
                       apply_ln: bool = False, pos_slice: PosSlice = None, mlp_input: bool = False,
                       return_labels: bool = False):
     """The residual stream entering each layer up to `layer` (None: up to and including the final
@@ -103,7 +104,7 @@ def accumulated_resid(model, cache: ActivationCache, layer: Optional[int] = None
     return (stack, labels) if return_labels else stack
 
 
-def decompose_resid(model, cache: ActivationCache, layer: Optional[int] = None, mlp_input: bool = False,
+def decompose_resid(model: GPT, cache: ActivationCache, layer: Optional[int] = None, mlp_input: bool = False,
                     mode: str = "all", apply_ln: bool = False, pos_slice: PosSlice = None,
                     incl_embeds: bool = True, return_labels: bool = False):
     """The stream entering `layer` as its parts: embed, pos_embed, then each earlier attn_out and
@@ -131,14 +132,14 @@ def decompose_resid(model, cache: ActivationCache, layer: Optional[int] = None, 
     return (stack, labels) if return_labels else stack
 
 
-def _head_results(model, cache: ActivationCache, l: int) -> jax.Array:
+def _head_results(model: GPT, cache: ActivationCache, l: int) -> jax.Array:
     """[b, p, h, d] each head's write in layer l: the cached hook_result, or z @ W_O."""
     if ("result", l) in cache:
         return cache["result", l]
     return jnp.einsum("bphe,hed->bphd", cache["z", l], model.blocks[l].attn.W_O)
 
 
-def stack_head_results(model, cache: ActivationCache, layer: int = -1, return_labels: bool = False,
+def stack_head_results(model: GPT, cache: ActivationCache, layer: int = -1, return_labels: bool = False,
                        incl_remainder: bool = False, pos_slice: PosSlice = None, apply_ln: bool = False):
     """Each head's write to the residual stream in the layers before `layer` (-1: all layers):
     [layer * head, b, p, d], labels "L{l}H{h}". incl_remainder adds everything else in the stream
@@ -163,7 +164,7 @@ def stack_head_results(model, cache: ActivationCache, layer: int = -1, return_la
     return (stack, labels) if return_labels else stack
 
 
-def stack_neuron_results(model, cache: ActivationCache, layer: int, pos_slice: PosSlice = None,
+def stack_neuron_results(model: GPT, cache: ActivationCache, layer: int, pos_slice: PosSlice = None,
                          neuron_slice: Union[None, slice, jax.Array] = None, return_labels: bool = False,
                          incl_remainder: bool = False, apply_ln: bool = False):
     """Each MLP neuron's write (post-activation times its row of W_out) in the layers before
@@ -188,7 +189,7 @@ def stack_neuron_results(model, cache: ActivationCache, layer: int, pos_slice: P
     return (stack, labels) if return_labels else stack
 
 
-def logit_directions(model, tokens: jax.Array, incorrect_tokens: Optional[jax.Array] = None) -> jax.Array:
+def logit_directions(model: GPT, tokens: jax.Array, incorrect_tokens: Optional[jax.Array] = None) -> jax.Array:
     """The residual-stream direction of each output token's logit (its column of W_U), or of a
     logit difference: [*tokens.shape, d_model]."""
     W_U = model.unembed.W_U[...]  # [d, v_out]
@@ -198,7 +199,7 @@ def logit_directions(model, tokens: jax.Array, incorrect_tokens: Optional[jax.Ar
     return jnp.moveaxis(directions, 0, -1)
 
 
-def logit_attrs(model, cache: ActivationCache, residual_stack: jax.Array, tokens: jax.Array,
+def logit_attrs(model: GPT, cache: ActivationCache, residual_stack: jax.Array, tokens: jax.Array,
                 incorrect_tokens: Optional[jax.Array] = None, pos_slice: PosSlice = None) -> jax.Array:
     """Direct logit attribution: each component's contribution to the logit of `tokens` (or to the
     logit difference tokens - incorrect_tokens): residual_stack [component, ..., d] dotted with the

@@ -15,6 +15,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from minillm.model import GPT
+
 BOS = 0
 
 
@@ -28,7 +30,7 @@ def repeated_random_tokens(key: jax.Array, batch: int, half_len: int, d_vocab: i
     return jnp.concatenate([bos_col, first, first], axis=1).astype(jnp.int32)
 
 
-def _patterns(model, tokens: jax.Array) -> jax.Array:
+def _patterns(model: GPT, tokens: jax.Array) -> jax.Array:
     """[n_layers, b, h, q, k] attention patterns of the model on tokens."""
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.endswith("hook_pattern"))
     return jnp.stack([cache["pattern", l] for l in range(model.cfg.n_layers)])
@@ -41,7 +43,7 @@ def _mean_stripe(patterns: jax.Array, offset: int, first_query: int) -> jax.Arra
     return patterns[..., q, q - offset].mean(axis=(1, 3))
 
 
-def head_scores(model, tokens: jax.Array) -> dict[str, jax.Array]:
+def head_scores(model: GPT, tokens: jax.Array) -> dict[str, jax.Array]:
     """Previous-token, duplicate-token and induction scores [layer, head] on repeated tokens."""
     n_pos = tokens.shape[1]
     half = (n_pos - 1) // 2
@@ -56,13 +58,13 @@ def head_scores(model, tokens: jax.Array) -> dict[str, jax.Array]:
     }
 
 
-def previous_token_scores(model, tokens: jax.Array) -> jax.Array:
+def previous_token_scores(model: GPT, tokens: jax.Array) -> jax.Array:
     return head_scores(model, tokens)["previous_token"]
 
 
-def duplicate_token_scores(model, tokens: jax.Array) -> jax.Array:
+def duplicate_token_scores(model: GPT, tokens: jax.Array) -> jax.Array:
     return head_scores(model, tokens)["duplicate_token"]
 
 
-def induction_scores(model, tokens: jax.Array) -> jax.Array:
+def induction_scores(model: GPT, tokens: jax.Array) -> jax.Array:
     return head_scores(model, tokens)["induction"]

@@ -34,16 +34,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minillm.hooks import act_name
+from minillm.losses import MetricFn, cross_entropy, map_in_chunks
 from minillm.model import GPT
 from minillm.tasks import ModularArithmetic
-from minillm.training import cross_entropy
 
 Array = jax.Array
-MetricFn = Callable[[GPT], dict[str, float]]
 
 KEY_THRESHOLD = 4.0  # key frequency: squared norm above this many times the mean over frequencies
 WELL_EXPLAINED = 0.85  # the paper's cut: a neuron above this fraction is "explained by one frequency"
-CHUNK = 256  # pairs per forward pass: small batches stay in the CPU cache (as training.evaluate)
+CHUNK = 256  # pairs per forward pass: small batches stay in the CPU cache (losses.map_in_chunks)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,8 +208,15 @@ def select_key_frequencies(norms, *, threshold: float = KEY_THRESHOLD, n: Option
     order = np.argsort(-sq, kind="stable")
     if n is not None:
         return [int(k) + 1 for k in order[:n]]
-    mean = sq.mean()
-    return [int(k) + 1 for k in order if mean > 0 and sq[k] > threshold * mean]
+    is_key = np.asarray(_is_key(sq, threshold))
+    return [int(k) + 1 for k in order if is_key[k]]
+
+
+def _is_key(freq_sq, threshold):
+    """The rule itself, on squared norms per frequency [p//2] (numpy or traced): above threshold
+    times their mean. (A zero embedding has no key frequency.)"""
+    mean = freq_sq.mean()
+    return (mean > 0) & (freq_sq > threshold * mean)
 
 
 def key_frequencies(model: GPT, p: Optional[int] = None, *, threshold: float = KEY_THRESHOLD,
@@ -306,20 +313,18 @@ def fit_frequencies(x) -> FrequencyFit:
     return FrequencyFit(best + 1, fracs[best, np.arange(fracs.shape[1])], fracs)
 
 
-def _all_tokens(p: int) -> Array:
-    """Every `a b =` in all_pairs order (row a * p + b) -> [p^2, 3]."""
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    return jnp.asarray(np.stack([a.ravel(), b.ravel(), np.full(p * p, p)], axis=1), jnp.int32)
+@functools.lru_cache(maxsize=None)
+def _pairs(p: int, op: str = "add") -> tuple[np.ndarray, np.ndarray]:
+    """The task's own table of every pair: tokens [p^2, 3] (`a b =`, row a * p + b) and the answers
+    [p, p] indexed [a, b]: ModularArithmetic.all_pairs()."""
+    rows = ModularArithmetic(p=p, op=op).all_pairs()
+    return rows.tokens, rows.targets[:, -1].reshape(p, p)
 
 
 def _in_chunks(fn: Callable[[Array], Array], tokens: Array) -> Array:
     """fn on CHUNK rows of tokens at a time, as one lax.map (call it inside jit) -> [n, ...]."""
-    n = tokens.shape[0]
-    chunk = min(CHUNK, n)
-    n_chunks = -(-n // chunk)
-    padded = jnp.pad(tokens, ((0, n_chunks * chunk - n), (0, 0)))  # padding rows: token 0, dropped below
-    out = jax.lax.map(fn, padded.reshape(n_chunks, chunk, tokens.shape[1]))
-    return out.reshape(n_chunks * chunk, *out.shape[2:])[:n]
+    out = map_in_chunks(fn, tokens, CHUNK)  # [n_chunks, CHUNK, ...]
+    return out.reshape(-1, *out.shape[2:])[: tokens.shape[0]]
 
 
 @jax.jit
@@ -342,8 +347,8 @@ def neuron_frequency_fractions(model: GPT, p: Optional[int] = None) -> Frequency
     (WELL_EXPLAINED) explained by one frequency. A dead neuron gets fraction 0.
     """
     p = _p_of(model, p)
-    name = f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"
-    acts = _cached_at_last_position(model, _all_tokens(p), name, pos_axis=1)  # [p^2, m]
+    name = act_name("post", model.cfg.n_layers - 1)
+    acts = _cached_at_last_position(model, _pairs(p)[0], name, pos_axis=1)  # [p^2, m]
     return fit_frequencies(acts.reshape(p, p, -1))
 
 
@@ -354,19 +359,13 @@ def attention_frequency_fractions(model: GPT, p: Optional[int] = None) -> Freque
     The paper (App. C.1.2): each head's pattern is ~0.5 plus terms of one frequency in a and b,
     97.9-99.1% of its variance."""
     p = _p_of(model, p)
-    pattern = _cached_at_last_position(model, _all_tokens(p), "blocks.0.attn.hook_pattern", pos_axis=2)  # [p^2, h, k]
+    pattern = _cached_at_last_position(model, _pairs(p)[0], act_name("pattern", 0), pos_axis=2)  # [p^2, h, k]
     return fit_frequencies(pattern[:, :, 0].reshape(p, p, -1))
 
 
 # ---------------------------------------------------------------------------------------------
 # Restricted and excluded loss
 # ---------------------------------------------------------------------------------------------
-def _answers(p: int, op: str) -> np.ndarray:
-    """[p, p] the answer s = a + b (or a - b) mod p of each pair."""
-    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-    return (a + b) % p if op == "add" else (a - b) % p
-
-
 @functools.partial(jax.jit, static_argnames=("op",))
 def _key_part(logits: Array, projector: Array, op: str) -> Array:
     """The part of logits [p, p, c] that is a function of s = a +- b lying in projector's span."""
@@ -375,12 +374,12 @@ def _key_part(logits: Array, projector: Array, op: str) -> Array:
     s = np.arange(p)[:, None]
     b_on_line = (s - a) % p if op == "add" else (a - s) % p  # [s, a]: the b with a +- b = s
     line_mean = logits[a, b_on_line].mean(axis=1)  # [s, c]
-    return (projector @ line_mean)[_answers(p, op)]  # [p, p, c]
+    return (projector @ line_mean)[_pairs(p, op)[1]]  # [p, p, c]
 
 
 @functools.partial(jax.jit, static_argnames=("op",))
 def _masked_loss(logits: Array, mask: Array, op: str) -> Array:
-    nll = cross_entropy(logits, jnp.asarray(_answers(logits.shape[0], op)))  # [p, p]
+    nll = cross_entropy(logits, jnp.asarray(_pairs(logits.shape[0], op)[1]))  # [p, p]
     return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
 
@@ -446,7 +445,7 @@ def _check_task(model: GPT, task: ModularArithmetic) -> int:
 def pair_logits(model: GPT, task: ModularArithmetic) -> Array:
     """The model's logits at "=" for every pair, [p, p, c] indexed [a, b, c]."""
     p = _check_task(model, task)
-    return _last_logits(model, _all_tokens(p)).reshape(p, p, -1)
+    return _last_logits(model, _pairs(p)[0]).reshape(p, p, -1)
 
 
 def split_mask(task: ModularArithmetic, on: str = "train", data_seed: int = 0) -> np.ndarray:
@@ -531,9 +530,9 @@ def projected_embedding_accuracy(model: GPT, task: ModularArithmetic, freqs: Seq
     """
     p = _check_task(model, task)
     mask = jnp.asarray(split_mask(task, on, data_seed).ravel(), jnp.float32)
-    answers = jnp.asarray(_answers(p, task.op).ravel())
+    answers = jnp.asarray(_pairs(p, task.op)[1].ravel())
     W_E = projected_embedding(model, freqs, p, keep_constant)
-    return float(_accuracy_with_embedding(model, W_E, _all_tokens(p), mask, answers))
+    return float(_accuracy_with_embedding(model, W_E, _pairs(p)[0], mask, answers))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,7 +558,7 @@ def _progress(model: GPT, tokens: Array, train_mask: Array, fixed_keep: Array, u
     member = jnp.asarray(_membership(p))  # [p//2 + 1, p]
     component_norms = _component_norms(model.embed.W_E[...][:p])  # [p]
     freq_sq = (member @ component_norms**2)[1:]  # [p//2]
-    found = (freq_sq > threshold * freq_sq.mean()).astype(jnp.float32)
+    found = _is_key(freq_sq, threshold).astype(jnp.float32)
     keep = jnp.where(use_fixed, fixed_keep, found)  # [p//2] 0/1
     basis = jnp.asarray(fourier_basis(p)[0], jnp.float32)
     projector = basis.T @ ((keep @ member[1:])[:, None] * basis)  # [p, p], onto the kept frequencies
@@ -595,7 +594,7 @@ def grokking_metrics(task: ModularArithmetic, key_freqs: Optional[Sequence[int]]
     """
     p = task.p
     _check_op(task.op)
-    tokens = _all_tokens(p)
+    tokens = _pairs(p)[0]
     train_mask = jnp.asarray(split_mask(task, "train", data_seed), jnp.float32)
     fixed_keep = np.zeros(p // 2, np.float32)
     for k in key_freqs or ():

@@ -6,9 +6,13 @@ and the functions to run); nothing is registered on the model, so there is no gl
 when a hook raises, and a forward pass with hooks is a pure function that `jax.jit`, `jax.vmap` and
 `jax.grad` can transform. Hook functions may close over traced values (a patch index inside vmap).
 
-The names and shapes are those of TransformerLens (see ../shared/CONVENTIONS.md); `hook_names(cfg)`
-lists them for a config, in the order the forward pass reaches them. That list is data: the tests
-check that the forward pass reaches exactly these names with exactly these shapes.
+The list of names is not written down anywhere but in the model: a pass notes each name it
+reaches, so the names a call asks for are checked against what that pass really reached (an
+unknown or unreachable name raises, naming the nearest real ones), and `GPT.hook_names()` is
+one abstract pass (`jax.eval_shape`) with a `Hooks` that asks for everything. The names and
+shapes are TransformerLens' (../shared/CONVENTIONS.md).
+
+This module imports nothing from minillm: the model imports it, never the other way round.
 """
 
 from __future__ import annotations
@@ -16,55 +20,13 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
-from minillm.config import GPTConfig
-
 NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
 HookFn = Callable[[jax.Array, "HookPoint"], Optional[jax.Array]]
-
-
-# ---------------------------------------------------------------------------------------------
-# The catalogue of names
-# ---------------------------------------------------------------------------------------------
-def hook_names(cfg: GPTConfig) -> list[str]:
-    """Every hook point of a model with this config, in forward order."""
-    ln = cfg.normalization_type is not None
-    names = ["hook_embed", "hook_pos_embed"]
-    for l in range(cfg.n_layers):
-        b = f"blocks.{l}"
-        names.append(f"{b}.hook_resid_pre")
-        if ln:
-            names += [f"{b}.ln1.hook_scale", f"{b}.ln1.hook_normalized"]
-        names += [f"{b}.attn.hook_{n}" for n in ("q", "k", "v", "attn_scores", "pattern", "z")]
-        names += [f"{b}.attn.hook_result", f"{b}.hook_attn_out"]
-        if not cfg.attn_only:
-            names.append(f"{b}.hook_resid_mid")
-            if ln:
-                names += [f"{b}.ln2.hook_scale", f"{b}.ln2.hook_normalized"]
-            names += [f"{b}.mlp.hook_pre", f"{b}.mlp.hook_post", f"{b}.hook_mlp_out"]
-        names.append(f"{b}.hook_resid_post")
-    if ln:
-        names += ["ln_final.hook_scale", "ln_final.hook_normalized"]
-    return names
-
-
-def hook_shape(cfg: GPTConfig, name: str, batch: int, pos: int) -> tuple[int, ...]:
-    """The documented shape of a hook point's activation for an input of [batch, pos] tokens."""
-    b, p, d, h, e = batch, pos, cfg.d_model, cfg.n_heads, cfg.d_head
-    last = name.rsplit(".", 1)[-1]
-    shapes = {
-        "hook_scale": (b, p, 1),
-        "hook_q": (b, p, h, e), "hook_k": (b, p, h, e), "hook_v": (b, p, h, e), "hook_z": (b, p, h, e),
-        "hook_attn_scores": (b, h, p, p), "hook_pattern": (b, h, p, p),
-        "hook_result": (b, p, h, d),
-        "hook_pre": (b, p, cfg.d_mlp), "hook_post": (b, p, cfg.d_mlp),
-    }
-    return shapes.get(last, (b, p, d))
-
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -127,71 +89,121 @@ def unknown_name_error(name: str, valid: Sequence[str], what: str = "hook point"
     """A KeyError that names the nearest valid names."""
     near = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
     hint = f" Did you mean {', '.join(repr(n) for n in near)}?" if near else ""
-    return KeyError(f"Unknown {what} {name!r}.{hint} minillm.hook_names(cfg) lists all {len(valid)}.")
+    return KeyError(f"Unknown {what} {name!r}.{hint} model.hook_names() lists all {len(valid)}.")
 
 
-def resolve_names(spec: NameFilter, valid: Sequence[str], *, what: str) -> list[str]:
-    """The hook names that a name, list of names or predicate selects (None: all of them)."""
+def _check_spec(spec: Any, what: str) -> None:
+    if callable(spec) or isinstance(spec, str):
+        return
+    if isinstance(spec, (list, tuple)) and all(isinstance(n, str) for n in spec):
+        return
+    raise TypeError(f"{what}: expected a hook name, a list of names or a predicate, got {spec!r}")
+
+
+def _selects(spec: NameFilter, name: str) -> bool:
+    """Whether a name, list of names or predicate (None: everything) selects `name`."""
     if spec is None:
-        return list(valid)
+        return True
     if callable(spec):
-        return [n for n in valid if spec(n)]
-    names = [spec] if isinstance(spec, str) else list(spec)
-    valid_set = set(valid)
-    for n in names:
-        if not isinstance(n, str):
-            raise TypeError(f"{what}: expected a hook name, a list of names or a predicate, got {n!r}")
-        if n not in valid_set:
-            raise unknown_name_error(n, valid)
-    return names
+        return bool(spec(name))
+    return name == spec if isinstance(spec, str) else name in spec
+
+
+def _named(spec: NameFilter) -> list[str]:
+    """The names a spec lists explicitly (none for a predicate or None)."""
+    if spec is None or spec is False or callable(spec):
+        return []
+    return [spec] if isinstance(spec, str) else list(spec)
 
 
 # ---------------------------------------------------------------------------------------------
 # What one forward pass does at its hook points
 # ---------------------------------------------------------------------------------------------
+class HookScope(Protocol):
+    """The `hook` a module's `__call__` gets: `hook("hook_q", q)`, `hook.scope("attn")`, ..."""
+
+    def __call__(self, name: str, x: jax.Array) -> jax.Array: ...
+
+    def wants(self, name: str) -> bool: ...
+
+    def replaces(self, name: str) -> bool: ...
+
+    def scope(self, prefix: str) -> "HookScope": ...
+
+
 class Hooks:
     """The hook functions and cache of ONE forward pass. Built per call, discarded after it.
 
     `hooks(name, x)` runs the functions hooked at `name` in order (each may return a replacement
-    of the same shape and dtype, or None to keep x), records the result if `name` is cached, and
-    returns it. `hooks.scope("blocks.0")` gives the same hooks seen from inside a submodule, so a
-    module writes `hook("hook_q", q)` and the full name is "blocks.0.attn.hook_q".
+    of the same shape and dtype, or None to keep x), records the result if `cache` selects `name`,
+    and returns it. `hooks.scope("blocks.0")` gives the same hooks seen from inside a submodule,
+    so a module writes `hook("hook_q", q)` and the full name is "blocks.0.attn.hook_q".
+    `fwd_hooks` pairs take a name, a list of names or a predicate on names; so does `cache`, where
+    None means every hook point and False (the default) none. After the pass, `hooks.check()`
+    refuses a name that the pass never reached.
     """
 
-    def __init__(self, valid_names: Sequence[str], fwd_hooks: Iterable[tuple[Any, HookFn]] = (),
-                 cache_names: Iterable[str] = ()):
-        self.fns: dict[str, list[HookFn]] = {}
+    def __init__(self, fwd_hooks: Iterable[tuple[Any, HookFn]] = (), cache: Union[NameFilter, bool] = False):
+        self.fwd_hooks: list[tuple[NameFilter, HookFn]] = []
         for i, pair in enumerate(fwd_hooks):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
                 raise TypeError(f"fwd_hooks[{i}] must be a (name or predicate, function) pair, got {pair!r}")
-            spec, fn = pair
-            names = resolve_names(spec, valid_names, what="fwd_hooks")
-            if not names:
-                raise ValueError(f"fwd_hooks[{i}]: the predicate {spec!r} matches no hook point of this model")
-            for n in names:
-                self.fns.setdefault(n, []).append(fn)
-        self.cache_names = frozenset(cache_names)
+            _check_spec(pair[0], f"fwd_hooks[{i}]")
+            self.fwd_hooks.append((pair[0], pair[1]))
+        if cache is not None and cache is not False:
+            _check_spec(cache, "names_filter")
+        self.cache_spec = cache
+        self.reached: list[str] = []  # every name this pass went through, in order
         self.cache: dict[str, jax.Array] = {}
+        self._fns: dict[str, list[HookFn]] = {}
+
+    def _fns_at(self, name: str) -> list[HookFn]:
+        if name not in self._fns:
+            self._fns[name] = [fn for spec, fn in self.fwd_hooks if _selects(spec, name)]
+        return self._fns[name]
+
+    def _caches(self, name: str) -> bool:
+        return self.cache_spec is not False and _selects(self.cache_spec, name)
 
     def wants(self, name: str) -> bool:
         """Whether anything reads or replaces `name` in this pass (lets the model skip optional work)."""
-        return name in self.fns or name in self.cache_names
+        return bool(self._fns_at(name)) or self._caches(name)
 
     def replaces(self, name: str) -> bool:
         """Whether a hook function runs at `name` in this pass (and so may replace it)."""
-        return name in self.fns
+        return bool(self._fns_at(name))
 
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
-        for fn in self.fns.get(name, ()):
+        self.reached.append(name)
+        for fn in self._fns_at(name):
             out = fn(x, HookPoint(name))
             if out is not None:
                 x = _checked_replacement(name, x, out)
-        if name in self.cache_names:
+        if self._caches(name):
             self.cache[name] = x
         return x
 
     def scope(self, prefix: str) -> "ScopedHooks":
         return ScopedHooks(self, prefix)
+
+    def check(self, all_names: Callable[[], Sequence[str]] = lambda: ()) -> None:
+        """Refuse what this pass asked for but never reached. `all_names()` (every hook point of
+        the model) tells a name on another pass's path (start_at_layer ...) from an unknown one."""
+        reached = set(self.reached)
+        for i, (spec, _) in enumerate(self.fwd_hooks):
+            if callable(spec) and not any(spec(n) for n in self.reached):
+                raise ValueError(f"fwd_hooks[{i}]: the predicate {spec!r} matches no hook point of this pass")
+        asked = [n for spec, _ in self.fwd_hooks for n in _named(spec)] + _named(self.cache_spec)
+        for name in asked:
+            if name not in reached:
+                valid = all_names()
+                if name in valid:
+                    raise KeyError(f"hook point {name!r} is not on this pass's path (it lies outside "
+                                   "start_at_layer..stop_at_layer)")
+                raise unknown_name_error(name, valid or self.reached)
+
+    def activation_cache(self) -> "ActivationCache":
+        return ActivationCache(self.cache, self.reached)
 
 
 class ScopedHooks:

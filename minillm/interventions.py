@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from minillm.hooks import ActivationCache, act_name
+from minillm.model import GPT
 
 KINDS = ("zero", "mean", "resample")
 
@@ -84,7 +85,7 @@ def _group(pairs: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
     return by_layer
 
 
-def ablate_heads(model, heads: Sequence[tuple[int, int]], kind: str = "zero",
+def ablate_heads(model: GPT, heads: Sequence[tuple[int, int]], kind: str = "zero",
                  reference: Optional[ActivationCache] = None) -> list:
     """Ablate attention heads given as (layer, head) pairs, at their output hook_z (so the head writes
     nothing, or its mean / resampled output). `reference` is a cache holding hook_z of those layers."""
@@ -93,7 +94,7 @@ def ablate_heads(model, heads: Sequence[tuple[int, int]], kind: str = "zero",
             for l, hs in _group(heads).items()]
 
 
-def ablate_neurons(model, neurons: Sequence[tuple[int, int]], kind: str = "zero",
+def ablate_neurons(model: GPT, neurons: Sequence[tuple[int, int]], kind: str = "zero",
                    reference: Optional[ActivationCache] = None) -> list:
     """Ablate MLP neurons given as (layer, neuron) pairs, at mlp.hook_post."""
     return [ablate(act_name("post", l), kind, neurons=ns,

@@ -21,11 +21,13 @@ from typing import Any, Iterable, Optional, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
+from minillm import params, sampling
+from minillm.checkpoint import CheckpointError
 from minillm.config import GPTConfig
-from minillm.hooks import ActivationCache, HookFn, Hooks, NameFilter, hook_names, resolve_names
+from minillm.hooks import ActivationCache, HookFn, Hooks, HookScope, NameFilter
+from minillm.inputs import check_resid, check_tokens, layer_range
 
 Array = jax.Array
 
@@ -46,7 +48,7 @@ class LayerNorm(nnx.Module):
         self.b = _zeros(cfg.d_model)  # [d]
         self.eps = cfg.eps
 
-    def __call__(self, x: Array, hook) -> Array:  # x [b, p, d]
+    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d]
         x = x - x.mean(axis=-1, keepdims=True)
         scale = hook("hook_scale", jnp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps))  # [b, p, 1]
         x = hook("hook_normalized", x / scale)  # [b, p, d]
@@ -63,7 +65,7 @@ class Attention(nnx.Module):
         self.W_O = _normal(rngs, cfg, h, e, d)  # [h, e, d]
         self.b_O = _zeros(d)  # [d]
 
-    def __call__(self, x: Array, hook) -> Array:  # x [b, p, d] -> attn_out [b, p, d] (before its hook)
+    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] -> attn_out [b, p, d] (before its hook)
         q = hook("hook_q", jnp.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
         k = hook("hook_k", jnp.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
         v = hook("hook_v", jnp.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
@@ -94,7 +96,7 @@ class MLP(nnx.Module):
         self.b_out = _zeros(cfg.d_model)  # [d]
         self.act_fn = cfg.act_fn
 
-    def __call__(self, x: Array, hook) -> Array:  # x [b, p, d] -> mlp_out [b, p, d] (before its hook)
+    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] -> mlp_out [b, p, d] (before its hook)
         pre = hook("hook_pre", jnp.einsum("bpd,dm->bpm", x, self.W_in) + self.b_in)  # [b, p, m]
         if self.act_fn == "gelu":
             post = jax.nn.gelu(pre, approximate=False)  # exact erf GELU, as TransformerLens' "gelu"
@@ -114,7 +116,7 @@ class Block(nnx.Module):
         self.ln2 = LayerNorm(cfg) if use_ln and not cfg.attn_only else None
         self.mlp = None if cfg.attn_only else MLP(cfg, rngs)
 
-    def __call__(self, resid_pre: Array, hook) -> Array:  # [b, p, d] -> [b, p, d]
+    def __call__(self, resid_pre: Array, hook: HookScope) -> Array:  # [b, p, d] -> [b, p, d]
         resid_pre = hook("hook_resid_pre", resid_pre)
         attn_in = self.ln1(resid_pre, hook.scope("ln1")) if self.ln1 is not None else resid_pre
         attn_out = hook("hook_attn_out", self.attn(attn_in, hook.scope("attn")))
@@ -131,7 +133,7 @@ class Embed(nnx.Module):
         self.W_E = _normal(rngs, cfg, cfg.d_vocab, cfg.d_model)  # [v, d]
 
     def __call__(self, tokens: Array) -> Array:  # tokens [b, p] -> [b, p, d]
-        # Concrete tokens were range-checked in GPT.check_tokens. Traced ones cannot be, and JAX
+        # Concrete tokens were range-checked (inputs.check_tokens). Traced ones cannot be, and JAX
         # would clamp an out-of-range index to a real token; give NaN instead, never a plausible row.
         # (Attention then spreads the NaN over that whole sequence, which keeps the failure loud.)
         d_vocab = self.W_E.shape[0]
@@ -167,7 +169,9 @@ class GPT(nnx.Module):
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)])
 
     Tokens must be a 2-D integer array [batch, pos]: a 1-D sequence is refused (write tokens[None]),
-    so that shapes never change silently, e.g. inside jax.vmap.
+    so that shapes never change silently, e.g. inside jax.vmap. Each call also takes
+    start_at_layer=l (the input is then the residual stream [b, p, d] entering block l) and
+    stop_at_layer=l (the output is the residual stream entering block l, not the logits).
     """
 
     def __init__(self, cfg: GPTConfig, *, seed: Union[int, Array, None] = None):
@@ -181,197 +185,96 @@ class GPT(nnx.Module):
         self.ln_final = LayerNorm(cfg) if cfg.normalization_type == "LN" else None
         self.unembed = Unembed(cfg, rngs)
 
-    # --- the forward pass -------------------------------------------------------------------
-    def forward(self, tokens: Array, hooks: Hooks, *, start_at_layer: Optional[int] = None,
+    def forward(self, input: Array, hooks: Hooks, *, start_at_layer: Optional[int] = None,
                 stop_at_layer: Optional[int] = None) -> Array:
         """The forward pass with explicit hooks; the public calls below build `hooks` for you.
 
-        start_at_layer=l: `tokens` is instead the residual stream [b, p, d] entering block l.
-        stop_at_layer=l: return the residual stream entering block l instead of the logits.
+        input: tokens [b, p], or with start_at_layer the residual stream [b, p, d] entering that block.
         """
-        start, stop = self._layer_range(start_at_layer, stop_at_layer)
-        if start == 0 and start_at_layer is None:
-            tokens = self.check_tokens(tokens)
+        layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
+        if start_at_layer is None:
+            tokens = check_tokens(input, self.cfg)
             embed = hooks("hook_embed", self.embed(tokens))  # [b, p, d]
             pos_embed = hooks("hook_pos_embed", self.pos_embed(tokens))  # [b, p, d]
             resid = embed + pos_embed
         else:
-            resid = self.check_resid(tokens)
-        for l in range(start, stop):
+            resid = check_resid(input, self.cfg)
+        for l in layers:
             resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"))  # [b, p, d]
-        if stop < self.cfg.n_layers or stop_at_layer is not None:
-            return resid
+        if stop_at_layer is not None:
+            return resid  # the residual stream entering block stop_at_layer
         if self.ln_final is not None:
             resid = self.ln_final(resid, hooks.scope("ln_final"))
         return self.unembed(resid)  # [b, p, v_out]
 
-    def __call__(self, tokens: Array, *, start_at_layer: Optional[int] = None,
+    def __call__(self, input: Array, *, start_at_layer: Optional[int] = None,
                  stop_at_layer: Optional[int] = None) -> Array:
-        return self.forward(tokens, Hooks(()), start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        return self.forward(input, Hooks(), start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
 
-    def run_with_hooks(self, tokens: Array, fwd_hooks: Iterable[tuple[Any, HookFn]] = (), *,
+    def run_with_hooks(self, input: Array, fwd_hooks: Iterable[tuple[Any, HookFn]] = (), *,
                        start_at_layer: Optional[int] = None, stop_at_layer: Optional[int] = None) -> Array:
         """Logits of a forward pass in which each `fn(activation, hook)` runs at its hook point(s).
 
         A name in a pair may be a hook name, a list of names, or a predicate on names. `fn` returns a
         replacement of the same shape and dtype, or None to leave the activation as it is.
         """
-        hooks = Hooks(self._reachable(start_at_layer, stop_at_layer), fwd_hooks)
-        return self.forward(tokens, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        hooks = Hooks(fwd_hooks)
+        out = self.forward(input, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        hooks.check(self.hook_names)
+        return out
 
-    def run_with_cache(self, tokens: Array, names_filter: NameFilter = None, *,
+    def run_with_cache(self, input: Array, names_filter: NameFilter = None, *,
                        fwd_hooks: Iterable[tuple[Any, HookFn]] = (), start_at_layer: Optional[int] = None,
                        stop_at_layer: Optional[int] = None) -> tuple[Array, ActivationCache]:
         """Logits and the activations that `names_filter` selects (None: every hook point).
 
         With `fwd_hooks`, the cache holds the activations of the hooked run (after each hook).
         """
-        reachable = self._reachable(start_at_layer, stop_at_layer)
-        cache_names = resolve_names(names_filter, reachable, what="names_filter")
-        hooks = Hooks(reachable, fwd_hooks, cache_names)
-        logits = self.forward(tokens, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
-        return logits, ActivationCache(hooks.cache, hook_names(self.cfg))
+        hooks = Hooks(fwd_hooks, cache=names_filter)
+        out = self.forward(input, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        hooks.check(self.hook_names)
+        return out, hooks.activation_cache()
+
+    def hook_shapes(self, batch: int = 1, pos: int = 1) -> dict[str, tuple[int, ...]]:
+        """{hook name: shape} for tokens [batch, pos], in forward order: what an abstract pass records."""
+        hooks = Hooks(cache=None)
+        jax.eval_shape(lambda model: model.forward(jnp.zeros((batch, pos), jnp.int32), hooks), self)
+        return {name: tuple(x.shape) for name, x in hooks.cache.items()}
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model, in forward order."""
-        return hook_names(self.cfg)
+        return list(self.hook_shapes())
 
-    # --- sampling -----------------------------------------------------------------------------
     def generate(self, prompt: Array, max_new_tokens: int, *, key: Optional[Array] = None,
                  temperature: float = 1.0) -> Array:
-        """Sample `max_new_tokens` after `prompt` [b, p]; temperature 0 is greedy. Returns [b, p + new].
+        """Sample after `prompt` [b, p]; temperature 0 is greedy. See minillm/sampling.py."""
+        return sampling.generate(self, prompt, max_new_tokens, key=key, temperature=temperature)
 
-        One compiled loop over a fixed [b, p + new] buffer: the model is causal, so the logits at a
-        position never depend on the (not yet sampled) tokens after it.
-        """
-        prompt = self.check_tokens(prompt)
-        n_batch, n_prompt = prompt.shape
-        total = n_prompt + int(max_new_tokens)
-        if max_new_tokens < 0:
-            raise ValueError(f"generate: max_new_tokens must be >= 0, got {max_new_tokens}")
-        if total > self.cfg.n_ctx:
-            raise ValueError(f"generate: prompt length {n_prompt} + max_new_tokens {max_new_tokens} = {total} "
-                             f"exceeds n_ctx={self.cfg.n_ctx}")
-        if self.cfg.d_vocab_out > self.cfg.d_vocab:
-            raise ValueError("generate: the model's outputs (d_vocab_out) are not all valid input tokens")
-        if temperature < 0:
-            raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-        if temperature > 0 and key is None:
-            raise ValueError("generate: sampling with temperature > 0 needs a key=jax.random.key(...)")
-        key = jax.random.key(0) if key is None else key
-        return _generate(self, prompt, key, n_prompt, total, float(temperature))
-
-    # --- weights ------------------------------------------------------------------------------
+    # --- weights (minillm/params.py) -----------------------------------------------------------
     def state_dict(self) -> dict[str, Array]:
         """The weights, flat, under TransformerLens' names: {"blocks.0.attn.W_Q": [h, d, e], ...}."""
-        flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
-        return {".".join(str(k) for k in path): var.get_value() for path, var in flat}
+        return params.state_dict(self)
 
     def load_state_dict(self, weights: dict[str, Any]) -> None:
         """Replace the weights in place; names, shapes and dtypes must match exactly."""
-        own = self.state_dict()
-        missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
-        if missing or unexpected:
-            raise ValueError(f"load_state_dict: weights do not match the config: missing {missing}, "
-                             f"unexpected {unexpected}")
-        wrong = [f"{name} has shape {tuple(value.shape)} and dtype {value.dtype}, the config needs "
-                 f"{tuple(own[name].shape)} {own[name].dtype}"
-                 for name, value in sorted(weights.items())
-                 if tuple(value.shape) != tuple(own[name].shape) or value.dtype != own[name].dtype]
-        if wrong:
-            raise ValueError("load_state_dict: " + "; ".join(wrong))
-        flat = nnx.to_flat_state(nnx.state(self, nnx.Param))
-        for path, var in flat:
-            var.set_value(jnp.asarray(weights[".".join(str(k) for k in path)]))
+        params.load_state_dict(self, weights)
 
     @classmethod
     def from_state_dict(cls, cfg: GPTConfig, weights: dict[str, Any]) -> "GPT":
         """A model with these weights; no random weights are drawn (only their shapes are traced)."""
         model = nnx.eval_shape(lambda: cls(cfg))
-        model.load_state_dict(weights)
+        params.load_state_dict(model, weights)
         return model
 
     def save(self, path: str, metadata: Optional[dict[str, str]] = None) -> None:
-        """Write weights and config to one safetensors file, atomically (see minillm/checkpoint.py)."""
-        from minillm.checkpoint import save_model
-        save_model(self, path, metadata)
+        """Write weights and config to one safetensors file, atomically (minillm/checkpoint.py)."""
+        params.save_model(self, path, metadata)
 
     @classmethod
     def load(cls, path: str) -> "GPT":
         """Read a model written by `save`; a truncated, corrupt or mismatched file is refused."""
-        from minillm.checkpoint import load_model
-        return load_model(path)
-
-    # --- checks at the boundary ----------------------------------------------------------------
-    def check_tokens(self, tokens: Any) -> Array:
-        """Refuse inputs that JAX would otherwise turn into plausible garbage."""
-        if not hasattr(tokens, "dtype"):
-            tokens = np.asarray(tokens)
-        if not jnp.issubdtype(tokens.dtype, jnp.integer):
-            raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
-        if tokens.ndim != 2:
-            hint = " (for one sequence, pass tokens[None])" if tokens.ndim == 1 else ""
-            raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}{hint}")
-        n_pos = tokens.shape[1]
-        if n_pos == 0 or n_pos > self.cfg.n_ctx:
-            raise ValueError(f"sequence length {n_pos} is outside [1, n_ctx={self.cfg.n_ctx}]")
-        if not isinstance(tokens, jax.core.Tracer):
-            values = np.asarray(tokens)
-            bad = (values < 0) | (values >= self.cfg.d_vocab)
-            if bad.any():
-                where = tuple(int(i) for i in np.argwhere(bad)[0])
-                raise ValueError(f"token id {int(values[where])} at position {where} is outside "
-                                 f"[0, d_vocab={self.cfg.d_vocab}) ({int(bad.sum())} bad ids in all)")
-        return jnp.asarray(tokens, jnp.int32)
-
-    def check_resid(self, resid: Array) -> Array:
-        if resid.ndim != 3 or resid.shape[-1] != self.cfg.d_model or not 0 < resid.shape[1] <= self.cfg.n_ctx:
-            raise ValueError(f"with start_at_layer, the input must be a residual stream [batch, pos, "
-                             f"d_model={self.cfg.d_model}] with pos <= n_ctx, got shape {tuple(resid.shape)}")
-        return resid
-
-    def _layer_range(self, start_at_layer: Optional[int], stop_at_layer: Optional[int]) -> tuple[int, int]:
-        n = self.cfg.n_layers
-        start = 0 if start_at_layer is None else start_at_layer
-        stop = n if stop_at_layer is None else stop_at_layer
-        if not (0 <= start <= stop <= n):
-            raise ValueError(f"need 0 <= start_at_layer ({start}) <= stop_at_layer ({stop}) <= n_layers ({n})")
-        return start, stop
-
-    def _reachable(self, start_at_layer: Optional[int], stop_at_layer: Optional[int]) -> list[str]:
-        """The hook points a forward pass with these start/stop layers passes through."""
-        names = hook_names(self.cfg)
-        if start_at_layer is None and stop_at_layer is None:
-            return names
-        start, stop = self._layer_range(start_at_layer, stop_at_layer)
-
-        def reached(name: str) -> bool:
-            if name.startswith("blocks."):
-                return start <= int(name.split(".")[1]) < stop
-            if name.startswith("ln_final"):
-                return stop_at_layer is None
-            return start_at_layer is None  # hook_embed, hook_pos_embed
-
-        return [n for n in names if reached(n)]
-
-
-def _generate_impl(model: GPT, prompt: Array, key: Array, n_prompt: int, total: int,
-                   temperature: float) -> Array:
-    n_batch = prompt.shape[0]
-    buffer = jnp.zeros((n_batch, total), jnp.int32).at[:, :n_prompt].set(prompt)
-
-    def step(t, carry):
-        buffer, key = carry
-        logits = model(buffer)[:, t - 1]  # [b, v_out]: the prediction for position t
-        key, sub = jax.random.split(key)
-        if temperature == 0:
-            new = jnp.argmax(logits, axis=-1)
-        else:
-            new = jax.random.categorical(sub, logits / temperature, axis=-1)
-        return buffer.at[:, t].set(new.astype(jnp.int32)), key
-
-    buffer, _ = jax.lax.fori_loop(n_prompt, total, step, (buffer, key))
-    return buffer
-
-
-_generate = jax.jit(_generate_impl, static_argnums=(3, 4, 5))
+        cfg, weights = params.read_model(path)
+        try:
+            return cls.from_state_dict(cfg, weights)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 
 from minillm.hooks import ActivationCache, act_name
+from minillm.inputs import check_tokens
+from minillm.model import GPT
 
 Metric = Callable[[jax.Array], jax.Array]
 PatchSetter = Callable[[jax.Array, tuple, jax.Array], jax.Array]
@@ -82,7 +84,7 @@ def layer_head_dest_src_pos_pattern_patch_setter(corrupted, index, clean):
 _AXIS_OF = {"pos": 1, "head": 2, "head_index": 1, "dest_pos": 2, "src_pos": 3}
 
 
-def _axis_sizes(model, n_pos: int) -> dict[str, int]:
+def _axis_sizes(model: GPT, n_pos: int) -> dict[str, int]:
     return {"layer": model.cfg.n_layers, "pos": n_pos, "head": model.cfg.n_heads,
             "head_index": model.cfg.n_heads, "dest_pos": n_pos, "src_pos": n_pos}
 
@@ -102,7 +104,7 @@ def default_chunk_size(batch: int) -> int:
 # Activation patching
 # ---------------------------------------------------------------------------------------------
 @partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size"))
-def _patch_one_layer(model, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric,
+def _patch_one_layer(model: GPT, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric,
                      chunk_size):
     """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
 
@@ -115,14 +117,14 @@ def _patch_one_layer(model, start_resid, clean_act, indices, *, name, layer, pat
 
 
 @jax.jit
-def _resid_pre_of_every_layer(model, tokens) -> list:
+def _resid_pre_of_every_layer(model: GPT, tokens) -> list:
     """The corrupted run's residual stream entering each block: where each layer's sweep starts."""
     names = [act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(tokens, names_filter=names)
     return [cache[name] for name in names]
 
 
-def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
+def generic_activation_patch(model: GPT, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
                              patch_setter: PatchSetter, activation_name: str,
                              index_axis_names: Sequence[str], *, chunk_size: Optional[int] = None) -> jax.Array:
     """Patch `activation_name` at every index of `index_axis_names` (the first is always "layer").
@@ -131,7 +133,7 @@ def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCac
     """
     if index_axis_names[0] != "layer":
         raise ValueError(f"the first index axis must be 'layer', got {index_axis_names}")
-    corrupted_tokens = model.check_tokens(corrupted_tokens)
+    corrupted_tokens = check_tokens(corrupted_tokens, model.cfg)
     n_batch, n_pos = corrupted_tokens.shape
     sizes = _axis_sizes(model, n_pos)
     unknown = [a for a in index_axis_names if a not in sizes]
@@ -152,7 +154,7 @@ def generic_activation_patch(model, corrupted_tokens, clean_cache: ActivationCac
 
 
 def _sweep(activation_name, index_axis_names, patch_setter, doc):
-    def sweep(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+    def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
         return generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, patch_setter,
                                         activation_name, index_axis_names, chunk_size=chunk_size)
 
@@ -194,14 +196,14 @@ get_act_patch_attn_head_pattern_all_pos = _sweep("pattern", ("layer", "head_inde
                                                  "Patch each head's whole attention pattern: [layer, head].")
 
 
-def get_act_patch_block_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_block_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
     """resid_pre, attn_out and mlp_out by position, stacked: [3, layer, pos]."""
     sweeps = [get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out]
     return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size)
                       for s in sweeps])
 
 
-def get_act_patch_attn_head_all_pos_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_attn_head_all_pos_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
     """Head output, query, key, value and pattern, all positions, stacked: [5, layer, head]."""
     sweeps = [get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos,
               get_act_patch_attn_head_k_all_pos, get_act_patch_attn_head_v_all_pos,
@@ -210,7 +212,7 @@ def get_act_patch_attn_head_all_pos_every(model, corrupted_tokens, clean_cache, 
                       for s in sweeps])
 
 
-def get_act_patch_attn_head_by_pos_every(model, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_attn_head_by_pos_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
     """Head output, query, key, value and pattern (by destination), by position: [5, layer, pos, head]."""
     sweeps = [get_act_patch_attn_head_out_by_pos, get_act_patch_attn_head_q_by_pos,
               get_act_patch_attn_head_k_by_pos, get_act_patch_attn_head_v_by_pos]
@@ -223,17 +225,17 @@ def get_act_patch_attn_head_by_pos_every(model, corrupted_tokens, clean_cache, p
 # ---------------------------------------------------------------------------------------------
 # Attribution patching
 # ---------------------------------------------------------------------------------------------
-def activation_gradients(model, tokens, patching_metric: Metric, names: Sequence[str]):
+def activation_gradients(model: GPT, tokens, patching_metric: Metric, names: Sequence[str]):
     """(metric, {name: d metric / d activation}, {name: activation}) from one forward and one
     backward pass over `tokens`, compiled."""
-    tokens = model.check_tokens(tokens)
+    tokens = check_tokens(tokens, model.cfg)
     _, shapes = jax.eval_shape(lambda m, t: m.run_with_cache(t, names_filter=list(names)), model, tokens)
     probes = {name: jnp.zeros(shapes[name].shape, shapes[name].dtype) for name in names}
     return _value_grads_acts(model, tokens, probes, patching_metric=patching_metric)
 
 
 @partial(jax.jit, static_argnames=("patching_metric",))
-def _value_grads_acts(model, tokens, probes, *, patching_metric):
+def _value_grads_acts(model: GPT, tokens, probes, *, patching_metric):
     """Gradients with respect to zero additive probes at the hook points; the activations come out
     of the same forward pass (recorded before the zero probe is added)."""
 
@@ -252,7 +254,7 @@ def _value_grads_acts(model, tokens, probes, *, patching_metric):
 
 
 @partial(jax.jit, static_argnames=("patching_metric", "keep"))
-def _attribution(model, tokens, clean_acts: dict, *, patching_metric, keep: tuple):
+def _attribution(model: GPT, tokens, clean_acts: dict, *, patching_metric, keep: tuple):
     """[layer, *index axes]: for each layer's activation, sum over the entries each index selects of
     (clean - corrupted) * gradient. One compiled forward and backward pass."""
     probes = {name: jnp.zeros_like(act) for name, act in clean_acts.items()}
@@ -265,11 +267,11 @@ def _attribution(model, tokens, clean_acts: dict, *, patching_metric, keep: tupl
     return jnp.stack(out)
 
 
-def generic_attribution_patch(model, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
+def generic_attribution_patch(model: GPT, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
                               activation_name: str, index_axis_names: Sequence[str]) -> jax.Array:
     """First-order estimate of `generic_activation_patch` for a sweep that copies the slice of the
     clean activation selected by each index: sum over that slice of (clean - corrupted) * gradient."""
-    corrupted_tokens = model.check_tokens(corrupted_tokens)
+    corrupted_tokens = check_tokens(corrupted_tokens, model.cfg)
     names = [act_name(activation_name, l) for l in range(model.cfg.n_layers)]
     clean_acts = {name: clean_cache[name] for name in names}
     keep = tuple(_AXIS_OF[a] for a in index_axis_names[1:])
@@ -277,7 +279,7 @@ def generic_attribution_patch(model, corrupted_tokens, clean_cache: ActivationCa
 
 
 def _attr_sweep(activation_name, index_axis_names, doc):
-    def sweep(model, corrupted_tokens, clean_cache, patching_metric):
+    def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric):
         return generic_attribution_patch(model, corrupted_tokens, clean_cache, patching_metric, activation_name,
                                          index_axis_names)
 

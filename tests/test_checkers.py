@@ -1,7 +1,6 @@
 """The exercise checkers accept a correct answer and reject a wrong one."""
 
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from minillm.checkers import check_copying_score, check_head_mean_ablation, check_previous_token_scores
@@ -46,7 +45,7 @@ def test_copying_score_checker():
 
 def test_fourier_checkers():
     from minillm.checkers import check_excluded_logits, check_fourier_basis, check_key_frequencies
-    from minillm.fourier import excluded_logits, fourier_basis, key_frequencies, select_key_frequencies, frequency_norms
+    from minillm.fourier import excluded_logits, fourier_basis, frequency_norms, select_key_frequencies
 
     check_fourier_basis(lambda p: fourier_basis(p)[0])
     with pytest.raises(AssertionError, match="Fourier basis"):  # unnormalised rows

@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import CONFIGS, random_tokens
+from conftest import CONFIGS
 
 from minillm import GPT, CheckpointError, GPTConfig
 from minillm.checkpoint import load_tensors, save_tensors

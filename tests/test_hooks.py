@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIGS, random_tokens
+from conftest import random_tokens
 
-from minillm import GPT, act_name, hook_names
+from minillm import act_name, hook_names
 
 
 def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):

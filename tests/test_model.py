@@ -1,50 +1,13 @@
-"""The forward pass: hook points and shapes, a recomputation by hand from the weights, causality,
-jit equivalence, generation, and the errors that guard the input boundary."""
+"""The forward pass: a recomputation by hand from the weights, causality, jit equivalence, seeds,
+TransformerLens' weight names, and start/stop at a layer. (Hook names: test_hook_points.py; sampling:
+test_sampling.py; input checks: test_inputs.py.)"""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIGS, random_tokens
+from conftest import random_tokens
 
-from minillm import GPT, GPTConfig, hook_names, hook_shape
-
-DOCUMENTED_BLOCK_HOOKS = {  # from CONVENTIONS.md: suffix -> shape letters
-    "hook_resid_pre": "bpd", "attn.hook_q": "bphe", "attn.hook_k": "bphe", "attn.hook_v": "bphe",
-    "attn.hook_attn_scores": "bhqk", "attn.hook_pattern": "bhqk", "attn.hook_z": "bphe",
-    "attn.hook_result": "bphd", "hook_attn_out": "bpd", "hook_resid_post": "bpd",
-}
-LN_HOOKS = {"ln1.hook_scale": "bp1", "ln1.hook_normalized": "bpd"}
-MLP_HOOKS = {"hook_resid_mid": "bpd", "mlp.hook_pre": "bpm", "mlp.hook_post": "bpm", "hook_mlp_out": "bpd"}
-LN2_HOOKS = {"ln2.hook_scale": "bp1", "ln2.hook_normalized": "bpd"}
-
-
-def documented_shapes(cfg, b, p):
-    size = {"b": b, "p": p, "q": p, "k": p, "d": cfg.d_model, "h": cfg.n_heads, "e": cfg.d_head,
-            "m": cfg.d_mlp, "1": 1}
-    table = {"hook_embed": "bpd", "hook_pos_embed": "bpd"}
-    for l in range(cfg.n_layers):
-        per_block = dict(DOCUMENTED_BLOCK_HOOKS)
-        if cfg.normalization_type == "LN":
-            per_block |= LN_HOOKS
-        if not cfg.attn_only:
-            per_block |= MLP_HOOKS | (LN2_HOOKS if cfg.normalization_type == "LN" else {})
-        table |= {f"blocks.{l}.{k}": v for k, v in per_block.items()}
-    if cfg.normalization_type == "LN":
-        table |= {"ln_final.hook_scale": "bp1", "ln_final.hook_normalized": "bpd"}
-    return {name: tuple(size[c] for c in letters) for name, letters in table.items()}
-
-
-def test_full_cache_has_every_documented_hook_with_its_shape(model, cfg, tokens):
-    logits, cache = model.run_with_cache(tokens)
-    expected = documented_shapes(cfg, *tokens.shape)
-    assert set(cache.keys()) == set(expected) == set(hook_names(cfg))
-    for name, shape in expected.items():
-        assert cache[name].shape == shape, name
-        assert hook_shape(cfg, name, *tokens.shape) == shape, name
-    assert logits.shape == (*tokens.shape, cfg.d_vocab_out)
-    # the forward pass reaches the hooks in the documented order
-    assert list(cache.keys()) == hook_names(cfg)
+from minillm import GPT
 
 
 def _layer_norm(x, w, b, eps):
@@ -172,60 +135,3 @@ def test_start_and_stop_at_layer_split_the_forward_pass(model, cfg, tokens):
     np.testing.assert_allclose(model(resid, start_at_layer=1), logits, atol=1e-5)
     with pytest.raises(KeyError, match="hook_embed"):  # not reached when starting at layer 1
         model.run_with_hooks(resid, [("hook_embed", lambda x, hook: x)], start_at_layer=1)
-
-
-def test_generate_greedy_matches_argmax_step_by_step(model, cfg):
-    if cfg.d_vocab_out > cfg.d_vocab:
-        pytest.skip("outputs are not inputs")
-    prompt = random_tokens(cfg, batch=2, pos=3)
-    out = np.asarray(model.generate(prompt, 4, temperature=0))
-    assert out.shape == (2, 7)
-    np.testing.assert_array_equal(out[:, :3], prompt)
-    seq = prompt
-    for _ in range(4):
-        nxt = np.asarray(model(seq))[:, -1].argmax(-1)
-        seq = np.concatenate([seq, nxt[:, None].astype(np.int32)], axis=1)
-    np.testing.assert_array_equal(out, seq)
-    sampled = model.generate(prompt, 4, key=jax.random.key(0), temperature=1.0)
-    new = np.asarray(sampled)[:, 3:]
-    assert new.shape == (2, 4) and np.all((new >= 0) & (new < cfg.d_vocab_out))
-    with pytest.raises(ValueError, match="n_ctx"):
-        model.generate(prompt, cfg.n_ctx, temperature=0)
-    with pytest.raises(ValueError, match="key"):
-        model.generate(prompt, 2, temperature=1.0)
-
-
-# --- errors at the boundary -----------------------------------------------------------------
-CFG = CONFIGS["mlp_ln_gelu"]
-
-
-@pytest.fixture(scope="module")
-def small():
-    return GPT(CFG)
-
-
-@pytest.mark.parametrize("bad, error, match", [
-    (np.array([[1, 2, CFG.d_vocab]]), ValueError, r"token id 23 .* outside \[0, d_vocab=23\)"),
-    (np.array([[1, -1, 2]]), ValueError, r"token id -1"),
-    (np.array([[1.0, 2.0]], np.float32), TypeError, "integer"),
-    (np.array([[True, False]]), TypeError, "integer"),
-    (np.zeros((1, CFG.n_ctx + 1), np.int32), ValueError, "n_ctx=12"),
-    (np.array([1, 2, 3]), ValueError, r"tokens\[None\]"),
-    (np.zeros((2, 3, 4), np.int32), ValueError, r"\[batch, pos\]"),
-    (np.zeros((1, 0), np.int32), ValueError, "sequence length 0"),
-])
-def test_bad_tokens_raise_clear_errors(small, bad, error, match):
-    for call in (small, lambda t: small.run_with_cache(t), lambda t: small.run_with_hooks(t, [])):
-        with pytest.raises(error, match=match):
-            call(bad)
-
-
-def test_out_of_range_ids_under_jit_give_nan_not_a_clamped_token(small):
-    logits = jax.jit(lambda m, t: m(t))(small, jnp.array([[1, 2, CFG.d_vocab + 5], [1, 2, 3]]))
-    # the bad sequence is NaN throughout (attention spreads it: 0 * NaN), the good one is intact
-    assert np.all(np.isnan(logits[0])) and np.all(np.isfinite(logits[1]))
-    np.testing.assert_allclose(logits[1], small(np.array([[1, 2, 3]]))[0], atol=1e-5)
-
-
-def test_lists_of_ints_are_accepted(small):
-    np.testing.assert_array_equal(small([[1, 2, 3]]), small(np.array([[1, 2, 3]])))

@@ -3,7 +3,6 @@ equals the exact patch where the metric is linear in the patched activation."""
 
 import itertools
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -15,8 +15,7 @@ def test_training_curves_render_to_png(tmp_path):
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 4  # train and test loss, two seeds
 
 
-from minillm.plots import (plot_attention_patterns, plot_fourier_norms, plot_head_heatmap, plot_logit_lens,
-                           plot_patching)
+from minillm.plots import plot_attention_patterns, plot_fourier_norms, plot_head_heatmap, plot_logit_lens, plot_patching
 
 
 def _save(fig, path):

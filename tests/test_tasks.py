@@ -44,7 +44,7 @@ def task_id(task: T.Task) -> str:
     return f"{task.name}({fields})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def split(task: T.Task, seed: int) -> tuple[T.Batch, T.Batch]:
     return task.split(seed)
 
@@ -53,7 +53,7 @@ def n_total(task: T.Task) -> int:
     return task.n_train + task.n_test
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fresh(task: T.Task, seed: int) -> T.Batch:
     """task.sample with the split's batch size, so both share one compilation (fast tests)."""
     return jax.device_get(task.sample(jax.random.key(seed), n_total(task)))

@@ -37,7 +37,6 @@ def perturbed(cfg: GPTConfig) -> GPT:
     where float32 rounding of the log-probs alone exceeds the tolerance."""
     model = GPT(cfg)
     rng = np.random.default_rng(cfg.seed)
-    writers = ("W_E", "W_pos", "W_O", "b_O", "W_out", "b_out")
     weights = {}
     for name, value in model.state_dict().items():
         value = np.asarray(value)
@@ -46,7 +45,7 @@ def perturbed(cfg: GPTConfig) -> GPT:
             value = value + 0.5 * rng.standard_normal(value.shape).astype(np.float32)
         elif leaf == "b" or leaf.startswith("b_"):  # LayerNorm shift and every bias
             value = value + 0.3 * rng.standard_normal(value.shape).astype(np.float32)
-        if leaf in writers and cfg.normalization_type == "LN":  # a mean over d_model per row
+        if leaf in WRITERS and cfg.normalization_type == "LN":  # a mean over d_model per row
             value = value + 0.5 * rng.standard_normal(value.shape[:-1] + (1,)).astype(np.float32)
         weights[name] = jnp.asarray(value)
     model.load_state_dict(weights)
@@ -120,13 +119,13 @@ def reading_weights(cfg: GPTConfig) -> list[tuple[str, int]]:
     return names + [("unembed.W_U", 0)]
 
 
+WRITERS = ("W_E", "W_pos", "W_O", "b_O", "W_out", "b_out")  # the weights whose output is added to the residual stream
+
+
 def writing_weights(cfg: GPTConfig) -> list[str]:
-    names = ["embed.W_E", "pos_embed.W_pos"]
-    for l in range(cfg.n_layers):
-        names += [f"blocks.{l}.attn.W_O", f"blocks.{l}.attn.b_O"]
-        if not cfg.attn_only:
-            names += [f"blocks.{l}.mlp.W_out", f"blocks.{l}.mlp.b_out"]
-    return names
+    """Every weight of the model named as a residual-stream writer (by its leaf name, among the weights
+    the model actually has: an independent reading, not the library's list)."""
+    return [name for name in GPT(cfg).state_dict() if name.split(".")[-1] in WRITERS]
 
 
 def max_mean(x: np.ndarray, axis: int) -> float:
@@ -174,11 +173,17 @@ def test_fold_layer_norm_of_a_model_without_layer_norm_is_an_equal_copy(config):
 def test_center_writing_weights_gives_zero_mean_over_d_model(config):
     cfg = CONFIGS[config]
     before = numpy_weights(model_for(config))
-    after = numpy_weights(WP.center_writing_weights(model_for(config)))
+    centred = WP.center_writing_weights(model_for(config))
+    after = numpy_weights(centred)
     for name in writing_weights(cfg):
         assert max_mean(before[name], -1) > 1e-2, name  # the input really had a mean to remove
         assert max_mean(after[name], -1) < 1e-6, name
         np.testing.assert_allclose(after[name], before[name] - before[name].mean(-1, keepdims=True), atol=1e-6)
+    # and everything the forward pass writes into the residual stream has zero mean over d_model
+    _, cache = centred.run_with_cache(TOKENS, names_filter=lambda n: n.endswith(("embed", "_out", "hook_result")))
+    assert len(cache) == 2 + cfg.n_layers * (2 if cfg.attn_only else 3)
+    for name, act in cache.items():
+        assert max_mean(np.asarray(act), -1) < 1e-5, name
 
 
 @pytest.mark.parametrize("config", ["attn_only_noln", "mlp_noln_relu"])

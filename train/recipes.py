@@ -18,7 +18,8 @@ import numpy as np
 from minillm import GPT, GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.tasks import Task, make_task
-from minillm.training import MetricFn, TrainConfig, evaluate
+from minillm.losses import MetricFn, evaluate
+from minillm.optim import TrainConfig
 
 
 @dataclass

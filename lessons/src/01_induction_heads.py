@@ -35,7 +35,7 @@ from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
 from minillm.plots import plot_attention_patterns, plot_head_heatmap, plot_training_curves
 from minillm.tasks import make_task
-from minillm.training import cross_entropy, evaluate
+from minillm.losses import cross_entropy, evaluate
 from minillm.weight_processing import process_weights
 
 model = GPT.load("checkpoints/induction/model.safetensors")
@@ -157,7 +157,7 @@ def previous_token_scores(cache, n_layers):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def previous_token_scores(cache, n_layers):
     scores = []
     for layer in range(n_layers):
@@ -245,7 +245,7 @@ def mean_ablate(z, hook, head, reference_z):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def mean_ablate(z, hook, head, reference_z):
     return z.at[:, :, head].set(reference_z[:, :, head].mean(axis=0))
 
@@ -290,7 +290,7 @@ def copying_fraction(model, layer, head):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def copying_fraction(model, layer, head):
     attn = model.blocks[layer].attn
     full = model.embed.W_E[...] @ attn.W_V[head] @ attn.W_O[head] @ model.unembed.W_U[...]

@@ -106,7 +106,7 @@ def my_fourier_basis(p):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def my_fourier_basis(p):
     x = np.arange(p)
     rows = [np.ones(p)]
@@ -136,7 +136,7 @@ def my_key_frequencies(W_E, p):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def my_key_frequencies(W_E, p):
     coeffs = my_fourier_basis(p) @ np.asarray(W_E[:p])  # [p, d_model]
     sq = (coeffs**2).sum(1)
@@ -237,7 +237,7 @@ def my_excluded_logits(logits, freqs):
     raise NotImplementedError("your code here")
 
 
-# %% solution
+# %% tags=["solution"]
 def my_excluded_logits(logits, freqs):
     p = logits.shape[0]
     s = (np.arange(p)[:, None] + np.arange(p)[None, :]) % p  # a + b

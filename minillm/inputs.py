@@ -1,0 +1,65 @@
+"""Checks at the boundary: what the model refuses before JAX turns it into plausible garbage.
+
+JAX clamps an out-of-range index to a real one and broadcasts shapes it was never meant to, so a
+bad token id, a 1-D sequence or a residual stream of the wrong width would give numbers that look
+fine. Each check here raises an error that names the problem instead. The model calls them; so
+do the tools that take tokens (patching, sampling).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minillm.config import GPTConfig
+
+
+def check_tokens(tokens: Any, cfg: GPTConfig) -> jax.Array:
+    """Integer ids [batch, pos] with 0 < pos <= n_ctx and every id in [0, d_vocab) -> int32 array.
+
+    Traced tokens (inside jit) cannot be range-checked; the embedding then gives NaN for a bad id.
+    """
+    if not hasattr(tokens, "dtype"):
+        tokens = np.asarray(tokens)
+    if not jnp.issubdtype(tokens.dtype, jnp.integer):
+        raise TypeError(f"tokens must be integer ids, got dtype {tokens.dtype}")
+    if tokens.ndim != 2:
+        hint = " (for one sequence, pass tokens[None])" if tokens.ndim == 1 else ""
+        raise ValueError(f"tokens must have shape [batch, pos], got shape {tuple(tokens.shape)}{hint}")
+    n_pos = tokens.shape[1]
+    if n_pos == 0 or n_pos > cfg.n_ctx:
+        raise ValueError(f"sequence length {n_pos} is outside [1, n_ctx={cfg.n_ctx}]")
+    if not isinstance(tokens, jax.core.Tracer):
+        values = np.asarray(tokens)
+        bad = (values < 0) | (values >= cfg.d_vocab)
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"token id {int(values[where])} at position {where} is outside "
+                f"[0, d_vocab={cfg.d_vocab}) ({int(bad.sum())} bad ids in all)"
+            )
+    return jnp.asarray(tokens, jnp.int32)
+
+
+def check_resid(resid: Any, cfg: GPTConfig) -> jax.Array:
+    """A residual stream [batch, pos, d_model] with 0 < pos <= n_ctx (the input of start_at_layer)."""
+    resid = jnp.asarray(resid)
+    if resid.ndim != 3 or resid.shape[-1] != cfg.d_model or not 0 < resid.shape[1] <= cfg.n_ctx:
+        raise ValueError(
+            f"with start_at_layer, the input must be a residual stream [batch, pos, "
+            f"d_model={cfg.d_model}] with pos <= n_ctx, got shape {tuple(resid.shape)}"
+        )
+    return resid
+
+
+def layer_range(cfg: GPTConfig, start_at_layer: Optional[int], stop_at_layer: Optional[int]) -> range:
+    """The blocks a pass runs: start_at_layer (default 0) up to, not including, stop_at_layer."""
+    n = cfg.n_layers
+    start = 0 if start_at_layer is None else start_at_layer
+    stop = n if stop_at_layer is None else stop_at_layer
+    if not (0 <= start <= stop <= n):
+        raise ValueError(f"need 0 <= start_at_layer ({start}) <= stop_at_layer ({stop}) <= n_layers ({n})")
+    return range(start, stop)

@@ -1,0 +1,109 @@
+"""The compiled training step: a chunk of AdamW steps as one `lax.scan`, for one model or a stack.
+
+    run_chunk = make_train_chunk(optimizer, batch_fn)           # batch_fn(data, data_key, step) -> Batch
+    model, opt_state, losses = run_chunk(model, opt_state, data_key, data, start, n)
+
+`make_train_chunk` knows no task: `batch_fn` says what one step trains on, as a function of the
+data passed to the call (an argument, so that a large train set is not baked into the program as
+a constant), the run's data key and the step number. `task_batches(task, batch_size)` is the
+trainer's batch_fn; a benchmark can pass `lambda data, key, step: data` to train on one fixed
+batch. With `n_seeds`, the step is `jax.vmap`-ed over a stack of models, optimizer states and
+data keys (minillm.params.stack_models): all seeds train as ONE compiled program.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from minillm.config import GPTConfig
+from minillm.losses import loss_fn
+from minillm.model import GPT
+from minillm.optim import TrainConfig
+from minillm.params import stack_models
+from minillm.tasks import Batch, Task
+
+BatchFn = Callable[[Any, jax.Array, jax.Array], Batch]  # (data, data_key, step) -> the step's batch
+LossFn = Callable[[GPT, Batch], tuple[jax.Array, Any]]  # (model, batch) -> (loss, aux)
+
+
+def task_batches(task: Task, batch_size: Optional[int]) -> BatchFn:
+    """The trainer's batches: a function of (data key, step) only, so that resuming replays them.
+
+    Fresh examples from the task's generator, or `batch_size` rows drawn from the train set passed
+    as `data`, or (batch_size None) the whole train set every step.
+    """
+
+    def batch_fn(train_set: Batch, data_key: jax.Array, step: jax.Array) -> Batch:
+        key = jax.random.fold_in(data_key, step)
+        if task.has_generator:
+            return task.sample(key, batch_size)
+        if batch_size is None:
+            return train_set
+        idx = jax.random.randint(key, (batch_size,), 0, train_set.tokens.shape[0])
+        return jax.tree.map(lambda x: x[idx], train_set)
+
+    return batch_fn
+
+
+def make_train_chunk(optimizer: optax.GradientTransformation, batch_fn: BatchFn, *,
+                     n_seeds: Optional[int] = None, loss: LossFn = loss_fn):
+    """run_chunk(model, opt_state, data_key, data, start, n) -> (model, opt_state, losses).
+
+    Steps start .. start + n - 1 in one compiled call (n is static: one compilation per chunk
+    length). losses is [n], or [n, n_seeds] for a stack. The model and optimizer state passed in
+    are donated: use the returned ones.
+    """
+
+    def one_step(model, opt_state, data_key, step, data):
+        batch = batch_fn(data, data_key, step)
+        (value, _), grads = jax.value_and_grad(loss, has_aux=True)(model, batch)
+        updates, opt_state = optimizer.update(grads, opt_state, model)
+        return optax.apply_updates(model, updates), opt_state, value
+
+    if n_seeds is not None:  # one program for all seeds: vmap over model, optimizer state, data key
+        one_step = jax.vmap(one_step, in_axes=(0, 0, 0, None, None))
+
+    def run_chunk(model, opt_state, data_key, data, start, n):
+        def body(carry, step):
+            model, opt_state = carry
+            model, opt_state, value = one_step(model, opt_state, data_key, step, data)
+            return (model, opt_state), value
+
+        (model, opt_state), losses = jax.lax.scan(body, (model, opt_state), start + jnp.arange(n))
+        return model, opt_state, losses
+
+    return jax.jit(run_chunk, static_argnums=(5,), donate_argnums=(0, 1))
+
+
+def init_train_state(cfg: GPTConfig, optimizer: optax.GradientTransformation, seed: int = 0,
+                     seeds: Optional[Sequence[int]] = None):
+    """(model, opt_state, data_key) for one seed, or stacked over `seeds` (then `seed` is unused).
+
+    The model is GPT(cfg, seed=s); the data key is fold_in(key(s), 1), independent of the weights.
+    """
+    if seeds is None:
+        model = GPT(cfg, seed=seed)
+        return model, optimizer.init(model), jax.random.fold_in(jax.random.key(seed), 1)
+    stacked = stack_models([GPT(cfg, seed=s) for s in seeds])
+    keys = jnp.stack([jax.random.fold_in(jax.random.key(s), 1) for s in seeds])
+    return stacked, jax.vmap(optimizer.init)(stacked), keys
+
+
+def chunk_sizes(start: int, tc: TrainConfig) -> list[tuple[int, int]]:
+    """(first step, number of steps) of each compiled call from `start` to the end.
+
+    A chunk never crosses a multiple of eval_every or checkpoint_every, so where chunks begin
+    depends only on absolute step numbers: a resumed run makes the same calls as a straight one.
+    """
+    chunks, step = [], start
+    while step < tc.steps:
+        stops = [tc.steps, (step // tc.eval_every + 1) * tc.eval_every,
+                 (step // tc.checkpoint_every + 1) * tc.checkpoint_every, step + tc.steps_per_call]
+        end = min(stops)
+        chunks.append((step, end - step))
+        step = end
+    return chunks

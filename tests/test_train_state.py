@@ -1,0 +1,53 @@
+"""Training checkpoints: model, optimizer state, data keys and step come back exactly, and a file
+made by another run (config, task, seeds or training config) is refused with the field named."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from minillm import CheckpointError, GPTConfig
+from minillm.optim import TrainConfig, make_optimizer
+from minillm.tasks import make_task
+from minillm.train_state import load_train_state, run_spec, save_train_state
+from minillm.train_step import init_train_state
+
+CFG = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=12, d_vocab_out=11)
+TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)
+TC = TrainConfig(steps=10, lr=1e-2)
+
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_a_train_state_comes_back_exactly(tmp_path):
+    optimizer = make_optimizer(TC)
+    model, opt_state, keys = init_train_state(CFG, optimizer, seeds=[0, 1])
+    spec = run_spec(CFG, TASK, TC, [0, 1])
+    path = str(tmp_path / "state.safetensors")
+    save_train_state(path, model, opt_state, keys, 7, 1.5, spec)
+    template = init_train_state(CFG, optimizer, seeds=[5, 6])  # other values, same structure
+    got_model, got_opt, got_keys, step, elapsed = load_train_state(path, template[0], template[1], spec)
+    assert (step, elapsed) == (7, 1.5)
+    for a, b in zip(leaves((got_model, got_opt)), leaves((model, opt_state))):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(jax.random.key_data(got_keys), jax.random.key_data(keys))
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda: run_spec(dataclasses.replace(CFG, d_mlp=64), TASK, TC, None), "config"),
+    (lambda: run_spec(CFG, make_task("modular_arithmetic", p=11, frac_train=0.6), TC, None), "task"),
+    (lambda: run_spec(CFG, TASK, TC, [0]), "seeds"),
+    (lambda: run_spec(CFG, TASK, dataclasses.replace(TC, lr=1e-3), None), "lr"),
+])
+def test_a_state_from_another_run_is_refused(tmp_path, change, field):
+    optimizer = make_optimizer(TC)
+    model, opt_state, key = init_train_state(CFG, optimizer)
+    path = str(tmp_path / "state.safetensors")
+    save_train_state(path, model, opt_state, key, 3, 0.0, run_spec(CFG, TASK, TC, None))
+    with pytest.raises(CheckpointError, match=field):
+        load_train_state(path, model, opt_state, change())
+    longer = run_spec(CFG, TASK, dataclasses.replace(TC, steps=99), None)  # only `steps` may change
+    assert load_train_state(path, model, opt_state, longer)[3] == 3
