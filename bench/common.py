@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +23,14 @@ def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 1) -> 
     return statistics.median(times)
 
 
-def median_times(fns: dict[str, Callable[[], object]], *, budget_s: float = 6.0, min_repeats: int = 3,
-                 max_repeats: int = 15, warmup: int = 1) -> dict[str, float]:
+def median_times(
+    fns: dict[str, Callable[[], object]],
+    *,
+    budget_s: float = 6.0,
+    min_repeats: int = 3,
+    max_repeats: int = 15,
+    warmup: int = 1,
+) -> dict[str, float]:
     """Median wall time (seconds) of each fn(), the calls interleaved round-robin (a, b, a, b, ...) so
     that a change of background load on a shared machine hits every contender alike.
 

@@ -44,8 +44,10 @@ def unembed_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
 
 def sweep_flops(cfg, batch, n_pos, patches_per_layer) -> float:
     """Every patch at layer l runs blocks l..L-1 and the unembed."""
-    return sum(patches_per_layer * ((cfg.n_layers - l) * layer_flops(cfg, batch, n_pos) + unembed_flops(cfg, batch, n_pos))
-               for l in range(cfg.n_layers))
+    return sum(
+        patches_per_layer * ((cfg.n_layers - l) * layer_flops(cfg, batch, n_pos) + unembed_flops(cfg, batch, n_pos))
+        for l in range(cfg.n_layers)
+    )
 
 
 def main() -> None:
@@ -66,10 +68,22 @@ def main() -> None:
 
     rows = []
     for label, sweep, attr, activation, axes, setter in [
-        ("head out by pos (512 patches)", P.get_act_patch_attn_head_out_by_pos, P.get_attr_patch_attn_head_out_by_pos,
-         "z", ("layer", "pos", "head"), P.layer_pos_head_vector_patch_setter),
-        ("resid_pre (128 patches)", P.get_act_patch_resid_pre, P.get_attr_patch_resid_pre,
-         "resid_pre", ("layer", "pos"), P.layer_pos_patch_setter),
+        (
+            "head out by pos (512 patches)",
+            P.get_act_patch_attn_head_out_by_pos,
+            P.get_attr_patch_attn_head_out_by_pos,
+            "z",
+            ("layer", "pos", "head"),
+            P.layer_pos_head_vector_patch_setter,
+        ),
+        (
+            "resid_pre (128 patches)",
+            P.get_act_patch_resid_pre,
+            P.get_attr_patch_resid_pre,
+            "resid_pre",
+            ("layer", "pos"),
+            P.layer_pos_patch_setter,
+        ),
     ]:
         ours = median_time(lambda: sweep(model, corrupted, clean_cache, metric), repeats=5)
         exact = np.asarray(sweep(model, corrupted, clean_cache, metric))
@@ -86,7 +100,9 @@ def main() -> None:
 
         clean_acts = [clean_cache[act_name(activation, l)] for l in range(CFG.n_layers)]
         sizes = P._axis_sizes(model, CFG.n_ctx)
-        indices = [(l, idx) for l in range(CFG.n_layers) for idx in itertools.product(*[range(sizes[a]) for a in axes[1:]])]
+        indices = [
+            (l, idx) for l in range(CFG.n_layers) for idx in itertools.product(*[range(sizes[a]) for a in axes[1:]])
+        ]
 
         def loop():
             return [one_patch(model, l, jnp.asarray(idx), clean_acts) for l, idx in indices]
@@ -100,12 +116,16 @@ def main() -> None:
         floor = sweep_flops(CFG, BATCH, CFG.n_ctx, len(indices) // CFG.n_layers) / peak
         rows.append((label, ours, loop_time, attr_time, corr, np.abs(estimate - effect).max(), floor))
 
-    print(f"{'sweep':<30}{'minillm':>10}{'loop':>10}{'ratio':>8}{'attribution':>13}{'vs loop':>9}"
-          f"{'corr':>7}{'max |diff|':>12}{'floor':>9}{'% of peak':>11}")
+    print(
+        f"{'sweep':<30}{'minillm':>10}{'loop':>10}{'ratio':>8}{'attribution':>13}{'vs loop':>9}"
+        f"{'corr':>7}{'max |diff|':>12}{'floor':>9}{'% of peak':>11}"
+    )
     for label, ours, loop_time, attr_time, corr, maxdiff, floor in rows:
-        print(f"{label:<30}{ours * 1e3:>8.1f}ms{loop_time * 1e3:>8.1f}ms{loop_time / ours:>7.1f}x"
-              f"{attr_time * 1e3:>11.1f}ms{loop_time / attr_time:>8.0f}x{corr:>7.3f}{maxdiff:>12.4f}"
-              f"{floor * 1e3:>7.1f}ms{100 * floor / ours:>10.0f}%")
+        print(
+            f"{label:<30}{ours * 1e3:>8.1f}ms{loop_time * 1e3:>8.1f}ms{loop_time / ours:>7.1f}x"
+            f"{attr_time * 1e3:>11.1f}ms{loop_time / attr_time:>8.0f}x{corr:>7.3f}{maxdiff:>12.4f}"
+            f"{floor * 1e3:>7.1f}ms{100 * floor / ours:>10.0f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -53,9 +53,9 @@ sys.path.insert(0, ROOT)
 from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E402
 from minillm import GPT, GPTConfig  # noqa: E402
 from minillm import patching as P  # noqa: E402
-from minillm.tasks import Batch, make_task  # noqa: E402
 from minillm.losses import loss_fn  # noqa: E402
 from minillm.optim import TrainConfig, make_optimizer  # noqa: E402
+from minillm.tasks import Batch, make_task  # noqa: E402
 from minillm.train_step import init_train_state, make_train_chunk  # noqa: E402
 
 COMMAND = "bash bench/run.sh"
@@ -63,13 +63,25 @@ COMMAND = "bash bench/run.sh"
 # --- the two configs ---------------------------------------------------------------------------
 # Grokking (Nanda et al. 2023): 1 layer, d_model 128, 4 heads of 32, d_mlp 512, relu, no LayerNorm,
 # inputs "a b =", full batch of 30% of the 113^2 pairs, loss at the last position.
-GROK = GPTConfig(n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu",
-                 normalization_type=None, n_ctx=3, d_vocab=114, d_vocab_out=113, seed=0)
+GROK = GPTConfig(
+    n_layers=1,
+    d_model=128,
+    n_heads=4,
+    d_head=32,
+    d_mlp=512,
+    act_fn="relu",
+    normalization_type=None,
+    n_ctx=3,
+    d_vocab=114,
+    d_vocab_out=113,
+    seed=0,
+)
 GROK_TC = TrainConfig(lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98), grad_clip=None, batch_size=None)
 # Induction: 2 layers, attention only, d_model 64, 4 heads of 16, LayerNorm, vocab 64, context 64,
 # batch 64, loss on every position that has a next token.
-INDUCTION = GPTConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=64, d_vocab=64, attn_only=True,
-                      normalization_type="LN", seed=0)
+INDUCTION = GPTConfig(
+    n_layers=2, d_model=64, n_heads=4, d_head=16, n_ctx=64, d_vocab=64, attn_only=True, normalization_type="LN", seed=0
+)
 INDUCTION_TC = TrainConfig(lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0, batch_size=None)
 INDUCTION_CHECKPOINT = os.path.join(ROOT, "lessons", "checkpoints", "induction", "model.safetensors")
 STEPS_PER_CALL = 20
@@ -136,11 +148,24 @@ def attribution_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
 # --- the same model in both libraries ------------------------------------------------------------
 def tl_config(cfg: GPTConfig, **overrides) -> HookedTransformerConfig:
     """The HookedTransformerConfig of a minillm GPTConfig (the field names are the same)."""
-    kw = dict(n_layers=cfg.n_layers, d_model=cfg.d_model, n_ctx=cfg.n_ctx, d_head=cfg.d_head,
-              n_heads=cfg.n_heads, d_mlp=cfg.d_mlp, d_vocab=cfg.d_vocab, d_vocab_out=cfg.d_vocab_out,
-              act_fn=cfg.act_fn, normalization_type=cfg.normalization_type, attn_only=cfg.attn_only,
-              positional_embedding_type="standard", eps=cfg.eps, device="cpu", seed=cfg.seed,
-              dtype=torch.float32)
+    kw = dict(
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_ctx=cfg.n_ctx,
+        d_head=cfg.d_head,
+        n_heads=cfg.n_heads,
+        d_mlp=cfg.d_mlp,
+        d_vocab=cfg.d_vocab,
+        d_vocab_out=cfg.d_vocab_out,
+        act_fn=cfg.act_fn,
+        normalization_type=cfg.normalization_type,
+        attn_only=cfg.attn_only,
+        positional_embedding_type="standard",
+        eps=cfg.eps,
+        device="cpu",
+        seed=cfg.seed,
+        dtype=torch.float32,
+    )
     kw.update(overrides)
     return HookedTransformerConfig(**kw)
 
@@ -192,8 +217,12 @@ def check_equivalence(model: GPT, tokens: np.ndarray, rtol: float = 1e-4) -> dic
     common = [n for n in cache.keys() if n in tl_names]
     results = [compare_arrays("logits", logits, tl_logits, rtol)]
     results += [compare_arrays(n, cache[n], tl_cache[n], rtol) for n in common]
-    return {"results": results, "only_minillm": [n for n in cache.keys() if n not in tl_names],
-            "only_tl": sorted(tl_names - set(cache.keys())), "ok": all(r.ok for r in results)}
+    return {
+        "results": results,
+        "only_minillm": [n for n in cache.keys() if n not in tl_names],
+        "only_tl": sorted(tl_names - set(cache.keys())),
+        "ok": all(r.ok for r in results),
+    }
 
 
 def check_gradients(cfg: GPTConfig, batch: Batch, rtol: float = 1e-4) -> dict:
@@ -209,8 +238,9 @@ def check_gradients(cfg: GPTConfig, batch: Batch, rtol: float = 1e-4) -> dict:
     # relative to the largest gradient entry of any weight: b_K's gradient is zero in exact arithmetic
     # (a key bias shifts every score of a query alike, which softmax ignores), so both are rounding noise
     scale = max(float(p.grad.abs().max()) for p in named.values())
-    results += [compare_arrays(f"grad {name}", g, named[name].grad, rtol, scale)
-                for name, g in grads.state_dict().items()]
+    results += [
+        compare_arrays(f"grad {name}", g, named[name].grad, rtol, scale) for name, g in grads.state_dict().items()
+    ]
     return {"results": results, "ok": all(r.ok for r in results)}
 
 
@@ -223,7 +253,7 @@ def _fixed_batch(data, data_key, step):
 class MinillmTrainer:
     """minillm's compiled chunk of steps (what train() runs): call(n) runs n steps in one lax.scan."""
 
-    def __init__(self, cfg: GPTConfig, weights, batch: Batch, tc: TrainConfig, seeds: Optional[list[int]] = None):
+    def __init__(self, cfg: GPTConfig, weights, batch: Batch, tc: TrainConfig, seeds: list[int] | None = None):
         optimizer = make_optimizer(tc)
         self.run_chunk = make_train_chunk(optimizer, _fixed_batch, n_seeds=None if seeds is None else len(seeds))
         if seeds is None:
@@ -237,8 +267,9 @@ class MinillmTrainer:
         self.step = 0
 
     def __call__(self, n: int):
-        self.model, self.opt_state, losses = self.run_chunk(self.model, self.opt_state, self.key, self.batch,
-                                                            self.step, n)
+        self.model, self.opt_state, losses = self.run_chunk(
+            self.model, self.opt_state, self.key, self.batch, self.step, n
+        )
         self.step += n
         return losses
 
@@ -280,21 +311,21 @@ class TLTrainer:
 class Row:
     section: str
     name: str
-    tl: Optional[float]  # seconds (per the row's unit)
+    tl: float | None  # seconds (per the row's unit)
     ml: float
-    flops: Optional[float]  # the work's matmul FLOPs (per the row's unit)
+    flops: float | None  # the work's matmul FLOPs (per the row's unit)
     unit: str = ""
     target: str = ""
     verdict: str = ""  # "met" / "MISSED" / ""
     note: str = ""
-    ratio: Optional[float] = field(default=None)  # TL / minillm unless given
+    ratio: float | None = field(default=None)  # TL / minillm unless given
 
     def __post_init__(self):
         if self.ratio is None and self.tl is not None:
             self.ratio = self.tl / self.ml
 
 
-def fmt_time(s: Optional[float]) -> str:
+def fmt_time(s: float | None) -> str:
     if s is None:
         return "-"
     if s >= 1:
@@ -321,11 +352,16 @@ class Bench:
     def log(self, msg: str) -> None:
         print(f"[{time.perf_counter() - self.t0:6.0f} s] {msg}", flush=True)
 
-    def times(self, fns: dict[str, Callable], budget: Optional[float] = None, **kw) -> dict[str, float]:
-        return median_times(fns, budget_s=budget or self.budget, min_repeats=3 if self.quick else 7,
-                            max_repeats=5 if self.quick else 15, **kw)
+    def times(self, fns: dict[str, Callable], budget: float | None = None, **kw) -> dict[str, float]:
+        return median_times(
+            fns,
+            budget_s=budget or self.budget,
+            min_repeats=3 if self.quick else 7,
+            max_repeats=5 if self.quick else 15,
+            **kw,
+        )
 
-    def floor(self, flops: Optional[float]) -> Optional[float]:
+    def floor(self, flops: float | None) -> float | None:
         return None if flops is None else flops / self.peak
 
     def first_call(self, label: str, fn: Callable) -> None:
@@ -347,14 +383,16 @@ def faults_per_call(fn: Callable, calls: int = 2) -> float:
 
 
 # --- 1. training steps ------------------------------------------------------------------------------
-def bench_training(b: Bench, label: str, cfg: GPTConfig, tc: TrainConfig, batch: Batch, target_ratio: float,
-                   peak_frac: Optional[float]) -> None:
+def bench_training(
+    b: Bench, label: str, cfg: GPTConfig, tc: TrainConfig, batch: Batch, target_ratio: float, peak_frac: float | None
+) -> None:
     weights = {k: np.asarray(v) for k, v in GPT(cfg).state_dict().items()}
     n_batch, n_pos = batch.tokens.shape
     flops = train_step_flops(cfg, n_batch, n_pos)
     ml = MinillmTrainer(cfg, weights, batch, tc)
-    tl = TLTrainer(tl_from_minillm(GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()})),
-                   batch, tc)
+    tl = TLTrainer(
+        tl_from_minillm(GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()})), batch, tc
+    )
     b.first_call(f"{label}: chunk of 1 step", lambda: ml(1))
     b.first_call(f"{label}: chunk of {STEPS_PER_CALL} steps", lambda: ml(STEPS_PER_CALL))
     for n in (1, STEPS_PER_CALL):
@@ -368,9 +406,21 @@ def bench_training(b: Bench, label: str, cfg: GPTConfig, tc: TrainConfig, batch:
             target += f", >= {peak_frac:.0%} of peak"
             missed += [] if floor / t_ml >= peak_frac else ["% of peak"]
         how = "one compiled call per step" if n == 1 else f"{n} steps per lax.scan call; TL a Python loop"
-        how += f"; page faults per call: minillm {faults_per_call(lambda: ml(n)):,.0f}, TL {faults_per_call(lambda: tl(n)):,.0f}"
-        b.rows.append(Row("training step", f"{label}, {'1 step' if n == 1 else f'{n} steps'}/call", t_tl, t_ml,
-                          flops, "per step", target, "met" if not missed else f"MISSED ({', '.join(missed)})", how))
+        faults = faults_per_call(lambda: ml(n)), faults_per_call(lambda: tl(n))
+        how += f"; page faults per call: minillm {faults[0]:,.0f}, TL {faults[1]:,.0f}"
+        b.rows.append(
+            Row(
+                "training step",
+                f"{label}, {'1 step' if n == 1 else f'{n} steps'}/call",
+                t_tl,
+                t_ml,
+                flops,
+                "per step",
+                target,
+                "met" if not missed else f"MISSED ({', '.join(missed)})",
+                how,
+            )
+        )
 
 
 # --- 2. forward and run_with_cache --------------------------------------------------------------------
@@ -394,18 +444,53 @@ def bench_forward(b: Bench, label: str, cfg: GPTConfig, tokens: np.ndarray) -> N
             return tl_cache_model.run_with_cache(tt)
 
     b.log(f"forward and run_with_cache, {label}")
-    t = b.times({"tl": tl_fwd, "ml": lambda: fwd(model, jt), "ml_eager": lambda: model(jt),
-                 "tl_c": tl_cached, "ml_c": lambda: cached(model, jt),
-                 "ml_c_eager": lambda: model.run_with_cache(jt)})
+    t = b.times(
+        {
+            "tl": tl_fwd,
+            "ml": lambda: fwd(model, jt),
+            "ml_eager": lambda: model(jt),
+            "tl_c": tl_cached,
+            "ml_c": lambda: cached(model, jt),
+            "ml_c_eager": lambda: model.run_with_cache(jt),
+        }
+    )
     shape = f"batch {tokens.shape[0]} x {tokens.shape[1]}"
-    b.rows.append(Row("forward", f"{label} forward, {shape}", t["tl"], t["ml"], flops, "per call",
-                      note="minillm jitted"))
-    b.rows.append(Row("forward", f"{label} forward, minillm eager", t["tl"], t["ml_eager"], flops, "per call",
-                      note="minillm called without jit, as in a notebook"))
-    b.rows.append(Row("forward", f"{label} run_with_cache (all hooks)", t["tl_c"], t["ml_c"], flops, "per call",
-                      note="minillm jitted; TL use_attn_result=True"))
-    b.rows.append(Row("forward", f"{label} run_with_cache, minillm eager", t["tl_c"], t["ml_c_eager"], flops,
-                      "per call", note="minillm called without jit"))
+    b.rows.append(
+        Row("forward", f"{label} forward, {shape}", t["tl"], t["ml"], flops, "per call", note="minillm jitted")
+    )
+    b.rows.append(
+        Row(
+            "forward",
+            f"{label} forward, minillm eager",
+            t["tl"],
+            t["ml_eager"],
+            flops,
+            "per call",
+            note="minillm called without jit, as in a notebook",
+        )
+    )
+    b.rows.append(
+        Row(
+            "forward",
+            f"{label} run_with_cache (all hooks)",
+            t["tl_c"],
+            t["ml_c"],
+            flops,
+            "per call",
+            note="minillm jitted; TL use_attn_result=True",
+        )
+    )
+    b.rows.append(
+        Row(
+            "forward",
+            f"{label} run_with_cache, minillm eager",
+            t["tl_c"],
+            t["ml_c_eager"],
+            flops,
+            "per call",
+            note="minillm called without jit",
+        )
+    )
 
 
 # --- 3 and 4. patching ------------------------------------------------------------------------------------
@@ -435,11 +520,13 @@ def patching_tokens(seed: int = 0) -> tuple[np.ndarray, np.ndarray, int, int]:
 
 def bench_patching(b: Bench) -> None:
     model, about = induction_model()
-    b.notes.append(f"Patching rows use {about}, batch {PATCH_BATCH}, 64 positions; metric: mean log-prob of "
-                   "the next token over the repeated half (positions 32..61), clean = BOS + 31 random tokens + "
-                   "the same 31 + 1, corrupted = the first 31 replaced.")
+    b.notes.append(
+        f"Patching rows use {about}, batch {PATCH_BATCH}, 64 positions; metric: mean log-prob of "
+        "the next token over the repeated half (positions 32..61), clean = BOS + 31 random tokens + "
+        "the same 31 + 1, corrupted = the first 31 replaced."
+    )
     clean, corrupted, q0, q1 = patching_tokens()
-    targets = clean[:, q0 + 1:q1 + 1]
+    targets = clean[:, q0 + 1 : q1 + 1]
     jtargets, ttargets = jnp.asarray(targets), torch_tokens(targets)
 
     def metric(logits):  # JAX, traced inside minillm's sweeps
@@ -458,17 +545,30 @@ def bench_patching(b: Bench) -> None:
         corrupted_metric_tl = float(tl_metric(tl(tl_corrupted)))
     _, clean_cache = model.run_with_cache(jnp.asarray(clean))
     corrupted_metric = float(metric(model(jnp.asarray(corrupted))))
-    b.notes.append(f"Patching metric: clean {float(metric(model(jnp.asarray(clean)))):.3f}, corrupted "
-                   f"{corrupted_metric:.3f} (TransformerLens: {clean_metric_tl:.3f}, {corrupted_metric_tl:.3f}).")
+    b.notes.append(
+        f"Patching metric: clean {float(metric(model(jnp.asarray(clean)))):.3f}, corrupted "
+        f"{corrupted_metric:.3f} (TransformerLens: {clean_metric_tl:.3f}, {corrupted_metric_tl:.3f})."
+    )
     tlp.tqdm = lambda it, *a, **k: it  # silence TransformerLens' progress bar (and its cost)
 
     n_pos = clean.shape[1]
     for label, hook, n_per_layer, ml_sweep, ml_attr, tl_sweep in [
-        (f"head out by pos, hook_z ({INDUCTION.n_layers * n_pos * INDUCTION.n_heads} patches)", "z",
-         n_pos * INDUCTION.n_heads, P.get_act_patch_attn_head_out_by_pos, P.get_attr_patch_attn_head_out_by_pos,
-         tlp.get_act_patch_attn_head_out_by_pos),
-        (f"resid_pre by pos ({INDUCTION.n_layers * n_pos} patches)", "resid_pre", n_pos, P.get_act_patch_resid_pre,
-         P.get_attr_patch_resid_pre, tlp.get_act_patch_resid_pre),
+        (
+            f"head out by pos, hook_z ({INDUCTION.n_layers * n_pos * INDUCTION.n_heads} patches)",
+            "z",
+            n_pos * INDUCTION.n_heads,
+            P.get_act_patch_attn_head_out_by_pos,
+            P.get_attr_patch_attn_head_out_by_pos,
+            tlp.get_act_patch_attn_head_out_by_pos,
+        ),
+        (
+            f"resid_pre by pos ({INDUCTION.n_layers * n_pos} patches)",
+            "resid_pre",
+            n_pos,
+            P.get_act_patch_resid_pre,
+            P.get_attr_patch_resid_pre,
+            tlp.get_act_patch_resid_pre,
+        ),
     ]:
         b.log(f"patching sweep: {label}")
         jc = jnp.asarray(corrupted)
@@ -494,16 +594,45 @@ def bench_patching(b: Bench) -> None:
         maxdiff = float(np.abs(estimate - effect).max())
         agree = float(np.abs(exact - ours_tl).max())
         flops = sweep_flops(INDUCTION, PATCH_BATCH, n_pos, n_per_layer, hook)
-        b.rows.append(Row("patching", label, t["tl"], t["ml"], flops, "per sweep", ">= 2.5x TL",
-                          verdict(t["tl"] / t["ml"] >= 2.5),
-                          f"max |minillm - TL| {agree:.1e}; range of effects {np.ptp(effect):.2f}"))
-        b.rows.append(Row("attribution", label, t["tl"], t["attr"], attribution_flops(INDUCTION, PATCH_BATCH, n_pos),
-                          "per sweep", ">= 100x TL exact", verdict(t["tl"] / t["attr"] >= 100),
-                          f"vs exact: corr {corr:.3f}, max |diff| {maxdiff:.3f}; TL column: its exact sweep"))
-        b.rows.append(Row("attribution", label + ", wrapped in jax.jit by the caller", t["tl"], t["attr_jit"],
-                          attribution_flops(INDUCTION, PATCH_BATCH, n_pos), "per sweep", ">= 100x TL exact",
-                          verdict(t["tl"] / t["attr_jit"] >= 100),
-                          "jax.jit(lambda m, t, c: get_attr_patch_...(m, t, c, metric)); same values"))
+        b.rows.append(
+            Row(
+                "patching",
+                label,
+                t["tl"],
+                t["ml"],
+                flops,
+                "per sweep",
+                ">= 2.5x TL",
+                verdict(t["tl"] / t["ml"] >= 2.5),
+                f"max |minillm - TL| {agree:.1e}; range of effects {np.ptp(effect):.2f}",
+            )
+        )
+        b.rows.append(
+            Row(
+                "attribution",
+                label,
+                t["tl"],
+                t["attr"],
+                attribution_flops(INDUCTION, PATCH_BATCH, n_pos),
+                "per sweep",
+                ">= 100x TL exact",
+                verdict(t["tl"] / t["attr"] >= 100),
+                f"vs exact: corr {corr:.3f}, max |diff| {maxdiff:.3f}; TL column: its exact sweep",
+            )
+        )
+        b.rows.append(
+            Row(
+                "attribution",
+                label + ", wrapped in jax.jit by the caller",
+                t["tl"],
+                t["attr_jit"],
+                attribution_flops(INDUCTION, PATCH_BATCH, n_pos),
+                "per sweep",
+                ">= 100x TL exact",
+                verdict(t["tl"] / t["attr_jit"] >= 100),
+                "jax.jit(lambda m, t, c: get_attr_patch_...(m, t, c, metric)); same values",
+            )
+        )
 
 
 # --- 5. seeds ----------------------------------------------------------------------------------------------
@@ -525,23 +654,58 @@ def bench_seeds(b: Bench, batch: Batch) -> None:
         return [tr(n) for tr in tl_turn]
 
     b.log(f"{N_SEEDS} seeds: together, in turn, one")
-    t = b.times({"ml_one": lambda: one(n), "ml_turn": ml_turn, "ml_together": lambda: together(n),
-                 "tl_one": lambda: tl_one(n), "tl_turn": tl_in_turn}, budget=b.budget * 4)
+    t = b.times(
+        {
+            "ml_one": lambda: one(n),
+            "ml_turn": ml_turn,
+            "ml_together": lambda: together(n),
+            "tl_one": lambda: tl_one(n),
+            "tl_turn": tl_in_turn,
+        },
+        budget=b.budget * 4,
+    )
     per = lambda s, k: s / (n * k)  # seconds per seed-step
     base = per(t["ml_turn"], N_SEEDS)
-    b.rows.append(Row("seeds", "induction, 1 seed", per(t["tl_one"], 1), per(t["ml_one"], 1), flops,
-                      "per seed-step", note=f"{n} steps per call"))
-    b.rows.append(Row("seeds", f"induction, {N_SEEDS} seeds in turn", per(t["tl_turn"], N_SEEDS), base, flops,
-                      "per seed-step", note=f"{N_SEEDS} models one after another, {n} steps per call each"))
+    b.rows.append(
+        Row(
+            "seeds",
+            "induction, 1 seed",
+            per(t["tl_one"], 1),
+            per(t["ml_one"], 1),
+            flops,
+            "per seed-step",
+            note=f"{n} steps per call",
+        )
+    )
+    b.rows.append(
+        Row(
+            "seeds",
+            f"induction, {N_SEEDS} seeds in turn",
+            per(t["tl_turn"], N_SEEDS),
+            base,
+            flops,
+            "per seed-step",
+            note=f"{N_SEEDS} models one after another, {n} steps per call each",
+        )
+    )
     together_s = per(t["ml_together"], N_SEEDS)
     faults_turn = faults_per_call(ml_turn, 1) / N_SEEDS
     faults_together = faults_per_call(lambda: together(n), 1)
-    b.rows.append(Row("seeds", f"induction, {N_SEEDS} seeds together (vmap)", per(t["tl_turn"], N_SEEDS), together_s,
-                      flops, "per seed-step", f"throughput >= {N_SEEDS} in turn",
-                      verdict(together_s <= base),
-                      f"{base / together_s:.2f}x the throughput of {N_SEEDS} in turn; TL column: {N_SEEDS} in turn; "
-                      f"page faults per call of {n} steps: {faults_together:,.0f} together, {faults_turn:,.0f} per seed "
-                      "in turn"))
+    b.rows.append(
+        Row(
+            "seeds",
+            f"induction, {N_SEEDS} seeds together (vmap)",
+            per(t["tl_turn"], N_SEEDS),
+            together_s,
+            flops,
+            "per seed-step",
+            f"throughput >= {N_SEEDS} in turn",
+            verdict(together_s <= base),
+            f"{base / together_s:.2f}x the throughput of {N_SEEDS} in turn; TL column: {N_SEEDS} in turn; "
+            f"page faults per call of {n} steps: {faults_together:,.0f} together, {faults_turn:,.0f} per seed "
+            "in turn",
+        )
+    )
 
 
 # --- output ---------------------------------------------------------------------------------------------------
@@ -556,16 +720,35 @@ def versions() -> dict[str, str]:
 
 
 def table(rows: list[Row], peak: float) -> list[list[str]]:
-    head = ["benchmark", "TransformerLens", "minillm", "TL / minillm", "floor", "minillm % of floor",
-            "TL % of floor", "target", "", "notes"]
+    head = [
+        "benchmark",
+        "TransformerLens",
+        "minillm",
+        "TL / minillm",
+        "floor",
+        "minillm % of floor",
+        "TL % of floor",
+        "target",
+        "",
+        "notes",
+    ]
     out = [head]
     for r in rows:
         floor = None if r.flops is None else r.flops / peak
-        out.append([f"{r.section}: {r.name} ({r.unit})", fmt_time(r.tl), fmt_time(r.ml),
-                    "-" if r.ratio is None else f"{r.ratio:.2f}x", fmt_time(floor),
-                    "-" if floor is None else f"{100 * floor / r.ml:.0f}%",
-                    "-" if floor is None or r.tl is None else f"{100 * floor / r.tl:.0f}%",
-                    r.target, r.verdict, r.note])
+        out.append(
+            [
+                f"{r.section}: {r.name} ({r.unit})",
+                fmt_time(r.tl),
+                fmt_time(r.ml),
+                "-" if r.ratio is None else f"{r.ratio:.2f}x",
+                fmt_time(floor),
+                "-" if floor is None else f"{100 * floor / r.ml:.0f}%",
+                "-" if floor is None or r.tl is None else f"{100 * floor / r.tl:.0f}%",
+                r.target,
+                r.verdict,
+                r.note,
+            ]
+        )
     return out
 
 
@@ -584,8 +767,11 @@ def targets_summary(rows: list[Row], peak: float) -> list[str]:
 def print_table(cells: list[list[str]]) -> None:
     widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]) - 1)]
     for k, row in enumerate(cells):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) +
-              "  " + row[-1])
+        print(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            + "  "
+            + row[-1]
+        )
         if k == 0:
             print("-" * (sum(widths) + 2 * len(widths) + 10))
 
@@ -615,8 +801,10 @@ def main() -> None:
             torch_peak = max(torch_peak, 2 * n**3 / (time.perf_counter() - t0))
     peak = max(jax_peak, torch_peak)
     b = Bench(args.quick, peak)
-    b.log(f"float32 matmul peak (best of 1024^3 and 2048^3): jax {jax_peak / 1e9:.1f}, torch {torch_peak / 1e9:.1f} GFLOP/s; "
-          f"the floors use the larger")
+    b.log(
+        f"float32 matmul peak (best of 1024^3 and 2048^3): jax {jax_peak / 1e9:.1f}, "
+        f"torch {torch_peak / 1e9:.1f} GFLOP/s; the floors use the larger"
+    )
 
     # equivalence: same weights, same logits and activations
     b.log("equivalence check: minillm weights in a HookedTransformer")
@@ -630,17 +818,23 @@ def main() -> None:
     ]:
         checks[label] = check_equivalence(model, np.asarray(tokens))
         worst = max(checks[label]["results"], key=lambda r: r.rel_diff)
-        b.log(f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: logits and "
-              f"{len(checks[label]['results']) - 1} activations, worst {worst.name} rel diff {worst.rel_diff:.1e}")
+        b.log(
+            f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: logits and "
+            f"{len(checks[label]['results']) - 1} activations, worst {worst.name} rel diff {worst.rel_diff:.1e}"
+        )
     grok_batch = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3).split(0)[0]
     task = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
     induction_batch = jax.tree.map(np.asarray, task.sample(jax.random.key(0), 64))
-    for label, cfg, batch in [("grokking: training loss and gradients", GROK, grok_batch),
-                              ("induction: training loss and gradients", INDUCTION, induction_batch)]:
+    for label, cfg, batch in [
+        ("grokking: training loss and gradients", GROK, grok_batch),
+        ("induction: training loss and gradients", INDUCTION, induction_batch),
+    ]:
         checks[label] = check_gradients(cfg, batch)
         worst = max(checks[label]["results"], key=lambda r: r.rel_diff)
-        b.log(f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: loss and "
-              f"{len(checks[label]['results']) - 1} gradients, worst {worst.name} rel diff {worst.rel_diff:.1e}")
+        b.log(
+            f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: loss and "
+            f"{len(checks[label]['results']) - 1} gradients, worst {worst.name} rel diff {worst.rel_diff:.1e}"
+        )
     if not all(c["ok"] for c in checks.values()):
         for label, c in checks.items():
             for r in c["results"]:
@@ -671,13 +865,25 @@ def main() -> None:
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {elapsed:.0f} s in all")
     if args.quick:
         return
-    write_results(args.out, cells, b, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed,
-                  targets_summary(b.rows, b.peak))
+    write_results(
+        args.out,
+        cells,
+        b,
+        checks,
+        jax_peak,
+        torch_peak,
+        started,
+        load_before,
+        load_after,
+        elapsed,
+        targets_summary(b.rows, b.peak),
+    )
     print(f"wrote {args.out}")
 
 
-def write_results(path, cells, b: Bench, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed,
-                  targets):
+def write_results(
+    path, cells, b: Bench, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed, targets
+):
     v = versions()
     mem = ""
     try:
@@ -694,14 +900,17 @@ def write_results(path, cells, b: Bench, checks, jax_peak, torch_peak, started, 
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores{mem}; {platform.system()} {platform.release()}.",
         f"- Load average (1 min) before the run {load_before[0]:.2f}, after {load_after[0]:.2f}: a load well "
         "above 0 means something else shared the CPU and the timings are noisy.",
-        "- Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()) + f"; torch threads {torch.get_num_threads()}.",
-        f"- Float32 matmul peak (the fastest of ten 1024^3 and ten 2048^3 products): JAX {jax_peak / 1e9:.1f} GFLOP/s, PyTorch "
+        "- Versions: "
+        + ", ".join(f"{k} {val}" for k, val in v.items())
+        + f"; torch threads {torch.get_num_threads()}.",
+        "- Float32 matmul peak (the fastest of ten 1024^3 and ten 2048^3 products): "
+        f"JAX {jax_peak / 1e9:.1f} GFLOP/s, PyTorch "
         f"{torch_peak / 1e9:.1f} GFLOP/s. The floor of a row is its matmul FLOPs (formulas in "
         f"`forward_flops` and beside it) over the larger, {b.peak / 1e9:.1f} GFLOP/s: the hardware's, not "
         "either library's (PyTorch's own matmuls reach the lower figure on this CPU).",
         "",
         "Times are medians over interleaved calls (TransformerLens, minillm, TransformerLens, ...). "
-        "\"TL / minillm\" above 1 means minillm is faster. minillm runs compiled (jax.jit; training in "
+        '"TL / minillm" above 1 means minillm is faster. minillm runs compiled (jax.jit; training in '
         "minillm's own chunk of steps, `lax.scan`), TransformerLens eagerly as PyTorch does, inference "
         "under `torch.no_grad()`. Same weights, same batches, same loss, optax AdamW vs torch AdamW with "
         "the same hyperparameters.",
@@ -722,15 +931,18 @@ def write_results(path, cells, b: Bench, checks, jax_peak, torch_peak, started, 
         "relative to the largest gradient entry of any weight (`b_K`'s gradient is zero in exact "
         "arithmetic, so both sides hold rounding noise there).",
         "",
-        "| model | result | logits (or loss) | worst activation (or gradient) | tensors compared | only in minillm's cache | only in TL's cache |",
+        "| model | result | logits (or loss) | worst activation (or gradient) | tensors compared "
+        "| only in minillm's cache | only in TL's cache |",
         "|---|---|---|---|---|---|---|",
     ]
     for label, c in checks.items():
         first = c["results"][0]
         worst = max(c["results"][1:], key=lambda r: r.rel_diff)
-        lines.append(f"| {label} | {'equal within 1e-4' if c['ok'] else 'DIFFERENT'} | {first.rel_diff:.1e} | "
-                     f"{worst.name} {worst.rel_diff:.1e} | {len(c['results']) - 1} | "
-                     f"{', '.join(c.get('only_minillm', [])) or '-'} | {', '.join(c.get('only_tl', [])) or '-'} |")
+        lines.append(
+            f"| {label} | {'equal within 1e-4' if c['ok'] else 'DIFFERENT'} | {first.rel_diff:.1e} | "
+            f"{worst.name} {worst.rel_diff:.1e} | {len(c['results']) - 1} | "
+            f"{', '.join(c.get('only_minillm', [])) or '-'} | {', '.join(c.get('only_tl', [])) or '-'} |"
+        )
     lines += ["", "## Compile time (minillm, first call, excluded from the medians)", ""]
     lines += [f"- {label}: {fmt_time(s)}" for label, s in b.compile]
     lines += ["", "## Notes", ""] + [f"- {n}" for n in b.notes]

@@ -31,8 +31,15 @@ def parse(source: str) -> list[dict]:
             metadata = {}
             if kind == "solution":
                 metadata = {"tags": ["solution"], "jupyter": {"source_hidden": True}, "cellView": "form"}
-            cells.append({"cell_type": "code", "metadata": metadata, "source": _join(lines),
-                          "execution_count": None, "outputs": []})
+            cells.append(
+                {
+                    "cell_type": "code",
+                    "metadata": metadata,
+                    "source": _join(lines),
+                    "execution_count": None,
+                    "outputs": [],
+                }
+            )
 
     for line in source.splitlines():
         if line.startswith("# %%"):
@@ -46,7 +53,7 @@ def parse(source: str) -> list[dict]:
 
 
 def _cell_kind(marker: str) -> str:
-    """"[markdown]", "" or 'tags=["solution"]' (the percent format's cell metadata)."""
+    """ "[markdown]", "" or 'tags=["solution"]' (the percent format's cell metadata)."""
     if marker == "[markdown]":
         return "markdown"
     if marker == 'tags=["solution"]':
@@ -64,9 +71,15 @@ def notebook(source: str) -> dict:
     cells = parse(source)
     for i, cell in enumerate(cells):  # stable ids, so that rebuilding changes nothing
         cell["id"] = f"cell-{i:03d}"
-    return {"cells": cells, "nbformat": 4, "nbformat_minor": 5,
-            "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-                         "language_info": {"name": "python"}}}
+    return {
+        "cells": cells,
+        "nbformat": 4,
+        "nbformat_minor": 5,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+    }
 
 
 def build(check: bool = False) -> list[str]:

@@ -7,7 +7,7 @@ answer with minillm's on a fresh model and inputs, then says what is wrong, if a
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +31,9 @@ def _compare(name: str, got, expected, atol: float = 1e-4) -> None:
         raise AssertionError(f"{name}: your result has shape {got.shape}, expected {expected.shape}")
     if not np.allclose(got, expected, atol=atol):
         worst = np.unravel_index(np.abs(got - expected).argmax(), got.shape)
-        raise AssertionError(f"{name}: at index {tuple(int(i) for i in worst)} you have {got[worst]:.4f}, "
-                             f"expected {expected[worst]:.4f}")
+        raise AssertionError(
+            f"{name}: at index {tuple(int(i) for i in worst)} you have {got[worst]:.4f}, expected {expected[worst]:.4f}"
+        )
     print(f"{name}: correct.")
 
 

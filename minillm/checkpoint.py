@@ -62,8 +62,7 @@ def write_atomic(path: str, data: bytes) -> None:
 def save_tensors(path: str, tensors: dict[str, Any], metadata: dict[str, str]) -> None:
     """Save named arrays and string metadata, with a digest, atomically."""
     arrays = {name: np.asarray(value, order="C") for name, value in tensors.items()}
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata,
-              "sha256": tensors_digest(arrays)}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **metadata, "sha256": tensors_digest(arrays)}
     bad = [k for k, v in header.items() if not isinstance(v, str)]
     if bad:
         raise TypeError(f"checkpoint metadata values must be strings; not strings: {bad}")
@@ -80,10 +79,11 @@ def load_tensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         raise CheckpointError(f"checkpoint {path} is truncated ({len(data)} bytes): not a safetensors file")
     (header_len,) = struct.unpack("<Q", data[:8])
     if 8 + header_len > len(data):
-        raise CheckpointError(f"checkpoint {path} is truncated: its header needs {header_len} bytes, "
-                              f"the file has {len(data) - 8}")
+        raise CheckpointError(
+            f"checkpoint {path} is truncated: its header needs {header_len} bytes, the file has {len(data) - 8}"
+        )
     try:
-        header = json.loads(data[8:8 + header_len])
+        header = json.loads(data[8 : 8 + header_len])
         tensors = safetensors.numpy.load(data)
     except Exception as e:  # safetensors' own errors for bad offsets, short data, bad JSON
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from e

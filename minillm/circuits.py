@@ -100,8 +100,9 @@ def composition_score(left: FactoredMatrix, right: FactoredMatrix) -> Array:
     of the three norms), as TransformerLens does.
     """
     if left.rdim != right.ldim:
-        raise ValueError(f"composition_score: left {left.shape} and right {right.shape} do not chain "
-                         "(left.rdim != right.ldim)")
+        raise ValueError(
+            f"composition_score: left {left.shape} and right {right.shape} do not chain (left.rdim != right.ldim)"
+        )
     inner_left = left.collapse_l()  # [..., r, d]
     inner_right = right.collapse_r()  # [..., d, r']
     product = jnp.matmul(inner_left, inner_right, precision=jax.lax.Precision.HIGHEST)  # [..., r, r']
@@ -154,8 +155,10 @@ def ov_copying_score(model: GPT) -> Array:
     """
     cfg = model.cfg
     if cfg.d_vocab_out != cfg.d_vocab:
-        raise ValueError(f"ov_copying_score needs the same tokens in and out, but d_vocab={cfg.d_vocab} "
-                         f"and d_vocab_out={cfg.d_vocab_out}")
+        raise ValueError(
+            f"ov_copying_score needs the same tokens in and out, but d_vocab={cfg.d_vocab} "
+            f"and d_vocab_out={cfg.d_vocab_out}"
+        )
     return positive_eigenvalue_score(full_OV(model))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 ACT_FNS = ("relu", "gelu")
 NORMALIZATION_TYPES = ("LN", None)
@@ -25,16 +25,16 @@ class GPTConfig:
     n_ctx: int
     d_vocab: int
     n_heads: int
-    d_head: Optional[int] = None  # defaults to d_model // n_heads
-    d_mlp: Optional[int] = None  # defaults to 4 * d_model; ignored when attn_only
-    d_vocab_out: Optional[int] = None  # defaults to d_vocab
+    d_head: int | None = None  # defaults to d_model // n_heads
+    d_mlp: int | None = None  # defaults to 4 * d_model; ignored when attn_only
+    d_vocab_out: int | None = None  # defaults to d_vocab
     act_fn: str = "relu"  # "relu" | "gelu" (exact erf GELU, as in TransformerLens)
-    normalization_type: Optional[str] = "LN"  # "LN" | None
+    normalization_type: str | None = "LN"  # "LN" | None
     attn_only: bool = False
     positional_embedding_type: str = "standard"
     seed: int = 0
     eps: float = 1e-5  # LayerNorm epsilon
-    init_range: Optional[float] = None  # std of weight init; defaults to 0.8 / sqrt(d_model)
+    init_range: float | None = None  # std of weight init; defaults to 0.8 / sqrt(d_model)
 
     def __post_init__(self) -> None:
         # Fill the derived defaults (frozen dataclass, so through object.__setattr__).
@@ -64,13 +64,10 @@ class GPTConfig:
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"GPTConfig: act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
         if self.normalization_type not in NORMALIZATION_TYPES:
-            raise ValueError(
-                f"GPTConfig: normalization_type must be 'LN' or None, got {self.normalization_type!r}"
-            )
+            raise ValueError(f"GPTConfig: normalization_type must be 'LN' or None, got {self.normalization_type!r}")
         if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
             raise ValueError(
-                "GPTConfig: positional_embedding_type must be 'standard', "
-                f"got {self.positional_embedding_type!r}"
+                f"GPTConfig: positional_embedding_type must be 'standard', got {self.positional_embedding_type!r}"
             )
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"GPTConfig: attn_only must be a bool, got {self.attn_only!r}")
@@ -89,7 +86,7 @@ class GPTConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "GPTConfig":
+    def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -97,5 +94,5 @@ class GPTConfig:
         return cls(**d)
 
     @classmethod
-    def from_json(cls, text: str) -> "GPTConfig":
+    def from_json(cls, text: str) -> GPTConfig:
         return cls.from_dict(json.loads(text))

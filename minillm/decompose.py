@@ -18,15 +18,13 @@ Stacks are [component, batch, pos, d_model] ([component, batch, d_model] with an
 
 from __future__ import annotations
 
-from typing import Optional, Union
-
 import jax
 import jax.numpy as jnp
 
 from minillm.hooks import ActivationCache, act_name
 from minillm.model import GPT
 
-PosSlice = Union[None, int, slice, jax.Array]
+PosSlice = None | int | slice | jax.Array
 
 
 def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2) -> jax.Array:
@@ -43,7 +41,7 @@ def _stack(components: list, labels: list[str], return_labels: bool):
     return (stack, labels) if return_labels else stack
 
 
-def _layer_or_final(model: GPT, layer: Optional[int]) -> int:
+def _layer_or_final(model: GPT, layer: int | None) -> int:
     n = model.cfg.n_layers
     if layer is None or layer == -1:
         return n
@@ -52,8 +50,15 @@ def _layer_or_final(model: GPT, layer: Optional[int]) -> int:
     return layer
 
 
-def apply_ln_to_stack(model: GPT, cache: ActivationCache, residual_stack: jax.Array, layer: Optional[int] = None,
-                      mlp_input: bool = False, pos_slice: PosSlice = None, recompute_ln: bool = False) -> jax.Array:
+def apply_ln_to_stack(
+    model: GPT,
+    cache: ActivationCache,
+    residual_stack: jax.Array,
+    layer: int | None = None,
+    mlp_input: bool = False,
+    pos_slice: PosSlice = None,
+    recompute_ln: bool = False,
+) -> jax.Array:
     """Put each component through the LayerNorm that reads the stream at `layer` (None: ln_final).
 
     Centred, then divided by the scale cached from the real run, so that the components still sum
@@ -78,12 +83,20 @@ def apply_ln_to_stack(model: GPT, cache: ActivationCache, residual_stack: jax.Ar
     return centred / scale
 
 
-def accumulated_resid(model: GPT, cache: ActivationCache, layer: Optional[int] = None, incl_mid: bool = False,
-                      apply_ln: bool = False, pos_slice: PosSlice = None, mlp_input: bool = False,
-                      return_labels: bool = False):
+def accumulated_resid(
+    model: GPT,
+    cache: ActivationCache,
+    layer: int | None = None,
+    incl_mid: bool = False,
+    apply_ln: bool = False,
+    pos_slice: PosSlice = None,
+    mlp_input: bool = False,
+    return_labels: bool = False,
+):
     """The residual stream entering each layer up to `layer` (None: up to and including the final
-    stream): [component, b, p, d]; incl_mid adds resid_mid of each layer (models with MLPs). With apply_ln at the final layer, each is put through ln_final
-    with its own statistics: project onto W_U for the logit lens."""
+    stream): [component, b, p, d]; incl_mid adds resid_mid of each layer (models with MLPs). With
+    apply_ln at the final layer, each is put through ln_final with its own statistics: project
+    onto W_U for the logit lens."""
     layer = _layer_or_final(model, layer)
     components, labels = [], []
     for l in range(layer + 1):
@@ -99,14 +112,23 @@ def accumulated_resid(model: GPT, cache: ActivationCache, layer: Optional[int] =
     components = [_pos(c, pos_slice) for c in components]
     stack = jnp.stack(components)
     if apply_ln:
-        stack = apply_ln_to_stack(model, cache, stack, layer, mlp_input, pos_slice,
-                                  recompute_ln=layer == model.cfg.n_layers)
+        stack = apply_ln_to_stack(
+            model, cache, stack, layer, mlp_input, pos_slice, recompute_ln=layer == model.cfg.n_layers
+        )
     return (stack, labels) if return_labels else stack
 
 
-def decompose_resid(model: GPT, cache: ActivationCache, layer: Optional[int] = None, mlp_input: bool = False,
-                    mode: str = "all", apply_ln: bool = False, pos_slice: PosSlice = None,
-                    incl_embeds: bool = True, return_labels: bool = False):
+def decompose_resid(
+    model: GPT,
+    cache: ActivationCache,
+    layer: int | None = None,
+    mlp_input: bool = False,
+    mode: str = "all",
+    apply_ln: bool = False,
+    pos_slice: PosSlice = None,
+    incl_embeds: bool = True,
+    return_labels: bool = False,
+):
     """The stream entering `layer` as its parts: embed, pos_embed, then each earlier attn_out and
     mlp_out (mode "attn" or "mlp" keeps only those); they sum to resid_pre of `layer`."""
     if mode not in ("all", "attn", "mlp"):
@@ -139,8 +161,15 @@ def _head_results(model: GPT, cache: ActivationCache, l: int) -> jax.Array:
     return jnp.einsum("bphe,hed->bphd", cache["z", l], model.blocks[l].attn.W_O)
 
 
-def stack_head_results(model: GPT, cache: ActivationCache, layer: int = -1, return_labels: bool = False,
-                       incl_remainder: bool = False, pos_slice: PosSlice = None, apply_ln: bool = False):
+def stack_head_results(
+    model: GPT,
+    cache: ActivationCache,
+    layer: int = -1,
+    return_labels: bool = False,
+    incl_remainder: bool = False,
+    pos_slice: PosSlice = None,
+    apply_ln: bool = False,
+):
     """Each head's write to the residual stream in the layers before `layer` (-1: all layers):
     [layer * head, b, p, d], labels "L{l}H{h}". incl_remainder adds everything else in the stream
     (embeddings, biases, MLPs), so the stack sums to the stream."""
@@ -164,9 +193,16 @@ def stack_head_results(model: GPT, cache: ActivationCache, layer: int = -1, retu
     return (stack, labels) if return_labels else stack
 
 
-def stack_neuron_results(model: GPT, cache: ActivationCache, layer: int, pos_slice: PosSlice = None,
-                         neuron_slice: Union[None, slice, jax.Array] = None, return_labels: bool = False,
-                         incl_remainder: bool = False, apply_ln: bool = False):
+def stack_neuron_results(
+    model: GPT,
+    cache: ActivationCache,
+    layer: int,
+    pos_slice: PosSlice = None,
+    neuron_slice: None | slice | jax.Array = None,
+    return_labels: bool = False,
+    incl_remainder: bool = False,
+    apply_ln: bool = False,
+):
     """Each MLP neuron's write (post-activation times its row of W_out) in the layers before
     `layer`: [layer * neuron, b, p, d], labels "L{l}N{n}". Large: slice neurons or positions."""
     if model.cfg.attn_only:
@@ -189,7 +225,7 @@ def stack_neuron_results(model: GPT, cache: ActivationCache, layer: int, pos_sli
     return (stack, labels) if return_labels else stack
 
 
-def logit_directions(model: GPT, tokens: jax.Array, incorrect_tokens: Optional[jax.Array] = None) -> jax.Array:
+def logit_directions(model: GPT, tokens: jax.Array, incorrect_tokens: jax.Array | None = None) -> jax.Array:
     """The residual-stream direction of each output token's logit (its column of W_U), or of a
     logit difference: [*tokens.shape, d_model]."""
     W_U = model.unembed.W_U[...]  # [d, v_out]
@@ -199,8 +235,14 @@ def logit_directions(model: GPT, tokens: jax.Array, incorrect_tokens: Optional[j
     return jnp.moveaxis(directions, 0, -1)
 
 
-def logit_attrs(model: GPT, cache: ActivationCache, residual_stack: jax.Array, tokens: jax.Array,
-                incorrect_tokens: Optional[jax.Array] = None, pos_slice: PosSlice = None) -> jax.Array:
+def logit_attrs(
+    model: GPT,
+    cache: ActivationCache,
+    residual_stack: jax.Array,
+    tokens: jax.Array,
+    incorrect_tokens: jax.Array | None = None,
+    pos_slice: PosSlice = None,
+) -> jax.Array:
     """Direct logit attribution: each component's contribution to the logit of `tokens` (or to the
     logit difference tokens - incorrect_tokens): residual_stack [component, ..., d] dotted with the
     directions [..., d] -> [component, ...]. Put the stack through apply_ln_to_stack first (and

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numbers
 from functools import partial
-from typing import Any, Optional, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,18 +75,21 @@ class FactoredMatrix:
     def __init__(self, A: Any, B: Any):
         A, B = jnp.asarray(A), jnp.asarray(B)
         if A.ndim < 2 or B.ndim < 2:
-            raise ValueError(f"FactoredMatrix: A and B must be matrices (ndim >= 2), got shapes "
-                             f"{tuple(A.shape)} and {tuple(B.shape)}")
+            raise ValueError(
+                f"FactoredMatrix: A and B must be matrices (ndim >= 2), got shapes "
+                f"{tuple(A.shape)} and {tuple(B.shape)}"
+            )
         if A.shape[-1] != B.shape[-2]:
             raise ValueError(f"FactoredMatrix: inner dimensions differ, A {tuple(A.shape)} @ B {tuple(B.shape)}")
         try:
             leading = jnp.broadcast_shapes(A.shape[:-2], B.shape[:-2])
         except ValueError as e:
-            raise ValueError(f"FactoredMatrix: leading dimensions of A {tuple(A.shape)} and B "
-                             f"{tuple(B.shape)} do not broadcast") from e
+            raise ValueError(
+                f"FactoredMatrix: leading dimensions of A {tuple(A.shape)} and B {tuple(B.shape)} do not broadcast"
+            ) from e
         self.A = jnp.broadcast_to(A, leading + A.shape[-2:])  # [..., ldim, mdim]
         self.B = jnp.broadcast_to(B, leading + B.shape[-2:])  # [..., mdim, rdim]
-        self._svd: Optional[tuple[Array, Array, Array]] = None
+        self._svd: tuple[Array, Array, Array] | None = None
 
     # --- pytree: the leaves are A and B ------------------------------------------------------
     def tree_flatten(self):
@@ -142,12 +145,12 @@ class FactoredMatrix:
         return _mm(self.B, self.A)
 
     @property
-    def T(self) -> "FactoredMatrix":
+    def T(self) -> FactoredMatrix:
         """The transpose over the last two dims: B^T @ A^T."""
         return FactoredMatrix(_swap(self.B), _swap(self.A))
 
     # --- products -------------------------------------------------------------------------------
-    def __matmul__(self, other: Any) -> Union["FactoredMatrix", Array]:
+    def __matmul__(self, other: Any) -> FactoredMatrix | Array:
         """self @ other. A vector gives a vector [..., ldim]; a matrix or FactoredMatrix gives a
         FactoredMatrix whose inner dimension is the smaller of the two available."""
         if isinstance(other, FactoredMatrix):
@@ -166,7 +169,7 @@ class FactoredMatrix:
             return FactoredMatrix(self.A, _mm(self.B, other))
         return FactoredMatrix(self.AB, other)
 
-    def __rmatmul__(self, other: Any) -> Union["FactoredMatrix", Array]:
+    def __rmatmul__(self, other: Any) -> FactoredMatrix | Array:
         """other @ self, for an array (or vector) on the left."""
         if isinstance(other, FactoredMatrix):
             return other.A @ (other.B @ self)
@@ -184,11 +187,12 @@ class FactoredMatrix:
             return FactoredMatrix(_mm(other, self.A), self.B)
         return FactoredMatrix(other, self.AB)
 
-    def __mul__(self, scalar: Any) -> "FactoredMatrix":
+    def __mul__(self, scalar: Any) -> FactoredMatrix:
         scalar = jnp.asarray(scalar)
         if scalar.ndim != 0:
-            raise ValueError(f"FactoredMatrix * x needs a scalar x, got shape {tuple(scalar.shape)}; "
-                             "use @ for matrix products")
+            raise ValueError(
+                f"FactoredMatrix * x needs a scalar x, got shape {tuple(scalar.shape)}; use @ for matrix products"
+            )
         return FactoredMatrix(self.A * scalar, self.B)
 
     __rmul__ = __mul__
@@ -235,7 +239,7 @@ class FactoredMatrix:
         """Frobenius norm [...]: sqrt of the sum of squared singular values."""
         return jnp.sqrt(jnp.sum(self.S**2, axis=-1))
 
-    def unit_norm(self) -> "FactoredMatrix":
+    def unit_norm(self) -> FactoredMatrix:
         """The same matrices scaled to Frobenius norm 1 (a zero matrix stays zero)."""
         norm = self.norm()
         return FactoredMatrix(self.A / jnp.where(norm > 0, norm, 1.0)[..., None, None], self.B)
@@ -251,14 +255,14 @@ class FactoredMatrix:
         U, S, Vh = self.svd()
         return U * S[..., None, :]
 
-    def make_even(self) -> "FactoredMatrix":
+    def make_even(self) -> FactoredMatrix:
         """The same matrix factored as (U sqrt(S)) @ (sqrt(S) Vh): both factors carry half the scale."""
         U, S, Vh = self.svd()
         root = jnp.sqrt(S)
         return FactoredMatrix(U * root[..., None, :], root[..., :, None] * Vh)
 
     # --- indexing -----------------------------------------------------------------------------------
-    def __getitem__(self, index: Any) -> "FactoredMatrix":
+    def __getitem__(self, index: Any) -> FactoredMatrix:
         """Index the leading dims (fm[layer, head]); an index past them selects rows, then columns.
         An int on a row or column keeps that dimension (length 1), so the result is always a
         FactoredMatrix, as in TransformerLens."""
@@ -282,7 +286,7 @@ class FactoredMatrix:
         dense = _mm(self.A[..., :k, :], self.B[..., :, :k])
         return dense[tuple(slice(k) for _ in range(dense.ndim))]
 
-    def unsqueeze(self, axis: int) -> "FactoredMatrix":
+    def unsqueeze(self, axis: int) -> FactoredMatrix:
         """A new leading dimension of size 1 at `axis` (0 <= axis <= number of leading dims)."""
         if not 0 <= axis <= self.ndim - 2:
             raise ValueError(f"unsqueeze: axis must be in [0, {self.ndim - 2}] (a leading dim), got {axis}")

@@ -28,7 +28,8 @@ Each docstring says which definition it follows.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ CHUNK = 256  # pairs per forward pass: small batches stay in the CPU cache (loss
 # ---------------------------------------------------------------------------------------------
 # The basis and the transforms
 # ---------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _basis(p: int) -> tuple[np.ndarray, tuple[str, ...]]:
     x = np.arange(p)
     rows, names = [np.ones(p)], ["const"]
@@ -112,14 +113,14 @@ def _as_float(x) -> Array:
     return x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)
 
 
-def _check_axis(x: Array, p: Optional[int], axis: int, what: str) -> int:
+def _check_axis(x: Array, p: int | None, axis: int, what: str) -> int:
     axis = axis % x.ndim
     if p is not None and x.shape[axis] != p:
         raise ValueError(f"{what}: axis {axis} has size {x.shape[axis]}, expected p={p}")
     return axis
 
 
-def fourier_transform(x, p: Optional[int] = None, axis: int = 0) -> Array:
+def fourier_transform(x, p: int | None = None, axis: int = 0) -> Array:
     """Coefficients of x in the Fourier basis along `axis` (of size p); other axes are kept.
 
     Orthonormal: norms are kept, and inverse_fourier_transform undoes it.
@@ -128,20 +129,22 @@ def fourier_transform(x, p: Optional[int] = None, axis: int = 0) -> Array:
     return _transform(x, _check_axis(x, p, axis, "fourier_transform"), False)
 
 
-def inverse_fourier_transform(coeffs, p: Optional[int] = None, axis: int = 0) -> Array:
+def inverse_fourier_transform(coeffs, p: int | None = None, axis: int = 0) -> Array:
     """Values on Z/p from Fourier coefficients along `axis`."""
     coeffs = _as_float(coeffs)
     return _transform(coeffs, _check_axis(coeffs, p, axis, "inverse_fourier_transform"), True)
 
 
-def _check_pairs(x: Array, p: Optional[int], what: str) -> None:
+def _check_pairs(x: Array, p: int | None, what: str) -> None:
     p = x.shape[0] if p is None else p
     if x.ndim < 2 or x.shape[:2] != (p, p):
-        raise ValueError(f"{what}: expected a tensor [p, p, ...] with p={p}, got shape {tuple(x.shape)} "
-                         "(reshape all-pairs rows with x.reshape(p, p, ...))")
+        raise ValueError(
+            f"{what}: expected a tensor [p, p, ...] with p={p}, got shape {tuple(x.shape)} "
+            "(reshape all-pairs rows with x.reshape(p, p, ...))"
+        )
 
 
-def fourier_transform_2d(x, p: Optional[int] = None) -> Array:
+def fourier_transform_2d(x, p: int | None = None) -> Array:
     """2-D Fourier transform over (a, b) of x [p, p, ...] (a function of all pairs, per trailing index).
 
     out[i, j, ...] is the coefficient of basis[i](a) * basis[j](b). The paper's fft2d.
@@ -151,7 +154,7 @@ def fourier_transform_2d(x, p: Optional[int] = None) -> Array:
     return _transform(_transform(x, 0, False), 1, False)
 
 
-def inverse_fourier_transform_2d(coeffs, p: Optional[int] = None) -> Array:
+def inverse_fourier_transform_2d(coeffs, p: int | None = None) -> Array:
     coeffs = _as_float(coeffs)
     _check_pairs(coeffs, p, "inverse_fourier_transform_2d")
     return _transform(_transform(coeffs, 0, True), 1, True)
@@ -166,31 +169,31 @@ def _component_norms(x: Array) -> Array:
     return jnp.sqrt((coeffs.reshape(coeffs.shape[0], -1) ** 2).sum(axis=1))
 
 
-def fourier_component_norms(x, p: Optional[int] = None) -> Array:
+def fourier_component_norms(x, p: int | None = None) -> Array:
     """Norm of each Fourier component of x [p, ...] along axis 0 -> [p] (const, cos 1, sin 1, ...)."""
     x = _as_float(x)
     _check_axis(x, p, 0, "fourier_component_norms")
     return _component_norms(x)
 
 
-def frequency_norms(x, p: Optional[int] = None) -> Array:
+def frequency_norms(x, p: int | None = None) -> Array:
     """Norm per frequency of x [p, ...] along axis 0 -> [p//2 + 1]: index 0 the constant, index k
     frequency k, cos and sin together (sqrt(|cos k|^2 + |sin k|^2))."""
     sq = fourier_component_norms(x, p) ** 2
     return jnp.sqrt(jnp.asarray(_membership(sq.shape[0])) @ sq)
 
 
-def _p_of(model: GPT, p: Optional[int]) -> int:
+def _p_of(model: GPT, p: int | None) -> int:
     return model.cfg.d_vocab_out if p is None else int(p)
 
 
-def embedding_fourier_norms(model: GPT, p: Optional[int] = None) -> np.ndarray:
+def embedding_fourier_norms(model: GPT, p: int | None = None) -> np.ndarray:
     """Per-frequency norms [p//2 + 1] of the number tokens' embeddings W_E[:p] (index 0: constant)."""
     p = _p_of(model, p)
     return np.asarray(frequency_norms(model.embed.W_E[...][:p], p))
 
 
-def select_key_frequencies(norms, *, threshold: float = KEY_THRESHOLD, n: Optional[int] = None) -> list[int]:
+def select_key_frequencies(norms, *, threshold: float = KEY_THRESHOLD, n: int | None = None) -> list[int]:
     """Key frequencies from per-frequency norms [p//2 + 1] (index 0, the constant, is ignored).
 
     Rule: the frequencies whose squared norm is above `threshold` times the mean squared norm of
@@ -219,8 +222,9 @@ def _is_key(freq_sq, threshold):
     return (mean > 0) & (freq_sq > threshold * mean)
 
 
-def key_frequencies(model: GPT, p: Optional[int] = None, *, threshold: float = KEY_THRESHOLD,
-                    n: Optional[int] = None) -> list[int]:
+def key_frequencies(
+    model: GPT, p: int | None = None, *, threshold: float = KEY_THRESHOLD, n: int | None = None
+) -> list[int]:
     """The key frequencies of the model's embedding W_E[:p], most important first
     (select_key_frequencies' rule).
 
@@ -248,7 +252,7 @@ def gini(x) -> Array:
     return jnp.where(total > 0, weighted / (n * jnp.where(total > 0, total, 1.0)), 0.0)
 
 
-def fourier_norm_gini(model: GPT, p: Optional[int] = None, which: str = "W_E") -> float:
+def fourier_norm_gini(model: GPT, p: int | None = None, which: str = "W_E") -> float:
     """Gini coefficient of the norms of the p Fourier components (const, cos 1, sin 1, ...) of W_E[:p]
     over the input token (which="W_E"), or of W_L = W_out W_U over the answer c ("W_L").
 
@@ -313,7 +317,7 @@ def fit_frequencies(x) -> FrequencyFit:
     return FrequencyFit(best + 1, fracs[best, np.arange(fracs.shape[1])], fracs)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pairs(p: int, op: str = "add") -> tuple[np.ndarray, np.ndarray]:
     """The task's own table of every pair: tokens [p^2, 3] (`a b =`, row a * p + b) and the answers
     [p, p] indexed [a, b]: ModularArithmetic.all_pairs()."""
@@ -335,11 +339,12 @@ def _last_logits(model: GPT, tokens: Array) -> Array:
 @functools.partial(jax.jit, static_argnames=("name", "pos_axis"))
 def _cached_at_last_position(model: GPT, tokens: Array, name: str, pos_axis: int) -> Array:
     """The activation `name` at the last position (its axis pos_axis: the query axis for patterns)."""
-    return _in_chunks(lambda t: jnp.take(model.run_with_cache(t, names_filter=[name])[1][name], -1, axis=pos_axis),
-                      tokens)
+    return _in_chunks(
+        lambda t: jnp.take(model.run_with_cache(t, names_filter=[name])[1][name], -1, axis=pos_axis), tokens
+    )
 
 
-def neuron_frequency_fractions(model: GPT, p: Optional[int] = None) -> FrequencyFit:
+def neuron_frequency_fractions(model: GPT, p: int | None = None) -> FrequencyFit:
     """For each neuron of the last MLP (hook_post at "=", over all p^2 pairs, centred): its best
     frequency and the fraction of its variance that frequency's terms explain (fit_frequencies).
 
@@ -352,7 +357,7 @@ def neuron_frequency_fractions(model: GPT, p: Optional[int] = None) -> Frequency
     return fit_frequencies(acts.reshape(p, p, -1))
 
 
-def attention_frequency_fractions(model: GPT, p: Optional[int] = None) -> FrequencyFit:
+def attention_frequency_fractions(model: GPT, p: int | None = None) -> FrequencyFit:
     """For each head of layer 0: its attention from "=" to a, as a function of (a, b), fitted as
     in neuron_frequency_fractions (the attention to b is nearly 1 minus it).
 
@@ -437,8 +442,10 @@ def _check_task(model: GPT, task: ModularArithmetic) -> int:
         raise TypeError(f"expected a ModularArithmetic task, got {type(task).__name__}")
     _check_op(task.op)
     if model.cfg.d_vocab != task.d_vocab or model.cfg.d_vocab_out != task.d_vocab_out:
-        raise ValueError(f"the model (d_vocab {model.cfg.d_vocab}, d_vocab_out {model.cfg.d_vocab_out}) "
-                         f"does not fit the task (p={task.p})")
+        raise ValueError(
+            f"the model (d_vocab {model.cfg.d_vocab}, d_vocab_out {model.cfg.d_vocab_out}) "
+            f"does not fit the task (p={task.p})"
+        )
     return task.p
 
 
@@ -467,8 +474,9 @@ def full_loss(model: GPT, task: ModularArithmetic, on: str = "all", data_seed: i
     return loss_on_pairs(pair_logits(model, task), split_mask(task, on, data_seed), task.op)
 
 
-def restricted_loss(model: GPT, task: ModularArithmetic, key_freqs: Sequence[int], on: str = "all",
-                    data_seed: int = 0) -> float:
+def restricted_loss(
+    model: GPT, task: ModularArithmetic, key_freqs: Sequence[int], on: str = "all", data_seed: int = 0
+) -> float:
     """The paper's restricted loss: the loss of restricted_logits, by default on all p^2 pairs.
 
     As its released code (calculate_trig_loss; its training loop logs it on all pairs): done on
@@ -481,8 +489,9 @@ def restricted_loss(model: GPT, task: ModularArithmetic, key_freqs: Sequence[int
     return loss_on_pairs(restricted_logits(logits, key_freqs, task.op), split_mask(task, on, data_seed), task.op)
 
 
-def excluded_loss(model: GPT, task: ModularArithmetic, key_freqs: Sequence[int], on: str = "train",
-                  data_seed: int = 0) -> float:
+def excluded_loss(
+    model: GPT, task: ModularArithmetic, key_freqs: Sequence[int], on: str = "train", data_seed: int = 0
+) -> float:
     """The paper's excluded loss: the loss of excluded_logits on the train set.
 
     As its released code (calculate_excluded_loss): done on the final logits, which keep
@@ -498,8 +507,7 @@ def excluded_loss(model: GPT, task: ModularArithmetic, key_freqs: Sequence[int],
 # ---------------------------------------------------------------------------------------------
 # The embedding restricted to some frequencies
 # ---------------------------------------------------------------------------------------------
-def projected_embedding(model: GPT, freqs: Sequence[int], p: Optional[int] = None,
-                        keep_constant: bool = True) -> Array:
+def projected_embedding(model: GPT, freqs: Sequence[int], p: int | None = None, keep_constant: bool = True) -> Array:
     """W_E [d_vocab, d_model] with the number rows W_E[:p] projected onto the frequencies `freqs`
     (and the constant, unless keep_constant=False); the "=" row is left as it is."""
     p = _p_of(model, p)
@@ -519,8 +527,14 @@ def _accuracy_with_embedding(model: GPT, W_E: Array, tokens: Array, mask: Array,
     return (correct * mask).sum() / mask.sum()
 
 
-def projected_embedding_accuracy(model: GPT, task: ModularArithmetic, freqs: Sequence[int], on: str = "test",
-                                 data_seed: int = 0, keep_constant: bool = True) -> float:
+def projected_embedding_accuracy(
+    model: GPT,
+    task: ModularArithmetic,
+    freqs: Sequence[int],
+    on: str = "test",
+    data_seed: int = 0,
+    keep_constant: bool = True,
+) -> float:
     """Accuracy (default: on the test set) when a and b are embedded with projected_embedding: only
     the frequencies `freqs` (plus the constant) of W_E[:p] are kept.
 
@@ -549,8 +563,9 @@ def sum_squared_weights(model: GPT) -> float:
 
 
 @functools.partial(jax.jit, static_argnames=("op",))
-def _progress(model: GPT, tokens: Array, train_mask: Array, fixed_keep: Array, use_fixed: Array,
-              threshold: Array, op: str) -> dict[str, Array]:
+def _progress(
+    model: GPT, tokens: Array, train_mask: Array, fixed_keep: Array, use_fixed: Array, threshold: Array, op: str
+) -> dict[str, Array]:
     """Everything grokking_metrics reports, in one compiled call. fixed_keep [p//2] marks the given
     key frequencies; without them (use_fixed False) they are found from W_E as in
     select_key_frequencies."""
@@ -576,8 +591,13 @@ def _progress(model: GPT, tokens: Array, train_mask: Array, fixed_keep: Array, u
     }
 
 
-def grokking_metrics(task: ModularArithmetic, key_freqs: Optional[Sequence[int]] = None, *, data_seed: int = 0,
-                     threshold: float = KEY_THRESHOLD) -> dict[str, MetricFn]:
+def grokking_metrics(
+    task: ModularArithmetic,
+    key_freqs: Sequence[int] | None = None,
+    *,
+    data_seed: int = 0,
+    threshold: float = KEY_THRESHOLD,
+) -> dict[str, MetricFn]:
     """Progress measures for `train(..., metric_fns=grokking_metrics(task))`, as in the paper's Fig. 7.
 
     One callback, "fourier", returning: restricted_loss (all pairs), excluded_loss (the train

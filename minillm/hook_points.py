@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import functools
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from minillm.config import GPTConfig
-from minillm.hooks import unknown_name_error
+from minillm.hooks import record_hook_shapes, unknown_name_error
 from minillm.model import GPT
 
 
 @functools.lru_cache(maxsize=64)
 def hook_shapes(cfg: GPTConfig, batch: int = 1, pos: int = 1) -> dict[str, tuple[int, ...]]:
     """{hook name: activation shape} for tokens [batch, pos], in the order the forward pass reaches them."""
-    return nnx.eval_shape(lambda: GPT(cfg)).hook_shapes(batch, pos)
+    tokens = jax.ShapeDtypeStruct((batch, pos), jnp.int32)
+    return record_hook_shapes(GPT.forward, nnx.eval_shape(lambda: GPT(cfg)), tokens)
 
 
 def hook_names(cfg: GPTConfig) -> list[str]:

@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol, Sequence, Union
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
 
-NameFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
-HookFn = Callable[[jax.Array, "HookPoint"], Optional[jax.Array]]
+NameFilter = None | str | Sequence[str] | Callable[[str], bool]
+HookFn = Callable[[jax.Array, "HookPoint"], jax.Array | None]
+FwdHooks = Iterable[tuple[Any, HookFn]]  # (name, list of names or predicate; function) pairs
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
@@ -37,7 +39,7 @@ class HookPoint:
 
     name: str
 
-    def layer(self) -> Optional[int]:
+    def layer(self) -> int | None:
         match = _LAYER_RE.match(self.name)
         return int(match.group(1)) if match else None
 
@@ -45,13 +47,31 @@ class HookPoint:
 # Short names, as TransformerLens' `utils.get_act_name` takes them.
 _ATTN_NAMES = {"q", "k", "v", "z", "result", "pattern", "attn_scores"}
 _MLP_NAMES = {"pre", "post"}
-_ALIASES = {"attn": "pattern", "attn_logits": "attn_scores", "query": "q", "key": "k",
-            "value": "v", "mlp_pre": "pre", "mlp_post": "post"}
-_LAYER_TYPES = {"a": "attn", "attn": "attn", "attention": "attn", "m": "mlp", "mlp": "mlp",
-                "b": "", "block": "", "blocks": "", "ln1": "ln1", "ln2": "ln2", "": ""}
+_ALIASES = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "query": "q",
+    "key": "k",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_post": "post",
+}
+_LAYER_TYPES = {
+    "a": "attn",
+    "attn": "attn",
+    "attention": "attn",
+    "m": "mlp",
+    "mlp": "mlp",
+    "b": "",
+    "block": "",
+    "blocks": "",
+    "ln1": "ln1",
+    "ln2": "ln2",
+    "": "",
+}
 
 
-def act_name(name: str, layer: Optional[int] = None, layer_type: Optional[str] = None) -> str:
+def act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
     """Full hook name from a short one, as TransformerLens' `get_act_name`.
 
     act_name("pattern", 0) == "blocks.0.attn.hook_pattern"; act_name("resid_pre", 1) ==
@@ -128,7 +148,7 @@ class HookScope(Protocol):
 
     def replaces(self, name: str) -> bool: ...
 
-    def scope(self, prefix: str) -> "HookScope": ...
+    def scope(self, prefix: str) -> HookScope: ...
 
 
 class Hooks:
@@ -143,7 +163,7 @@ class Hooks:
     refuses a name that the pass never reached.
     """
 
-    def __init__(self, fwd_hooks: Iterable[tuple[Any, HookFn]] = (), cache: Union[NameFilter, bool] = False):
+    def __init__(self, fwd_hooks: FwdHooks = (), cache: NameFilter | bool = False):
         self.fwd_hooks: list[tuple[NameFilter, HookFn]] = []
         for i, pair in enumerate(fwd_hooks):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
@@ -183,7 +203,7 @@ class Hooks:
             self.cache[name] = x
         return x
 
-    def scope(self, prefix: str) -> "ScopedHooks":
+    def scope(self, prefix: str) -> ScopedHooks:
         return ScopedHooks(self, prefix)
 
     def check(self, all_names: Callable[[], Sequence[str]] = lambda: ()) -> None:
@@ -198,12 +218,24 @@ class Hooks:
             if name not in reached:
                 valid = all_names()
                 if name in valid:
-                    raise KeyError(f"hook point {name!r} is not on this pass's path (it lies outside "
-                                   "start_at_layer..stop_at_layer)")
+                    raise KeyError(
+                        f"hook point {name!r} is not on this pass's path (it lies outside "
+                        "start_at_layer..stop_at_layer)"
+                    )
                 raise unknown_name_error(name, valid or self.reached)
 
-    def activation_cache(self) -> "ActivationCache":
+    def activation_cache(self) -> ActivationCache:
         return ActivationCache(self.cache, self.reached)
+
+
+def record_hook_shapes(forward: Callable[..., Any], model: Any, tokens: Any) -> dict[str, tuple[int, ...]]:
+    """{name: shape} of every hook point that `forward(model, tokens, hooks)` reaches, in order.
+
+    One abstract pass (`jax.eval_shape`): no arithmetic is done, and `model` may hold only shapes.
+    """
+    hooks = Hooks(cache=None)
+    jax.eval_shape(lambda m, t: forward(m, t, hooks), model, tokens)
+    return {name: tuple(x.shape) for name, x in hooks.cache.items()}
 
 
 class ScopedHooks:
@@ -221,7 +253,7 @@ class ScopedHooks:
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
         return self.hooks(f"{self.prefix}.{name}", x)
 
-    def scope(self, prefix: str) -> "ScopedHooks":
+    def scope(self, prefix: str) -> ScopedHooks:
         return ScopedHooks(self.hooks, f"{self.prefix}.{prefix}")
 
 
@@ -266,8 +298,9 @@ class ActivationCache:
         if name in self._acts:
             return self._acts[name]
         if name in self._all_names:
-            raise KeyError(f"{name!r} is a hook point of this model but was not cached: "
-                           "widen names_filter in run_with_cache")
+            raise KeyError(
+                f"{name!r} is a hook point of this model but was not cached: widen names_filter in run_with_cache"
+            )
         raise unknown_name_error(name, self._all_names or list(self._acts))
 
     def __contains__(self, key: Any) -> bool:

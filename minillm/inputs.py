@@ -8,7 +8,7 @@ do the tools that take tokens (patching, sampling).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -55,7 +55,7 @@ def check_resid(resid: Any, cfg: GPTConfig) -> jax.Array:
     return resid
 
 
-def layer_range(cfg: GPTConfig, start_at_layer: Optional[int], stop_at_layer: Optional[int]) -> range:
+def layer_range(cfg: GPTConfig, start_at_layer: int | None, stop_at_layer: int | None) -> range:
     """The blocks a pass runs: start_at_layer (default 0) up to, not including, stop_at_layer."""
     n = cfg.n_layers
     start = 0 if start_at_layer is None else start_at_layer

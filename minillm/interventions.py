@@ -14,7 +14,7 @@ positions axis 1, or the query axis of patterns); the rest is left as it was.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -44,7 +44,7 @@ def selection_mask(name: str, shape: tuple, heads=None, neurons=None, positions=
             raise ValueError(f"heads= needs a per-head hook (q, k, v, z, result, pattern, attn_scores), got {name!r}")
         mask = restrict(mask, 1 if _is_pattern(name) else 2, heads)
     if neurons is not None:
-        if not name.split(".")[-1] in ("hook_pre", "hook_post"):
+        if name.split(".")[-1] not in ("hook_pre", "hook_post"):
             raise ValueError(f"neurons= needs mlp.hook_pre or mlp.hook_post, got {name!r}")
         mask = restrict(mask, len(shape) - 1, neurons)
     if positions is not None:
@@ -52,8 +52,9 @@ def selection_mask(name: str, shape: tuple, heads=None, neurons=None, positions=
     return mask
 
 
-def ablate(name: str, kind: str = "zero", *, reference: Optional[jax.Array] = None, heads=None, neurons=None,
-           positions=None):
+def ablate(
+    name: str, kind: str = "zero", *, reference: jax.Array | None = None, heads=None, neurons=None, positions=None
+):
     """Replace (part of) the activation at `name` by zero, by the batch mean of `reference`
     ("mean": e.g. the activation on a reference dataset), or by `reference` itself ("resample": the
     same activation on other inputs, of the same shape)."""
@@ -69,8 +70,9 @@ def ablate(name: str, kind: str = "zero", *, reference: Optional[jax.Array] = No
             replacement = jnp.broadcast_to(reference.mean(axis=0, keepdims=True), act.shape).astype(act.dtype)
         else:
             if reference.shape != act.shape:
-                raise ValueError(f"resample ablation at {name!r}: reference has shape {reference.shape}, "
-                                 f"the activation {act.shape}")
+                raise ValueError(
+                    f"resample ablation at {name!r}: reference has shape {reference.shape}, the activation {act.shape}"
+                )
             replacement = reference.astype(act.dtype)
         mask = selection_mask(name, act.shape, heads, neurons, positions)
         return jnp.where(mask, replacement, act)
@@ -85,21 +87,25 @@ def _group(pairs: Sequence[tuple[int, int]]) -> dict[int, list[int]]:
     return by_layer
 
 
-def ablate_heads(model: GPT, heads: Sequence[tuple[int, int]], kind: str = "zero",
-                 reference: Optional[ActivationCache] = None) -> list:
+def ablate_heads(
+    model: GPT, heads: Sequence[tuple[int, int]], kind: str = "zero", reference: ActivationCache | None = None
+) -> list:
     """Ablate attention heads given as (layer, head) pairs, at their output hook_z (so the head writes
     nothing, or its mean / resampled output). `reference` is a cache holding hook_z of those layers."""
-    return [ablate(act_name("z", l), kind, heads=hs,
-                   reference=None if reference is None else reference["z", l])
-            for l, hs in _group(heads).items()]
+    return [
+        ablate(act_name("z", l), kind, heads=hs, reference=None if reference is None else reference["z", l])
+        for l, hs in _group(heads).items()
+    ]
 
 
-def ablate_neurons(model: GPT, neurons: Sequence[tuple[int, int]], kind: str = "zero",
-                   reference: Optional[ActivationCache] = None) -> list:
+def ablate_neurons(
+    model: GPT, neurons: Sequence[tuple[int, int]], kind: str = "zero", reference: ActivationCache | None = None
+) -> list:
     """Ablate MLP neurons given as (layer, neuron) pairs, at mlp.hook_post."""
-    return [ablate(act_name("post", l), kind, neurons=ns,
-                   reference=None if reference is None else reference["post", l])
-            for l, ns in _group(neurons).items()]
+    return [
+        ablate(act_name("post", l), kind, neurons=ns, reference=None if reference is None else reference["post", l])
+        for l, ns in _group(neurons).items()
+    ]
 
 
 def steer(name: str, vector: jax.Array, coeff: float = 1.0, positions=None):

@@ -8,7 +8,8 @@ too large for one forward pass, in chunks, as one compiled program (`map_in_chun
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp

@@ -17,19 +17,19 @@ GPT can be).
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, Optional, Union
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from minillm import params, sampling
-from minillm.checkpoint import CheckpointError
 from minillm.config import GPTConfig
-from minillm.hooks import ActivationCache, HookFn, Hooks, HookScope, NameFilter
+from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter, record_hook_shapes
 from minillm.inputs import check_resid, check_tokens, layer_range
 
 Array = jax.Array
+Layer = int | None  # start_at_layer / stop_at_layer: None is the model's first / last
 
 
 def _normal(rngs: nnx.Rngs, cfg: GPTConfig, *shape: int) -> nnx.Param:
@@ -107,7 +107,7 @@ class MLP(nnx.Module):
 
 
 class Block(nnx.Module):
-    """One residual block: resid_mid = resid_pre + attn(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
+    """resid_mid = resid_pre + attn(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         use_ln = cfg.normalization_type == "LN"
@@ -133,9 +133,8 @@ class Embed(nnx.Module):
         self.W_E = _normal(rngs, cfg, cfg.d_vocab, cfg.d_model)  # [v, d]
 
     def __call__(self, tokens: Array) -> Array:  # tokens [b, p] -> [b, p, d]
-        # Concrete tokens were range-checked (inputs.check_tokens). Traced ones cannot be, and JAX
-        # would clamp an out-of-range index to a real token; give NaN instead, never a plausible row.
-        # (Attention then spreads the NaN over that whole sequence, which keeps the failure loud.)
+        # Traced tokens cannot be range-checked (inputs.check_tokens), and JAX would clamp a bad id
+        # to a real token: give NaN instead, which attention then spreads over the whole sequence.
         d_vocab = self.W_E.shape[0]
         in_range = (tokens >= 0) & (tokens < d_vocab)
         rows = self.W_E[...][jnp.clip(tokens, 0, d_vocab - 1)]
@@ -164,17 +163,15 @@ class GPT(nnx.Module):
     """A GPT whose every activation can be cached or replaced by name.
 
     model = GPT(cfg)                       # weights drawn from cfg.seed (or seed=..., a key or int)
-    logits = model(tokens)                 # int tokens [b, p] -> logits [b, p, d_vocab_out]
+    logits = model(tokens)                 # int tokens [b, p] (never 1-D) -> logits [b, p, d_vocab_out]
     logits, cache = model.run_with_cache(tokens, names_filter=None)
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)])
 
-    Tokens must be a 2-D integer array [batch, pos]: a 1-D sequence is refused (write tokens[None]),
-    so that shapes never change silently, e.g. inside jax.vmap. Each call also takes
-    start_at_layer=l (the input is then the residual stream [b, p, d] entering block l) and
-    stop_at_layer=l (the output is the residual stream entering block l, not the logits).
+    Each call also takes start_at_layer=l (the input is then the residual stream [b, p, d] entering
+    block l) and stop_at_layer=l (it returns the residual stream entering block l, not the logits).
     """
 
-    def __init__(self, cfg: GPTConfig, *, seed: Union[int, Array, None] = None):
+    def __init__(self, cfg: GPTConfig, *, seed: int | Array | None = None):
         if not isinstance(cfg, GPTConfig):
             raise TypeError(f"GPT expects a GPTConfig, got {type(cfg).__name__}")
         rngs = nnx.Rngs(params=cfg.seed if seed is None else seed)
@@ -185,12 +182,10 @@ class GPT(nnx.Module):
         self.ln_final = LayerNorm(cfg) if cfg.normalization_type == "LN" else None
         self.unembed = Unembed(cfg, rngs)
 
-    def forward(self, input: Array, hooks: Hooks, *, start_at_layer: Optional[int] = None,
-                stop_at_layer: Optional[int] = None) -> Array:
-        """The forward pass with explicit hooks; the public calls below build `hooks` for you.
-
-        input: tokens [b, p], or with start_at_layer the residual stream [b, p, d] entering that block.
-        """
+    def forward(
+        self, input: Array, hooks: Hooks, *, start_at_layer: Layer = None, stop_at_layer: Layer = None
+    ) -> Array:
+        """The forward pass with explicit hooks (the public calls below build them): tokens [b, p] -> logits."""
         layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
         if start_at_layer is None:
             tokens = check_tokens(input, self.cfg)
@@ -207,26 +202,30 @@ class GPT(nnx.Module):
             resid = self.ln_final(resid, hooks.scope("ln_final"))
         return self.unembed(resid)  # [b, p, v_out]
 
-    def __call__(self, input: Array, *, start_at_layer: Optional[int] = None,
-                 stop_at_layer: Optional[int] = None) -> Array:
+    def __call__(self, input: Array, *, start_at_layer: Layer = None, stop_at_layer: Layer = None) -> Array:
         return self.forward(input, Hooks(), start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
 
-    def run_with_hooks(self, input: Array, fwd_hooks: Iterable[tuple[Any, HookFn]] = (), *,
-                       start_at_layer: Optional[int] = None, stop_at_layer: Optional[int] = None) -> Array:
+    def run_with_hooks(
+        self, input: Array, fwd_hooks: FwdHooks = (), *, start_at_layer: Layer = None, stop_at_layer: Layer = None
+    ) -> Array:
         """Logits of a forward pass in which each `fn(activation, hook)` runs at its hook point(s).
 
         A name in a pair may be a hook name, a list of names, or a predicate on names. `fn` returns a
         replacement of the same shape and dtype, or None to leave the activation as it is.
         """
-        hooks = Hooks(fwd_hooks)
-        out = self.forward(input, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
-        hooks.check(self.hook_names)
-        return out
+        layers = dict(start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        return self.run_with_cache(input, names_filter=False, fwd_hooks=fwd_hooks, **layers)[0]
 
-    def run_with_cache(self, input: Array, names_filter: NameFilter = None, *,
-                       fwd_hooks: Iterable[tuple[Any, HookFn]] = (), start_at_layer: Optional[int] = None,
-                       stop_at_layer: Optional[int] = None) -> tuple[Array, ActivationCache]:
-        """Logits and the activations that `names_filter` selects (None: every hook point).
+    def run_with_cache(
+        self,
+        input: Array,
+        names_filter: NameFilter = None,
+        *,
+        fwd_hooks: FwdHooks = (),
+        start_at_layer: Layer = None,
+        stop_at_layer: Layer = None,
+    ) -> tuple[Array, ActivationCache]:
+        """Logits and the activations that `names_filter` selects (None: every hook point, False: none).
 
         With `fwd_hooks`, the cache holds the activations of the hooked run (after each hook).
         """
@@ -235,18 +234,13 @@ class GPT(nnx.Module):
         hooks.check(self.hook_names)
         return out, hooks.activation_cache()
 
-    def hook_shapes(self, batch: int = 1, pos: int = 1) -> dict[str, tuple[int, ...]]:
-        """{hook name: shape} for tokens [batch, pos], in forward order: what an abstract pass records."""
-        hooks = Hooks(cache=None)
-        jax.eval_shape(lambda model: model.forward(jnp.zeros((batch, pos), jnp.int32), hooks), self)
-        return {name: tuple(x.shape) for name, x in hooks.cache.items()}
-
     def hook_names(self) -> list[str]:
-        """Every hook point of this model, in forward order."""
-        return list(self.hook_shapes())
+        """Every hook point of this model, in forward order: what one abstract pass reaches."""
+        return list(record_hook_shapes(GPT.forward, self, jnp.zeros((1, 1), jnp.int32)))
 
-    def generate(self, prompt: Array, max_new_tokens: int, *, key: Optional[Array] = None,
-                 temperature: float = 1.0) -> Array:
+    def generate(
+        self, prompt: Array, max_new_tokens: int, *, key: Array | None = None, temperature: float = 1.0
+    ) -> Array:
         """Sample after `prompt` [b, p]; temperature 0 is greedy. See minillm/sampling.py."""
         return sampling.generate(self, prompt, max_new_tokens, key=key, temperature=temperature)
 
@@ -260,21 +254,17 @@ class GPT(nnx.Module):
         params.load_state_dict(self, weights)
 
     @classmethod
-    def from_state_dict(cls, cfg: GPTConfig, weights: dict[str, Any]) -> "GPT":
+    def from_state_dict(cls, cfg: GPTConfig, weights: dict[str, Any]) -> GPT:
         """A model with these weights; no random weights are drawn (only their shapes are traced)."""
         model = nnx.eval_shape(lambda: cls(cfg))
         params.load_state_dict(model, weights)
         return model
 
-    def save(self, path: str, metadata: Optional[dict[str, str]] = None) -> None:
+    def save(self, path: str, metadata: dict[str, str] | None = None) -> None:
         """Write weights and config to one safetensors file, atomically (minillm/checkpoint.py)."""
         params.save_model(self, path, metadata)
 
     @classmethod
-    def load(cls, path: str) -> "GPT":
+    def load(cls, path: str) -> GPT:
         """Read a model written by `save`; a truncated, corrupt or mismatched file is refused."""
-        cfg, weights = params.read_model(path)
-        try:
-            return cls.from_state_dict(cfg, weights)
-        except ValueError as e:
-            raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e
+        return params.load_model(cls, path)

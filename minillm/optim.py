@@ -1,7 +1,7 @@
 """The optimizer side of training: the training config, the learning-rate schedule, AdamW.
 
-    tc = TrainConfig(steps=2000, lr=1e-3, warmup_steps=100, schedule="cosine")
-    optimizer = make_optimizer(tc)        # optax: clip the global norm, then AdamW on lr_schedule(tc)
+tc = TrainConfig(steps=2000, lr=1e-3, warmup_steps=100, schedule="cosine")
+optimizer = make_optimizer(tc)        # optax: clip the global norm, then AdamW on lr_schedule(tc)
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import Optional
 
 import optax
 
@@ -22,10 +21,10 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0  # linear warmup from 0 to lr
     schedule: str = "constant"  # after warmup: "constant" | "cosine" | "linear" decay
-    decay_steps: Optional[int] = None  # the decay ends here (default: steps), then the lr holds
+    decay_steps: int | None = None  # the decay ends here (default: steps), then the lr holds
     final_lr_frac: float = 0.1  # the lr at the end of the decay, as a fraction of lr
-    grad_clip: Optional[float] = 1.0  # clip the global gradient norm; None: no clipping
-    batch_size: Optional[int] = None  # None: the whole train set each step (finite tasks)
+    grad_clip: float | None = 1.0  # clip the global gradient norm; None: no clipping
+    batch_size: int | None = None  # None: the whole train set each step (finite tasks)
     steps_per_call: int = 20  # steps fused into one compiled lax.scan call
     eval_every: int = 100
     checkpoint_every: int = 1000
@@ -48,7 +47,7 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "TrainConfig":
+    def from_json(cls, text: str) -> TrainConfig:
         return cls(**json.loads(text))
 
 

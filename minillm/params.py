@@ -12,7 +12,8 @@ import the model.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ def load_state_dict(model: nnx.Module, weights: dict[str, Any]) -> None:
         var.set_value(jnp.asarray(weights[".".join(str(k) for k in path)]))
 
 
-def save_model(model: nnx.Module, path: str, metadata: Optional[dict[str, str]] = None) -> None:
+def save_model(model: nnx.Module, path: str, metadata: dict[str, str] | None = None) -> None:
     """Weights and config (`model.cfg`) in one safetensors file, written atomically."""
     weights = {name: np.asarray(value) for name, value in state_dict(model).items()}
     save_tensors(path, weights, {"kind": "model", "config": model.cfg.to_json(), **(metadata or {})})
@@ -65,6 +66,15 @@ def read_model(path: str) -> tuple[GPTConfig, dict[str, np.ndarray]]:
     except (ValueError, TypeError) as e:
         raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from e
     return cfg, tensors
+
+
+def load_model(cls: type, path: str) -> Any:
+    """`cls.from_state_dict` of a model file (GPT.load); weights that do not fit the config are refused."""
+    cfg, weights = read_model(path)
+    try:
+        return cls.from_state_dict(cfg, weights)
+    except ValueError as e:
+        raise CheckpointError(f"checkpoint {path} does not match its config: {e}") from e
 
 
 def stack_models(models: Sequence[Any]) -> Any:

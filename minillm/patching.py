@@ -27,8 +27,8 @@ the patched activation.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -85,8 +85,14 @@ _AXIS_OF = {"pos": 1, "head": 2, "head_index": 1, "dest_pos": 2, "src_pos": 3}
 
 
 def _axis_sizes(model: GPT, n_pos: int) -> dict[str, int]:
-    return {"layer": model.cfg.n_layers, "pos": n_pos, "head": model.cfg.n_heads,
-            "head_index": model.cfg.n_heads, "dest_pos": n_pos, "src_pos": n_pos}
+    return {
+        "layer": model.cfg.n_layers,
+        "pos": n_pos,
+        "head": model.cfg.n_heads,
+        "head_index": model.cfg.n_heads,
+        "dest_pos": n_pos,
+        "src_pos": n_pos,
+    }
 
 
 def _index_grid(sizes: Sequence[int]) -> jax.Array:
@@ -104,8 +110,9 @@ def default_chunk_size(batch: int) -> int:
 # Activation patching
 # ---------------------------------------------------------------------------------------------
 @partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size"))
-def _patch_one_layer(model: GPT, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric,
-                     chunk_size):
+def _patch_one_layer(
+    model: GPT, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric, chunk_size
+):
     """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
 
     def one_patch(index):
@@ -124,9 +131,17 @@ def _resid_pre_of_every_layer(model: GPT, tokens) -> list:
     return [cache[name] for name in names]
 
 
-def generic_activation_patch(model: GPT, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
-                             patch_setter: PatchSetter, activation_name: str,
-                             index_axis_names: Sequence[str], *, chunk_size: Optional[int] = None) -> jax.Array:
+def generic_activation_patch(
+    model: GPT,
+    corrupted_tokens,
+    clean_cache: ActivationCache,
+    patching_metric: Metric,
+    patch_setter: PatchSetter,
+    activation_name: str,
+    index_axis_names: Sequence[str],
+    *,
+    chunk_size: int | None = None,
+) -> jax.Array:
     """Patch `activation_name` at every index of `index_axis_names` (the first is always "layer").
 
     Returns the metric for each patch, shaped by `index_axis_names`, e.g. [layer, pos, head].
@@ -146,79 +161,155 @@ def generic_activation_patch(model: GPT, corrupted_tokens, clean_cache: Activati
     results = []
     for layer in range(model.cfg.n_layers):  # one compiled sweep per layer (each starts at its layer)
         name = act_name(activation_name, layer)
-        values = _patch_one_layer(model, corrupted_resid[layer], clean_cache[name], indices,
-                                  name=name, layer=layer, patch_setter=patch_setter,
-                                  patching_metric=patching_metric, chunk_size=chunk_size)
+        values = _patch_one_layer(
+            model,
+            corrupted_resid[layer],
+            clean_cache[name],
+            indices,
+            name=name,
+            layer=layer,
+            patch_setter=patch_setter,
+            patching_metric=patching_metric,
+            chunk_size=chunk_size,
+        )
         results.append(values.reshape(inner_sizes))
     return jnp.stack(results)
 
 
 def _sweep(activation_name, index_axis_names, patch_setter, doc):
     def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
-        return generic_activation_patch(model, corrupted_tokens, clean_cache, patching_metric, patch_setter,
-                                        activation_name, index_axis_names, chunk_size=chunk_size)
+        return generic_activation_patch(
+            model,
+            corrupted_tokens,
+            clean_cache,
+            patching_metric,
+            patch_setter,
+            activation_name,
+            index_axis_names,
+            chunk_size=chunk_size,
+        )
 
     sweep.__doc__ = doc
     return sweep
 
 
-get_act_patch_resid_pre = _sweep("resid_pre", ("layer", "pos"), layer_pos_patch_setter,
-                                 "Patch the residual stream entering each block, by position: [layer, pos].")
-get_act_patch_resid_mid = _sweep("resid_mid", ("layer", "pos"), layer_pos_patch_setter,
-                                 "Patch the residual stream between attention and MLP, by position: [layer, pos].")
-get_act_patch_attn_out = _sweep("attn_out", ("layer", "pos"), layer_pos_patch_setter,
-                                "Patch each attention layer's output, by position: [layer, pos].")
-get_act_patch_mlp_out = _sweep("mlp_out", ("layer", "pos"), layer_pos_patch_setter,
-                               "Patch each MLP layer's output, by position: [layer, pos].")
-get_act_patch_attn_head_out_by_pos = _sweep("z", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
-                                            "Patch each head's output (hook_z) at each position: [layer, pos, head].")
-get_act_patch_attn_head_q_by_pos = _sweep("q", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
-                                          "Patch each head's query at each position: [layer, pos, head].")
-get_act_patch_attn_head_k_by_pos = _sweep("k", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
-                                          "Patch each head's key at each position: [layer, pos, head].")
-get_act_patch_attn_head_v_by_pos = _sweep("v", ("layer", "pos", "head"), layer_pos_head_vector_patch_setter,
-                                          "Patch each head's value at each position: [layer, pos, head].")
+get_act_patch_resid_pre = _sweep(
+    "resid_pre",
+    ("layer", "pos"),
+    layer_pos_patch_setter,
+    "Patch the residual stream entering each block, by position: [layer, pos].",
+)
+get_act_patch_resid_mid = _sweep(
+    "resid_mid",
+    ("layer", "pos"),
+    layer_pos_patch_setter,
+    "Patch the residual stream between attention and MLP, by position: [layer, pos].",
+)
+get_act_patch_attn_out = _sweep(
+    "attn_out",
+    ("layer", "pos"),
+    layer_pos_patch_setter,
+    "Patch each attention layer's output, by position: [layer, pos].",
+)
+get_act_patch_mlp_out = _sweep(
+    "mlp_out", ("layer", "pos"), layer_pos_patch_setter, "Patch each MLP layer's output, by position: [layer, pos]."
+)
+get_act_patch_attn_head_out_by_pos = _sweep(
+    "z",
+    ("layer", "pos", "head"),
+    layer_pos_head_vector_patch_setter,
+    "Patch each head's output (hook_z) at each position: [layer, pos, head].",
+)
+get_act_patch_attn_head_q_by_pos = _sweep(
+    "q",
+    ("layer", "pos", "head"),
+    layer_pos_head_vector_patch_setter,
+    "Patch each head's query at each position: [layer, pos, head].",
+)
+get_act_patch_attn_head_k_by_pos = _sweep(
+    "k",
+    ("layer", "pos", "head"),
+    layer_pos_head_vector_patch_setter,
+    "Patch each head's key at each position: [layer, pos, head].",
+)
+get_act_patch_attn_head_v_by_pos = _sweep(
+    "v",
+    ("layer", "pos", "head"),
+    layer_pos_head_vector_patch_setter,
+    "Patch each head's value at each position: [layer, pos, head].",
+)
 get_act_patch_attn_head_pattern_by_pos = _sweep(
-    "pattern", ("layer", "head_index", "dest_pos"), layer_head_pos_pattern_patch_setter,
-    "Patch each head's attention row at each destination position: [layer, head, dest_pos].")
+    "pattern",
+    ("layer", "head_index", "dest_pos"),
+    layer_head_pos_pattern_patch_setter,
+    "Patch each head's attention row at each destination position: [layer, head, dest_pos].",
+)
 get_act_patch_attn_head_pattern_dest_src_pos = _sweep(
-    "pattern", ("layer", "head_index", "dest_pos", "src_pos"), layer_head_dest_src_pos_pattern_patch_setter,
-    "Patch each entry of each head's attention pattern: [layer, head, dest_pos, src_pos].")
-get_act_patch_attn_head_out_all_pos = _sweep("z", ("layer", "head"), layer_head_vector_patch_setter,
-                                             "Patch each head's output at every position at once: [layer, head].")
-get_act_patch_attn_head_q_all_pos = _sweep("q", ("layer", "head"), layer_head_vector_patch_setter,
-                                           "Patch each head's queries at every position: [layer, head].")
-get_act_patch_attn_head_k_all_pos = _sweep("k", ("layer", "head"), layer_head_vector_patch_setter,
-                                           "Patch each head's keys at every position: [layer, head].")
-get_act_patch_attn_head_v_all_pos = _sweep("v", ("layer", "head"), layer_head_vector_patch_setter,
-                                           "Patch each head's values at every position: [layer, head].")
-get_act_patch_attn_head_pattern_all_pos = _sweep("pattern", ("layer", "head_index"), layer_head_pattern_patch_setter,
-                                                 "Patch each head's whole attention pattern: [layer, head].")
+    "pattern",
+    ("layer", "head_index", "dest_pos", "src_pos"),
+    layer_head_dest_src_pos_pattern_patch_setter,
+    "Patch each entry of each head's attention pattern: [layer, head, dest_pos, src_pos].",
+)
+get_act_patch_attn_head_out_all_pos = _sweep(
+    "z",
+    ("layer", "head"),
+    layer_head_vector_patch_setter,
+    "Patch each head's output at every position at once: [layer, head].",
+)
+get_act_patch_attn_head_q_all_pos = _sweep(
+    "q",
+    ("layer", "head"),
+    layer_head_vector_patch_setter,
+    "Patch each head's queries at every position: [layer, head].",
+)
+get_act_patch_attn_head_k_all_pos = _sweep(
+    "k", ("layer", "head"), layer_head_vector_patch_setter, "Patch each head's keys at every position: [layer, head]."
+)
+get_act_patch_attn_head_v_all_pos = _sweep(
+    "v", ("layer", "head"), layer_head_vector_patch_setter, "Patch each head's values at every position: [layer, head]."
+)
+get_act_patch_attn_head_pattern_all_pos = _sweep(
+    "pattern",
+    ("layer", "head_index"),
+    layer_head_pattern_patch_setter,
+    "Patch each head's whole attention pattern: [layer, head].",
+)
 
 
 def get_act_patch_block_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
     """resid_pre, attn_out and mlp_out by position, stacked: [3, layer, pos]."""
     sweeps = [get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out]
-    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size)
-                      for s in sweeps])
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps])
 
 
-def get_act_patch_attn_head_all_pos_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_attn_head_all_pos_every(
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None
+):
     """Head output, query, key, value and pattern, all positions, stacked: [5, layer, head]."""
-    sweeps = [get_act_patch_attn_head_out_all_pos, get_act_patch_attn_head_q_all_pos,
-              get_act_patch_attn_head_k_all_pos, get_act_patch_attn_head_v_all_pos,
-              get_act_patch_attn_head_pattern_all_pos]
-    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size)
-                      for s in sweeps])
+    sweeps = [
+        get_act_patch_attn_head_out_all_pos,
+        get_act_patch_attn_head_q_all_pos,
+        get_act_patch_attn_head_k_all_pos,
+        get_act_patch_attn_head_v_all_pos,
+        get_act_patch_attn_head_pattern_all_pos,
+    ]
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps])
 
 
-def get_act_patch_attn_head_by_pos_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_attn_head_by_pos_every(
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None
+):
     """Head output, query, key, value and pattern (by destination), by position: [5, layer, pos, head]."""
-    sweeps = [get_act_patch_attn_head_out_by_pos, get_act_patch_attn_head_q_by_pos,
-              get_act_patch_attn_head_k_by_pos, get_act_patch_attn_head_v_by_pos]
+    sweeps = [
+        get_act_patch_attn_head_out_by_pos,
+        get_act_patch_attn_head_q_by_pos,
+        get_act_patch_attn_head_k_by_pos,
+        get_act_patch_attn_head_v_by_pos,
+    ]
     out = [s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps]
-    pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, patching_metric,
-                                                     chunk_size=chunk_size)
+    pattern = get_act_patch_attn_head_pattern_by_pos(
+        model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size
+    )
     return jnp.stack(out + [pattern.transpose(0, 2, 1)])
 
 
@@ -263,12 +354,18 @@ def _attribution(model: GPT, tokens, clean_acts: dict, *, patching_metric, keep:
     for name in clean_acts:  # layers in order
         effect = (clean_acts[name] - corrupted[name]) * grads[name]
         kept_first = jnp.moveaxis(effect, keep, list(range(len(keep))))  # index axes first, in order
-        out.append(kept_first.reshape(*kept_first.shape[:len(keep)], -1).sum(-1))
+        out.append(kept_first.reshape(*kept_first.shape[: len(keep)], -1).sum(-1))
     return jnp.stack(out)
 
 
-def generic_attribution_patch(model: GPT, corrupted_tokens, clean_cache: ActivationCache, patching_metric: Metric,
-                              activation_name: str, index_axis_names: Sequence[str]) -> jax.Array:
+def generic_attribution_patch(
+    model: GPT,
+    corrupted_tokens,
+    clean_cache: ActivationCache,
+    patching_metric: Metric,
+    activation_name: str,
+    index_axis_names: Sequence[str],
+) -> jax.Array:
     """First-order estimate of `generic_activation_patch` for a sweep that copies the slice of the
     clean activation selected by each index: sum over that slice of (clean - corrupted) * gradient."""
     corrupted_tokens = check_tokens(corrupted_tokens, model.cfg)
@@ -280,22 +377,37 @@ def generic_attribution_patch(model: GPT, corrupted_tokens, clean_cache: Activat
 
 def _attr_sweep(activation_name, index_axis_names, doc):
     def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric):
-        return generic_attribution_patch(model, corrupted_tokens, clean_cache, patching_metric, activation_name,
-                                         index_axis_names)
+        return generic_attribution_patch(
+            model, corrupted_tokens, clean_cache, patching_metric, activation_name, index_axis_names
+        )
 
     sweep.__doc__ = doc + " First-order estimate from one forward and one backward pass."
     return sweep
 
 
-get_attr_patch_resid_pre = _attr_sweep("resid_pre", ("layer", "pos"), "Attribution for get_act_patch_resid_pre: [layer, pos].")
-get_attr_patch_resid_mid = _attr_sweep("resid_mid", ("layer", "pos"), "Attribution for get_act_patch_resid_mid: [layer, pos].")
-get_attr_patch_attn_out = _attr_sweep("attn_out", ("layer", "pos"), "Attribution for get_act_patch_attn_out: [layer, pos].")
-get_attr_patch_mlp_out = _attr_sweep("mlp_out", ("layer", "pos"), "Attribution for get_act_patch_mlp_out: [layer, pos].")
-get_attr_patch_attn_head_out_by_pos = _attr_sweep("z", ("layer", "pos", "head"),
-                                                  "Attribution for get_act_patch_attn_head_out_by_pos: [layer, pos, head].")
-get_attr_patch_attn_head_out_all_pos = _attr_sweep("z", ("layer", "head"),
-                                                   "Attribution for get_act_patch_attn_head_out_all_pos: [layer, head].")
-get_attr_patch_attn_head_pattern_all_pos = _attr_sweep("pattern", ("layer", "head_index"),
-                                                       "Attribution for get_act_patch_attn_head_pattern_all_pos: [layer, head].")
-get_attr_patch_attn_head_pattern_by_pos = _attr_sweep("pattern", ("layer", "head_index", "dest_pos"),
-                                                      "Attribution for get_act_patch_attn_head_pattern_by_pos: [layer, head, dest_pos].")
+get_attr_patch_resid_pre = _attr_sweep(
+    "resid_pre", ("layer", "pos"), "Attribution for get_act_patch_resid_pre: [layer, pos]."
+)
+get_attr_patch_resid_mid = _attr_sweep(
+    "resid_mid", ("layer", "pos"), "Attribution for get_act_patch_resid_mid: [layer, pos]."
+)
+get_attr_patch_attn_out = _attr_sweep(
+    "attn_out", ("layer", "pos"), "Attribution for get_act_patch_attn_out: [layer, pos]."
+)
+get_attr_patch_mlp_out = _attr_sweep(
+    "mlp_out", ("layer", "pos"), "Attribution for get_act_patch_mlp_out: [layer, pos]."
+)
+get_attr_patch_attn_head_out_by_pos = _attr_sweep(
+    "z", ("layer", "pos", "head"), "Attribution for get_act_patch_attn_head_out_by_pos: [layer, pos, head]."
+)
+get_attr_patch_attn_head_out_all_pos = _attr_sweep(
+    "z", ("layer", "head"), "Attribution for get_act_patch_attn_head_out_all_pos: [layer, head]."
+)
+get_attr_patch_attn_head_pattern_all_pos = _attr_sweep(
+    "pattern", ("layer", "head_index"), "Attribution for get_act_patch_attn_head_pattern_all_pos: [layer, head]."
+)
+get_attr_patch_attn_head_pattern_by_pos = _attr_sweep(
+    "pattern",
+    ("layer", "head_index", "dest_pos"),
+    "Attribution for get_act_patch_attn_head_pattern_by_pos: [layer, head, dest_pos].",
+)

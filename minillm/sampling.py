@@ -10,7 +10,7 @@ tokens after it, which are not sampled yet. Temperature 0 is greedy (argmax).
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def generate(
-    model: GPT, prompt: jax.Array, max_new_tokens: int, *, key: Optional[jax.Array] = None, temperature: float = 1.0
+    model: GPT, prompt: jax.Array, max_new_tokens: int, *, key: jax.Array | None = None, temperature: float = 1.0
 ) -> jax.Array:
     """Sample `max_new_tokens` after `prompt` [b, p]; temperature 0 is greedy. Returns [b, p + new]."""
     cfg = model.cfg

@@ -20,6 +20,7 @@ The tasks (`TASKS`, `make_task(name, **kwargs)`):
     modular_arithmetic  "a b =" -> (a op b) mod p   (Nanda et al. 2023 grokking)
     repeated_tokens     random tokens with a copied segment (induction heads)
     balanced_brackets   "[START] ( ) ( ( ) ) [END]" -> balanced or not
+    bracket_depth       "[START] ( ( ) ( ) )": the next bracket of a balanced string (a hidden depth)
     sorting             "5 3 9 -> 3 5 9"
     reversal            "5 3 9 -> 9 3 5"
     associative_recall  "k3 v7 k12 v0 k12" -> v0
@@ -51,9 +52,10 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,7 @@ __all__ = [
     "ModularArithmetic",
     "RepeatedTokens",
     "BalancedBrackets",
+    "BracketDepth",
     "Sorting",
     "Reversal",
     "AssociativeRecall",
@@ -212,8 +215,7 @@ class Task:
         bad = (arr < 0) | (arr >= len(vocab))
         if bad.any():
             raise ValueError(
-                f"{self.name}: {what} id {int(arr[bad].flat[0])} is out of range; "
-                f"valid ids are 0..{len(vocab) - 1}"
+                f"{self.name}: {what} id {int(arr[bad].flat[0])} is out of range; valid ids are 0..{len(vocab) - 1}"
             )
         return arr.astype(np.int64)
 
@@ -381,7 +383,7 @@ class ModularArithmetic(Task):
         return " ".join(words)
 
     def encode(self, text: str) -> np.ndarray:
-        """"12 + 45 =" -> [12, 45, 113]. The operator symbol, not a token, is skipped."""
+        """ "12 + 45 =" -> [12, 45, 113]. The operator symbol, not a token, is skipped."""
         return super().encode(" ".join(w for w in text.split() if w != _MOD_OPS[self.op]))
 
     def apply(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -644,9 +646,7 @@ class BalancedBrackets(Task):
         label = jnp.all(elevation >= 0, axis=1) & (elevation[:, -1] == 0)  # [b]
 
         brackets = jnp.where(chosen > 0, self.OPEN, self.CLOSE)
-        tokens = jnp.concatenate(
-            [jnp.full((b, 1), self.START), brackets, jnp.full((b, 1), self.END)], axis=1
-        )
+        tokens = jnp.concatenate([jnp.full((b, 1), self.START), brackets, jnp.full((b, 1), self.END)], axis=1)
         targets = jnp.zeros((b, n + 2), jnp.int32).at[:, -1].set(label.astype(jnp.int32))
         mask = jnp.zeros((b, n + 2), jnp.float32).at[:, -1].set(1.0)
         return _batch(tokens, targets, mask)
@@ -655,6 +655,105 @@ class BalancedBrackets(Task):
         # balanced: 1/2 * 1/Cat(k); unclosed: <= 1/4 * (k+1)/(k Cat(k)); wrong
         # order: <= 1/4 * 2/C(2k, k). The first is the largest.
         return Fraction(1, 2 * _catalan(self.n_brackets // 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# 3b. Bracket depth (next-token prediction on balanced strings)
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _dyck_completions(n: int) -> np.ndarray:
+    """[n + 1, n + 2] float64: N[r, d], the number of ways to finish a bracket string from depth d
+    with r brackets left, ending at depth 0 and never going below it (0 where impossible).
+
+    Reflection principle: paths of r steps from d down to 0 number C(r, (r + d) / 2); those that
+    touch -1 are as many as the paths from -d - 2 to 0, C(r, (r + d) / 2 + 1).
+    """
+    counts = np.zeros((n + 1, n + 2))
+    for r in range(n + 1):
+        for d in range(min(r, n) + 1):
+            if (r + d) % 2 == 0:
+                counts[r, d] = math.comb(r, (r + d) // 2) - math.comb(r, (r + d) // 2 + 1)
+    return counts
+
+
+@dataclass(frozen=True)
+class BracketDepth(Task):
+    """Predict the next bracket of a uniformly random balanced string: a hidden depth to track.
+
+    tokens  [START] b_1 .. b_n            (seq_len = n_brackets + 1)
+    targets b_1 .. b_n, as output ids 0 "(" / 1 ")"
+    mask    1 everywhere
+
+    The strings are uniform over all balanced strings of n brackets, so the best possible
+    prediction of the next bracket is a probability that depends only on the depth so far (the
+    number of '(' minus ')', never told to the model) and on how many brackets are left
+    (`close_probability` computes it exactly): at depth 0 the next bracket must be '(', when the
+    depth equals the brackets left it must be ')', and in between ')' grows likelier with depth.
+    A model that predicts well must therefore carry the depth in its activations: the hidden
+    variable that linear probes look for (`depth`).
+    """
+
+    name: ClassVar[str] = "bracket_depth"
+
+    n_brackets: int = 24
+    n_train: int = 2048
+    n_test: int = 1024
+
+    START: ClassVar[int] = 0
+    OPEN: ClassVar[int] = 1
+    CLOSE: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        _check_int(self.name, "n_brackets", self.n_brackets, 2)
+        if self.n_brackets % 2:
+            raise ValueError(f"{self.name}: n_brackets must be even, got {self.n_brackets}")
+        self._check_split_sizes()
+
+    @property
+    def vocab(self) -> tuple[str, ...]:
+        return ("[START]", "(", ")")
+
+    @property
+    def vocab_out(self) -> tuple[str, ...]:
+        return ("(", ")")
+
+    @property
+    def seq_len(self) -> int:
+        return self.n_brackets + 1
+
+    def _sample(self, key: Array, batch_size: int) -> Batch:
+        steps = _uniform_dyck(key, batch_size, self.n_brackets // 2)  # [b, n] of +1 / -1
+        brackets = jnp.where(steps > 0, self.OPEN, self.CLOSE)
+        tokens = jnp.concatenate([jnp.full((batch_size, 1), self.START), brackets], axis=1)
+        targets = jnp.concatenate([brackets - self.OPEN, jnp.zeros((batch_size, 1), jnp.int32)], axis=1)
+        mask = jnp.ones((batch_size, self.seq_len), jnp.float32).at[:, -1].set(0.0)
+        return _batch(tokens, targets, mask)
+
+    def depth(self, tokens: Any) -> np.ndarray:
+        """The depth after each token [b, p] (0 at START): '(' so far minus ')' so far."""
+        tokens = np.asarray(tokens)
+        steps = np.where(tokens == self.OPEN, 1, np.where(tokens == self.CLOSE, -1, 0))
+        return np.cumsum(steps, axis=-1)
+
+    def close_probability(self, tokens: Any) -> np.ndarray:
+        """The exact P(next bracket is ')') after each token [b, p], for uniform balanced strings:
+        the completions after a ')' over all completions from here (_dyck_completions).
+        The last position, with no next bracket, gets 0."""
+        tokens = np.asarray(tokens)
+        n = self.n_brackets
+        depth = self.depth(tokens)
+        left = n - np.arange(tokens.shape[-1])  # brackets still to come after position t
+        counts = _dyck_completions(n)
+        total = counts[left, np.clip(depth, 0, n + 1)]
+        after_close = np.where(
+            (depth > 0) & (left > 0), counts[np.maximum(left - 1, 0), np.clip(depth - 1, 0, n + 1)], 0.0
+        )
+        return np.where(total > 0, after_close / np.where(total > 0, total, 1.0), 0.0)
+
+    def _max_sequence_prob(self) -> Fraction:
+        return Fraction(1, _catalan(self.n_brackets // 2))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -775,8 +874,10 @@ class AssociativeRecall(Task):
         _check_int(self.name, "n_values", self.n_values, 2)
         _check_int(self.name, "n_queries", self.n_queries, 1)
         if self.n_queries > self.n_pairs:
-            raise ValueError(f"{self.name}: n_queries={self.n_queries} must be <= n_pairs={self.n_pairs} "
-                             "(the queries are distinct keys of the sequence)")
+            raise ValueError(
+                f"{self.name}: n_queries={self.n_queries} must be <= n_pairs={self.n_pairs} "
+                "(the queries are distinct keys of the sequence)"
+            )
         self._check_split_sizes()
 
     @property
@@ -829,7 +930,7 @@ class AssociativeRecall(Task):
 
 TASKS: dict[str, type[Task]] = {
     cls.name: cls
-    for cls in (ModularArithmetic, RepeatedTokens, BalancedBrackets, Sorting, Reversal, AssociativeRecall)
+    for cls in (ModularArithmetic, RepeatedTokens, BalancedBrackets, BracketDepth, Sorting, Reversal, AssociativeRecall)
 }
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,8 +26,7 @@ from minillm.tasks import Task
 def _flatten(prefix: str, tree: Any) -> tuple[dict[str, np.ndarray], list[str]]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     names = [f"{prefix}{i:04d}" for i in range(len(leaves))]
-    return ({n: np.asarray(x) for n, (_, x) in zip(names, leaves)},
-            [jax.tree_util.keystr(p) for p, _ in leaves])
+    return ({n: np.asarray(x) for n, (_, x) in zip(names, leaves)}, [jax.tree_util.keystr(p) for p, _ in leaves])
 
 
 def _unflatten(prefix: str, template: Any, tensors: dict[str, np.ndarray], paths: list[str], path: str) -> Any:
@@ -37,24 +37,36 @@ def _unflatten(prefix: str, template: Any, tensors: dict[str, np.ndarray], paths
     for i, (_, like) in enumerate(leaves):
         x = tensors[f"{prefix}{i:04d}"]
         if x.shape != like.shape or x.dtype != like.dtype:
-            raise CheckpointError(f"checkpoint {path}: {prefix}{paths[i]} has shape {x.shape} {x.dtype}, "
-                                  f"expected {like.shape} {like.dtype}")
+            raise CheckpointError(
+                f"checkpoint {path}: {prefix}{paths[i]} has shape {x.shape} {x.dtype}, "
+                f"expected {like.shape} {like.dtype}"
+            )
         out.append(jnp.asarray(x))
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def run_spec(cfg: GPTConfig, task: Task, tc: TrainConfig, seeds: Optional[Sequence[int]]) -> dict[str, str]:
+def run_spec(cfg: GPTConfig, task: Task, tc: TrainConfig, seeds: Sequence[int] | None) -> dict[str, str]:
     """What defines a run; a checkpoint resumes only into the same spec (except for `steps`)."""
-    return {"config": cfg.to_json(), "task": json.dumps({"name": task.name, **dataclasses.asdict(task)}),
-            "train_config": tc.to_json(), "seeds": json.dumps(None if seeds is None else list(seeds))}
+    return {
+        "config": cfg.to_json(),
+        "task": json.dumps({"name": task.name, **dataclasses.asdict(task)}),
+        "train_config": tc.to_json(),
+        "seeds": json.dumps(None if seeds is None else list(seeds)),
+    }
 
 
 def save_train_state(path: str, model, opt_state, data_keys, step: int, elapsed: float, spec: dict[str, str]) -> None:
     model_t, model_paths = _flatten("model/", model)
     opt_t, opt_paths = _flatten("opt/", opt_state)
     tensors = {**model_t, **opt_t, "rng/data_key": np.asarray(jax.random.key_data(data_keys))}
-    meta = {"kind": "train_state", "step": str(step), "elapsed": repr(elapsed),
-            "model_paths": json.dumps(model_paths), "opt_paths": json.dumps(opt_paths), **spec}
+    meta = {
+        "kind": "train_state",
+        "step": str(step),
+        "elapsed": repr(elapsed),
+        "model_paths": json.dumps(model_paths),
+        "opt_paths": json.dumps(opt_paths),
+        **spec,
+    }
     save_tensors(path, tensors, meta)
 
 
@@ -64,8 +76,9 @@ def load_train_state(path: str, model_template, opt_template, spec: dict[str, st
         raise CheckpointError(f"{path} is not a training checkpoint (kind={meta.get('kind')!r})")
     for field in ("config", "task", "seeds"):
         if meta.get(field) != spec[field]:
-            raise CheckpointError(f"cannot resume from {path}: it was made with {field} {meta.get(field)}, "
-                                  f"this run has {spec[field]}")
+            raise CheckpointError(
+                f"cannot resume from {path}: it was made with {field} {meta.get(field)}, this run has {spec[field]}"
+            )
     saved_tc, this_tc = json.loads(meta["train_config"]), json.loads(spec["train_config"])
     saved_tc.pop("steps"), this_tc.pop("steps")
     if saved_tc != this_tc:

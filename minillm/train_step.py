@@ -13,7 +13,8 @@ data keys (minillm.params.stack_models): all seeds train as ONE compiled program
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ BatchFn = Callable[[Any, jax.Array, jax.Array], Batch]  # (data, data_key, step)
 LossFn = Callable[[GPT, Batch], tuple[jax.Array, Any]]  # (model, batch) -> (loss, aux)
 
 
-def task_batches(task: Task, batch_size: Optional[int]) -> BatchFn:
+def task_batches(task: Task, batch_size: int | None) -> BatchFn:
     """The trainer's batches: a function of (data key, step) only, so that resuming replays them.
 
     Fresh examples from the task's generator, or `batch_size` rows drawn from the train set passed
@@ -49,8 +50,9 @@ def task_batches(task: Task, batch_size: Optional[int]) -> BatchFn:
     return batch_fn
 
 
-def make_train_chunk(optimizer: optax.GradientTransformation, batch_fn: BatchFn, *,
-                     n_seeds: Optional[int] = None, loss: LossFn = loss_fn):
+def make_train_chunk(
+    optimizer: optax.GradientTransformation, batch_fn: BatchFn, *, n_seeds: int | None = None, loss: LossFn = loss_fn
+):
     """run_chunk(model, opt_state, data_key, data, start, n) -> (model, opt_state, losses).
 
     Steps start .. start + n - 1 in one compiled call (n is static: one compilation per chunk
@@ -79,8 +81,9 @@ def make_train_chunk(optimizer: optax.GradientTransformation, batch_fn: BatchFn,
     return jax.jit(run_chunk, static_argnums=(5,), donate_argnums=(0, 1))
 
 
-def init_train_state(cfg: GPTConfig, optimizer: optax.GradientTransformation, seed: int = 0,
-                     seeds: Optional[Sequence[int]] = None):
+def init_train_state(
+    cfg: GPTConfig, optimizer: optax.GradientTransformation, seed: int = 0, seeds: Sequence[int] | None = None
+):
     """(model, opt_state, data_key) for one seed, or stacked over `seeds` (then `seed` is unused).
 
     The model is GPT(cfg, seed=s); the data key is fold_in(key(s), 1), independent of the weights.
@@ -101,8 +104,12 @@ def chunk_sizes(start: int, tc: TrainConfig) -> list[tuple[int, int]]:
     """
     chunks, step = [], start
     while step < tc.steps:
-        stops = [tc.steps, (step // tc.eval_every + 1) * tc.eval_every,
-                 (step // tc.checkpoint_every + 1) * tc.checkpoint_every, step + tc.steps_per_call]
+        stops = [
+            tc.steps,
+            (step // tc.eval_every + 1) * tc.eval_every,
+            (step // tc.checkpoint_every + 1) * tc.checkpoint_every,
+            step + tc.steps_per_call,
+        ]
         end = min(stops)
         chunks.append((step, end - step))
         step = end

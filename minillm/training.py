@@ -28,8 +28,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,8 +46,20 @@ from minillm.tasks import Task
 from minillm.train_state import load_train_state, run_spec, save_train_state
 from minillm.train_step import chunk_sizes, init_train_state, make_train_chunk, task_batches  # noqa: F401
 
-__all__ = ["train", "TrainResult", "TrainingDiverged", "TrainConfig", "MetricFn", "chunk_sizes", "lr_schedule",
-           "make_optimizer", "cross_entropy", "masked_cross_entropy", "loss_fn", "evaluate"]
+__all__ = [
+    "train",
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainConfig",
+    "MetricFn",
+    "chunk_sizes",
+    "lr_schedule",
+    "make_optimizer",
+    "cross_entropy",
+    "masked_cross_entropy",
+    "loss_fn",
+    "evaluate",
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -59,7 +72,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]  # every logged row (also in metrics.jsonl)
     step: int
     elapsed: float  # seconds of training, summed over resumes
-    seeds: Optional[list[int]] = None
+    seeds: list[int] | None = None
 
     def models(self) -> list[GPT]:
         """One GPT per seed (a list of one for a single-seed run)."""
@@ -74,9 +87,18 @@ def _read_metrics(path: str, up_to_step: int) -> list[dict[str, Any]]:
     return [r for r in rows if r["step"] <= up_to_step]
 
 
-def train(cfg: GPTConfig, task: Task, tc: TrainConfig, out_dir: Optional[str] = None, *,
-          metric_fns: Optional[dict[str, MetricFn]] = None, seeds: Optional[Sequence[int]] = None,
-          resume: bool = False, progress: bool = True, stop_at_step: Optional[int] = None) -> TrainResult:
+def train(
+    cfg: GPTConfig,
+    task: Task,
+    tc: TrainConfig,
+    out_dir: str | None = None,
+    *,
+    metric_fns: dict[str, MetricFn] | None = None,
+    seeds: Sequence[int] | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    stop_at_step: int | None = None,
+) -> TrainResult:
     """Train a GPT on `task`; see the module docstring. Returns the trained model and the metrics.
 
     metric_fns: {name: fn(model) -> {metric: float}} run at every evaluation (on each seed's model).
@@ -85,9 +107,11 @@ def train(cfg: GPTConfig, task: Task, tc: TrainConfig, out_dir: Optional[str] = 
     stop_at_step: stop (as if killed) once this step is reached; for tests and for splitting runs.
     """
     if cfg.n_ctx < task.seq_len or cfg.d_vocab != task.d_vocab or cfg.d_vocab_out != task.d_vocab_out:
-        raise ValueError(f"the model does not fit the task: need n_ctx >= {task.seq_len}, d_vocab == "
-                         f"{task.d_vocab}, d_vocab_out == {task.d_vocab_out}; got {cfg.n_ctx}, {cfg.d_vocab}, "
-                         f"{cfg.d_vocab_out}")
+        raise ValueError(
+            f"the model does not fit the task: need n_ctx >= {task.seq_len}, d_vocab == "
+            f"{task.d_vocab}, d_vocab_out == {task.d_vocab_out}; got {cfg.n_ctx}, {cfg.d_vocab}, "
+            f"{cfg.d_vocab_out}"
+        )
     if task.has_generator and tc.batch_size is None:
         raise ValueError(f"{task.name} draws fresh examples each step: set TrainConfig.batch_size")
     seeds = None if seeds is None else [int(s) for s in seeds]
@@ -108,8 +132,9 @@ def train(cfg: GPTConfig, task: Task, tc: TrainConfig, out_dir: Optional[str] = 
             model, opt_state, data_keys, step, elapsed = load_train_state(ckpt_path, model, opt_state, spec)
             metrics = _read_metrics(metrics_path, step)
         elif os.path.exists(ckpt_path) and not resume:
-            raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue it, "
-                                  "or choose another out_dir")
+            raise FileExistsError(
+                f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or choose another out_dir"
+            )
         write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics).encode())
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({k: json.loads(v) for k, v in spec.items()}, f, indent=1)
@@ -124,10 +149,16 @@ def train(cfg: GPTConfig, task: Task, tc: TrainConfig, out_dir: Optional[str] = 
         per_seed = [model] if seeds is None else unstack_models(model, n_seeds)
         rows = []
         for i, m in enumerate(per_seed):
-            row = {"step": step, "seed": tc.seed if seeds is None else seeds[i],
-                   "train_loss": float(np.ravel(train_loss)[i]), "train_acc": float(np.ravel(train_acc)[i]),
-                   "test_loss": float(np.ravel(test_loss)[i]), "test_acc": float(np.ravel(test_acc)[i]),
-                   "lr": float(schedule(step)), "time": round(elapsed, 3)}
+            row = {
+                "step": step,
+                "seed": tc.seed if seeds is None else seeds[i],
+                "train_loss": float(np.ravel(train_loss)[i]),
+                "train_acc": float(np.ravel(train_acc)[i]),
+                "test_loss": float(np.ravel(test_loss)[i]),
+                "test_acc": float(np.ravel(test_acc)[i]),
+                "lr": float(schedule(step)),
+                "time": round(elapsed, 3),
+            }
             for fn in metric_fns.values():
                 row.update({k: float(v) for k, v in fn(m).items()})
             rows.append(row)
@@ -155,9 +186,11 @@ def train(cfg: GPTConfig, task: Task, tc: TrainConfig, out_dir: Optional[str] = 
             bad = ~np.isfinite(losses.reshape(n, -1)).all(axis=1)
             if bad.any():
                 where = f" in {ckpt_path}" if ckpt_path else ""
-                raise TrainingDiverged(f"loss became {losses.reshape(n, -1)[bad.argmax()].tolist()} at step "
-                                       f"{start + int(bad.argmax())}; training stopped, the last good "
-                                       f"checkpoint (step {last_good}){where} is kept")
+                raise TrainingDiverged(
+                    f"loss became {losses.reshape(n, -1)[bad.argmax()].tolist()} at step "
+                    f"{start + int(bad.argmax())}; training stopped, the last good "
+                    f"checkpoint (step {last_good}){where} is kept"
+                )
             step = start + n
             bar.update(n)
             bar.set_postfix(loss=f"{float(losses[-1].mean()):.4f}")

@@ -43,8 +43,9 @@ def _centered(x: Array, axis: int) -> Array:
     return x - x.mean(axis=axis, keepdims=True)
 
 
-def _fold_ln_into(ln_w: Array, ln_b: Array, W: Array, b: Array, d_axis: int, fold_biases: bool,
-                  center_weights: bool) -> tuple[Array, Array]:
+def _fold_ln_into(
+    ln_w: Array, ln_b: Array, W: Array, b: Array, d_axis: int, fold_biases: bool, center_weights: bool
+) -> tuple[Array, Array]:
     """(x * ln_w + ln_b) @ W + b == x @ W' + b' for a weight W with its d_model axis at d_axis."""
     shape = [1] * W.ndim
     shape[d_axis] = -1
@@ -70,8 +71,7 @@ def _fold_layer_norm(w: Weights, cfg: GPTConfig, fold_biases: bool, center_weigh
     for ln, weights in readers:
         ln_w, ln_b = w[f"{ln}.w"], w[f"{ln}.b"]
         for W_name, b_name, d_axis in weights:
-            w[W_name], w[b_name] = _fold_ln_into(ln_w, ln_b, w[W_name], w[b_name], d_axis, fold_biases,
-                                                 center_weights)
+            w[W_name], w[b_name] = _fold_ln_into(ln_w, ln_b, w[W_name], w[b_name], d_axis, fold_biases, center_weights)
         w[f"{ln}.w"] = jnp.ones_like(ln_w)
         if fold_biases:
             w[f"{ln}.b"] = jnp.zeros_like(ln_b)
@@ -123,7 +123,8 @@ def _require_ln(cfg: GPTConfig, what: str) -> None:
         raise ValueError(
             f"{what}: this model has no LayerNorm (normalization_type={cfg.normalization_type!r}), so the "
             "residual stream is read as it is, mean included; centering the weights that write to it "
-            "would change the model's outputs")
+            "would change the model's outputs"
+        )
 
 
 # --- the public transforms ---------------------------------------------------------------------
@@ -135,8 +136,10 @@ def fold_layer_norm(model: GPT, *, fold_biases: bool = True, center_weights: boo
     has nothing to fold: the copy has the same weights.
     """
     if center_weights and not fold_biases:
-        raise ValueError("fold_layer_norm: center_weights=True needs fold_biases=True (a LayerNorm bias left "
-                         "in place has a nonzero mean, which the centred weights would no longer read)")
+        raise ValueError(
+            "fold_layer_norm: center_weights=True needs fold_biases=True (a LayerNorm bias left "
+            "in place has a nonzero mean, which the centred weights would no longer read)"
+        )
     return _new_model(model, _fold_layer_norm(model.state_dict(), model.cfg, fold_biases, center_weights))
 
 
@@ -161,8 +164,13 @@ def fold_value_biases(model: GPT) -> GPT:
     return _new_model(model, _fold_value_biases(model.state_dict(), model.cfg))
 
 
-def process_weights(model: GPT, fold_ln: bool = True, center_writing_weights: bool = True,
-                    center_unembed: bool = True, fold_value_biases: bool = True) -> GPT:
+def process_weights(
+    model: GPT,
+    fold_ln: bool = True,
+    center_writing_weights: bool = True,
+    center_unembed: bool = True,
+    fold_value_biases: bool = True,
+) -> GPT:
     """A new GPT with the chosen transforms applied in TransformerLens' order: fold_layer_norm,
     center_writing_weights, center_unembed, fold_value_biases. The first two apply only to models
     with LayerNorm and are skipped otherwise, as in TransformerLens' `process_weights`."""

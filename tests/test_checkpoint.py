@@ -31,8 +31,9 @@ def test_loading_keeps_trained_weights_not_the_seeded_init(tmp_path):
     weights = {k: np.asarray(v) + 1.0 for k, v in model.state_dict().items()}
     model.load_state_dict(weights)
     model.save(str(tmp_path / "m.safetensors"))
-    np.testing.assert_array_equal(GPT.load(str(tmp_path / "m.safetensors")).state_dict()["embed.W_E"],
-                                  weights["embed.W_E"])
+    np.testing.assert_array_equal(
+        GPT.load(str(tmp_path / "m.safetensors")).state_dict()["embed.W_E"], weights["embed.W_E"]
+    )
 
 
 @pytest.fixture
@@ -106,7 +107,7 @@ def test_loading_runs_no_code_the_header_is_plain_json(saved):
     _, path = saved
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     meta = header["__metadata__"]
     assert meta["format"] == "minillm" and GPTConfig.from_json(meta["config"]) == CONFIGS["mlp_ln_gelu"]
     tensors, metadata = load_tensors(str(path))

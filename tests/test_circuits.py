@@ -41,7 +41,7 @@ def test_sizes_products_and_transpose_match_the_dense_matrix():
     square = FactoredMatrix(*random_factors((2,), 12, 4, 12))
     close(square.BA, dense(square.B, square.A))
     with pytest.raises(ValueError, match="square"):
-        fm.BA
+        _ = fm.BA
 
 
 def test_leading_dims_broadcast_between_the_factors():
@@ -283,8 +283,7 @@ def test_a_head_built_to_copy_scores_one_and_one_built_to_suppress_scores_minus_
 
 
 def test_ov_copying_score_refuses_different_input_and_output_vocabularies():
-    model = GPT(GPTConfig(n_layers=1, d_model=32, n_heads=4, n_ctx=10, d_vocab=20, d_vocab_out=7,
-                          attn_only=True))
+    model = GPT(GPTConfig(n_layers=1, d_model=32, n_heads=4, n_ctx=10, d_vocab=20, d_vocab_out=7, attn_only=True))
     assert C.full_OV(model).shape == (1, 4, 20, 7)
     with pytest.raises(ValueError, match="d_vocab_out"):
         C.ov_copying_score(model)

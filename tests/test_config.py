@@ -1,5 +1,7 @@
 """GPTConfig: defaults, validation with clear messages, and the JSON round trip."""
 
+import dataclasses
+
 import pytest
 
 from minillm import GPTConfig
@@ -20,18 +22,21 @@ def test_json_round_trip():
     assert GPTConfig.from_json(cfg.to_json()) == cfg
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(d_model=0), "d_model must be a positive int"),
-    (dict(n_layers=-1), "n_layers"),
-    (dict(n_heads=3), "not divisible"),
-    (dict(act_fn="swish"), "act_fn"),
-    (dict(normalization_type="RMS"), "normalization_type"),
-    (dict(positional_embedding_type="rotary"), "positional_embedding_type"),
-    (dict(d_vocab=2.5), "d_vocab"),
-    (dict(n_ctx=True), "n_ctx"),
-    (dict(eps=0.0), "eps"),
-    (dict(d_mlp=0), "d_mlp"),
-])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (dict(d_model=0), "d_model must be a positive int"),
+        (dict(n_layers=-1), "n_layers"),
+        (dict(n_heads=3), "not divisible"),
+        (dict(act_fn="swish"), "act_fn"),
+        (dict(normalization_type="RMS"), "normalization_type"),
+        (dict(positional_embedding_type="rotary"), "positional_embedding_type"),
+        (dict(d_vocab=2.5), "d_vocab"),
+        (dict(n_ctx=True), "n_ctx"),
+        (dict(eps=0.0), "eps"),
+        (dict(d_mlp=0), "d_mlp"),
+    ],
+)
 def test_invalid_configs_are_refused_with_the_field_named(change, match):
     with pytest.raises(ValueError, match=match):
         GPTConfig(**{**BASE, **change})
@@ -44,5 +49,5 @@ def test_unknown_fields_in_json_are_refused():
 
 def test_config_is_frozen():
     cfg = GPTConfig(**BASE)
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.d_model = 3

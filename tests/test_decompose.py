@@ -33,7 +33,7 @@ def test_head_results_and_biases_sum_to_attn_out(run):
     assert stack.shape == (cfg.n_layers * cfg.n_heads, *tokens.shape, cfg.d_model)
     assert labels[0] == "L0H0" and labels[-1] == f"L{cfg.n_layers - 1}H{cfg.n_heads - 1}"
     for l in range(cfg.n_layers):
-        heads = stack[l * cfg.n_heads:(l + 1) * cfg.n_heads].sum(0)
+        heads = stack[l * cfg.n_heads : (l + 1) * cfg.n_heads].sum(0)
         np.testing.assert_allclose(heads + model.blocks[l].attn.b_O[...], cache["attn_out", l], atol=1e-5)
     with_rest = D.stack_head_results(model, cache, incl_remainder=True)
     np.testing.assert_allclose(with_rest.sum(0), cache["resid_post", cfg.n_layers - 1], atol=1e-5)

@@ -13,14 +13,15 @@ N_CTX = 21
 def previous_token_model(sharpness: float = 200.0) -> GPT:
     """1 layer, no LN; positions are one-hot in dims 0..20; head 0's query at position i matches the
     key of position i - 1 only, so it attends to the previous token. Head 1 attends uniformly."""
-    cfg = GPTConfig(n_layers=1, d_model=48, n_heads=2, d_head=24, n_ctx=N_CTX, d_vocab=10, attn_only=True,
-                    normalization_type=None)
+    cfg = GPTConfig(
+        n_layers=1, d_model=48, n_heads=2, d_head=24, n_ctx=N_CTX, d_vocab=10, attn_only=True, normalization_type=None
+    )
     model = GPT(cfg)
     w = {k: np.zeros_like(np.asarray(v)) for k, v in model.state_dict().items()}
     w["pos_embed.W_pos"][:, :N_CTX] = np.eye(N_CTX)
-    w["embed.W_E"][:, N_CTX:N_CTX + 10] = np.eye(10)  # tokens live in other dims
+    w["embed.W_E"][:, N_CTX : N_CTX + 10] = np.eye(10)  # tokens live in other dims
     w["blocks.0.attn.W_Q"][0, :N_CTX, :N_CTX] = sharpness * np.eye(N_CTX)  # q_i = s e_i
-    w["blocks.0.attn.W_K"][0, :N_CTX - 1, 1:N_CTX] = np.eye(N_CTX - 1)  # k_j = e_{j+1}
+    w["blocks.0.attn.W_K"][0, : N_CTX - 1, 1:N_CTX] = np.eye(N_CTX - 1)  # k_j = e_{j+1}
     model.load_state_dict({k: jnp.asarray(v) for k, v in w.items()})
     return model
 

@@ -15,12 +15,23 @@ def w(k: int, p: int) -> float:
 
 
 def tiny_cfg(p: int, **kw) -> GPTConfig:
-    return GPTConfig(n_layers=1, d_model=32, n_ctx=3, d_vocab=p + 1, d_vocab_out=p, n_heads=4, d_mlp=48,
-                     normalization_type=None, act_fn="relu", **kw)
+    return GPTConfig(
+        n_layers=1,
+        d_model=32,
+        n_ctx=3,
+        d_vocab=p + 1,
+        d_vocab_out=p,
+        n_heads=4,
+        d_mlp=48,
+        normalization_type=None,
+        act_fn="relu",
+        **kw,
+    )
 
 
-def synthetic_embedding(n_rows: int, p: int, amplitudes: dict[int, float], noise: float, d: int = 32,
-                        seed: int = 0) -> np.ndarray:
+def synthetic_embedding(
+    n_rows: int, p: int, amplitudes: dict[int, float], noise: float, d: int = 32, seed: int = 0
+) -> np.ndarray:
     """[n_rows, d]: row a < p is sum_k A_k (cos(w_k a) u_k + sin(w_k a) v_k) + noise (u, v random)."""
     rng = np.random.default_rng(seed)
     a = np.arange(p)[:, None]
@@ -47,7 +58,7 @@ def test_basis_is_orthonormal_with_named_rows(p):
     assert basis.shape == (p, p)
     np.testing.assert_allclose(basis @ basis.T, np.eye(p), atol=1e-12)
     assert len(names) == p and names[0] == "const"
-    np.testing.assert_allclose(basis[0], np.full(p, p ** -0.5))
+    np.testing.assert_allclose(basis[0], np.full(p, p**-0.5))
     if p >= 3:
         assert names[1:3] == ["cos 1", "sin 1"]
         x = np.arange(p)
@@ -98,13 +109,16 @@ def test_one_frequency_functions_are_explained_by_it_and_noise_is_not():
     p, k = 31, 6
     a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
     wk = w(k, p)
-    units = np.stack([
-        np.cos(wk * (a + b)),
-        3.0 + np.sin(wk * (a - b)),  # an offset: the fraction is of the centred variance
-        np.cos(wk * a) * np.cos(wk * b) + 0.5 * np.sin(wk * a) - 0.2 * np.cos(wk * b),
-        np.random.default_rng(0).standard_normal((p, p)),  # noise: ~8 / (p^2 - 1) per frequency
-        np.zeros((p, p)),  # a dead neuron
-    ], axis=-1)
+    units = np.stack(
+        [
+            np.cos(wk * (a + b)),
+            3.0 + np.sin(wk * (a - b)),  # an offset: the fraction is of the centred variance
+            np.cos(wk * a) * np.cos(wk * b) + 0.5 * np.sin(wk * a) - 0.2 * np.cos(wk * b),
+            np.random.default_rng(0).standard_normal((p, p)),  # noise: ~8 / (p^2 - 1) per frequency
+            np.zeros((p, p)),  # a dead neuron
+        ],
+        axis=-1,
+    )
     fit = F.fit_frequencies(units)
     assert fit.fracs.shape == (p // 2, 5)
     assert list(fit.freq[:3]) == [k, k, k]
@@ -138,10 +152,13 @@ def test_restricting_keeps_the_algorithm_and_excluding_leaves_uniform_logits():
     p, freqs = 23, [3, 7, 10]
     clean = fourier_logits(p, freqs, scale=12.0)
     a, b, c = np.meshgrid(np.arange(p), np.arange(p), np.arange(p), indexing="ij")
-    junk = (2.0 * np.cos(w(5, p) * a) + 1.5 * np.sin(w(7, p) * b) * np.cos(w(2, p) * c)  # a or b alone
-            + np.cos(w(3, p) * (a - b) - w(1, p) * c)  # a key frequency, but of a - b
-            + 0.7 * np.cos(w(2, p) * (a + b - c))  # a + b, but not a key frequency
-            + 0.3 * c / p)  # a constant over the pairs: kept
+    junk = (
+        2.0 * np.cos(w(5, p) * a)
+        + 1.5 * np.sin(w(7, p) * b) * np.cos(w(2, p) * c)  # a or b alone
+        + np.cos(w(3, p) * (a - b) - w(1, p) * c)  # a key frequency, but of a - b
+        + 0.7 * np.cos(w(2, p) * (a + b - c))  # a + b, but not a key frequency
+        + 0.3 * c / p
+    )  # a constant over the pairs: kept
     full = F.loss_on_pairs(clean)
     assert full < 0.01
     restricted = F.restricted_logits(clean + junk, freqs)
@@ -164,8 +181,10 @@ def test_key_frequency_logits_equal_the_papers_2d_projections(op):
     expected = np.zeros_like(logits)
     for k in freqs:
         cos_k, sin_k = basis[2 * k - 1], basis[2 * k]
-        directions = [np.outer(cos_k, cos_k) - sign * np.outer(sin_k, sin_k),
-                      np.outer(sin_k, cos_k) + sign * np.outer(cos_k, sin_k)]
+        directions = [
+            np.outer(cos_k, cos_k) - sign * np.outer(sin_k, sin_k),
+            np.outer(sin_k, cos_k) + sign * np.outer(cos_k, sin_k),
+        ]
         for d in directions:
             d = d / np.sqrt(2)
             np.testing.assert_allclose(np.linalg.norm(d), 1.0)
@@ -214,8 +233,14 @@ def test_grokking_metrics_match_the_separate_functions():
     assert F.key_frequencies(model, threshold=1.5) == [2, 4]
     for key_freqs in (None, [2, 4], [3]):
         out = F.grokking_metrics(task, key_freqs, threshold=1.5)["fourier"](model)
-        assert set(out) == {"restricted_loss", "excluded_loss", "sum_sq_weights", "embed_fourier_gini",
-                            "n_key_freqs", "key_norm_frac"}
+        assert set(out) == {
+            "restricted_loss",
+            "excluded_loss",
+            "sum_sq_weights",
+            "embed_fourier_gini",
+            "n_key_freqs",
+            "key_norm_frac",
+        }
         assert all(isinstance(v, float) and np.isfinite(v) for v in out.values())
         freqs = [2, 4] if key_freqs is None else key_freqs
         assert out["n_key_freqs"] == len(freqs)
@@ -223,8 +248,7 @@ def test_grokking_metrics_match_the_separate_functions():
         assert out["excluded_loss"] == pytest.approx(F.excluded_loss(model, task, freqs), rel=1e-4)
         assert out["sum_sq_weights"] == pytest.approx(F.sum_squared_weights(model), rel=1e-5)
         assert out["embed_fourier_gini"] == pytest.approx(F.fourier_norm_gini(model), rel=1e-4)
-        assert out["key_norm_frac"] == pytest.approx(F.norm_fraction(F.embedding_fourier_norms(model), freqs),
-                                                     rel=1e-4)
+        assert out["key_norm_frac"] == pytest.approx(F.norm_fraction(F.embedding_fourier_norms(model), freqs), rel=1e-4)
 
 
 def test_grokking_metrics_on_an_untrained_model_have_no_key_frequencies():

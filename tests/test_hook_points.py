@@ -6,9 +6,16 @@ import pytest
 from minillm import GPTConfig, hook_names, hook_shape, hook_shapes
 
 DOCUMENTED_BLOCK_HOOKS = {  # from CONVENTIONS.md: suffix -> shape letters
-    "hook_resid_pre": "bpd", "attn.hook_q": "bphe", "attn.hook_k": "bphe", "attn.hook_v": "bphe",
-    "attn.hook_attn_scores": "bhqk", "attn.hook_pattern": "bhqk", "attn.hook_z": "bphe",
-    "attn.hook_result": "bphd", "hook_attn_out": "bpd", "hook_resid_post": "bpd",
+    "hook_resid_pre": "bpd",
+    "attn.hook_q": "bphe",
+    "attn.hook_k": "bphe",
+    "attn.hook_v": "bphe",
+    "attn.hook_attn_scores": "bhqk",
+    "attn.hook_pattern": "bhqk",
+    "attn.hook_z": "bphe",
+    "attn.hook_result": "bphd",
+    "hook_attn_out": "bpd",
+    "hook_resid_post": "bpd",
 }
 LN_HOOKS = {"ln1.hook_scale": "bp1", "ln1.hook_normalized": "bpd"}
 MLP_HOOKS = {"hook_resid_mid": "bpd", "mlp.hook_pre": "bpm", "mlp.hook_post": "bpm", "hook_mlp_out": "bpd"}
@@ -16,8 +23,7 @@ LN2_HOOKS = {"ln2.hook_scale": "bp1", "ln2.hook_normalized": "bpd"}
 
 
 def documented_shapes(cfg, b, p):
-    size = {"b": b, "p": p, "q": p, "k": p, "d": cfg.d_model, "h": cfg.n_heads, "e": cfg.d_head,
-            "m": cfg.d_mlp, "1": 1}
+    size = {"b": b, "p": p, "q": p, "k": p, "d": cfg.d_model, "h": cfg.n_heads, "e": cfg.d_head, "m": cfg.d_mlp, "1": 1}
     table = {"hook_embed": "bpd", "hook_pos_embed": "bpd"}
     for l in range(cfg.n_layers):
         per_block = dict(DOCUMENTED_BLOCK_HOOKS)
@@ -48,7 +54,9 @@ def test_hook_names_follow_the_config_not_a_fixed_list():
     full = hook_names(GPTConfig(**base))
     assert len(hook_names(GPTConfig(**{**base, "n_layers": 1}))) < len(full)
     assert not any("mlp" in n or "resid_mid" in n for n in hook_names(GPTConfig(**base, attn_only=True)))
-    assert not any(".ln" in n or n.startswith("ln_final") for n in hook_names(GPTConfig(**base, normalization_type=None)))
+    assert not any(
+        ".ln" in n or n.startswith("ln_final") for n in hook_names(GPTConfig(**base, normalization_type=None))
+    )
     assert hook_shapes(GPTConfig(**base), 2, 3)["blocks.2.mlp.hook_post"] == (2, 3, 64)
 
 

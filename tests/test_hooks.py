@@ -82,16 +82,28 @@ def test_cache_shorthand_matches_full_names(model, cfg, tokens):
     assert ("pattern", 0) in cache and "hook_embed" in cache
 
 
-@pytest.mark.parametrize("short, full", [
-    (("pattern", 0), "blocks.0.attn.hook_pattern"), (("attn_scores", 2), "blocks.2.attn.hook_attn_scores"),
-    (("resid_pre", 1), "blocks.1.hook_resid_pre"), (("resid_mid", 0), "blocks.0.hook_resid_mid"),
-    (("attn_out", 0), "blocks.0.hook_attn_out"), (("mlp_out", 3), "blocks.3.hook_mlp_out"),
-    (("pre", 2), "blocks.2.mlp.hook_pre"), (("post", 0), "blocks.0.mlp.hook_post"),
-    (("scale", 4, "ln1"), "blocks.4.ln1.hook_scale"), (("normalized", 1, "ln2"), "blocks.1.ln2.hook_normalized"),
-    (("scale",), "ln_final.hook_scale"), (("embed",), "hook_embed"), (("pos_embed",), "hook_pos_embed"),
-    (("k6",), "blocks.6.attn.hook_k"), (("scale4ln1",), "blocks.4.ln1.hook_scale"),
-    (("result", 1), "blocks.1.attn.hook_result"), (("blocks.0.hook_resid_pre",), "blocks.0.hook_resid_pre"),
-])
+@pytest.mark.parametrize(
+    "short, full",
+    [
+        (("pattern", 0), "blocks.0.attn.hook_pattern"),
+        (("attn_scores", 2), "blocks.2.attn.hook_attn_scores"),
+        (("resid_pre", 1), "blocks.1.hook_resid_pre"),
+        (("resid_mid", 0), "blocks.0.hook_resid_mid"),
+        (("attn_out", 0), "blocks.0.hook_attn_out"),
+        (("mlp_out", 3), "blocks.3.hook_mlp_out"),
+        (("pre", 2), "blocks.2.mlp.hook_pre"),
+        (("post", 0), "blocks.0.mlp.hook_post"),
+        (("scale", 4, "ln1"), "blocks.4.ln1.hook_scale"),
+        (("normalized", 1, "ln2"), "blocks.1.ln2.hook_normalized"),
+        (("scale",), "ln_final.hook_scale"),
+        (("embed",), "hook_embed"),
+        (("pos_embed",), "hook_pos_embed"),
+        (("k6",), "blocks.6.attn.hook_k"),
+        (("scale4ln1",), "blocks.4.ln1.hook_scale"),
+        (("result", 1), "blocks.1.attn.hook_result"),
+        (("blocks.0.hook_resid_pre",), "blocks.0.hook_resid_pre"),
+    ],
+)
 def test_act_name_follows_transformerlens(short, full):
     assert act_name(*short) == full
 
@@ -132,6 +144,7 @@ def test_vmap_over_patch_position_with_traced_index(model, cfg):
     def patch_at(pos):
         def hook(x, hook):
             return x.at[:, pos].set(clean[:, pos])
+
         return model.run_with_hooks(tokens_b, [(name, hook)])[:, -1]
 
     n_pos = tokens_b.shape[1]

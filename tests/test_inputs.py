@@ -19,16 +19,19 @@ def small():
     return GPT(CFG)
 
 
-@pytest.mark.parametrize("bad, error, match", [
-    (np.array([[1, 2, CFG.d_vocab]]), ValueError, r"token id 23 .* outside \[0, d_vocab=23\)"),
-    (np.array([[1, -1, 2]]), ValueError, r"token id -1"),
-    (np.array([[1.0, 2.0]], np.float32), TypeError, "integer"),
-    (np.array([[True, False]]), TypeError, "integer"),
-    (np.zeros((1, CFG.n_ctx + 1), np.int32), ValueError, "n_ctx=12"),
-    (np.array([1, 2, 3]), ValueError, r"tokens\[None\]"),
-    (np.zeros((2, 3, 4), np.int32), ValueError, r"\[batch, pos\]"),
-    (np.zeros((1, 0), np.int32), ValueError, "sequence length 0"),
-])
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (np.array([[1, 2, CFG.d_vocab]]), ValueError, r"token id 23 .* outside \[0, d_vocab=23\)"),
+        (np.array([[1, -1, 2]]), ValueError, r"token id -1"),
+        (np.array([[1.0, 2.0]], np.float32), TypeError, "integer"),
+        (np.array([[True, False]]), TypeError, "integer"),
+        (np.zeros((1, CFG.n_ctx + 1), np.int32), ValueError, "n_ctx=12"),
+        (np.array([1, 2, 3]), ValueError, r"tokens\[None\]"),
+        (np.zeros((2, 3, 4), np.int32), ValueError, r"\[batch, pos\]"),
+        (np.zeros((1, 0), np.int32), ValueError, "sequence length 0"),
+    ],
+)
 def test_bad_tokens_raise_clear_errors(small, bad, error, match):
     for call in (small, lambda t: small.run_with_cache(t), lambda t: small.run_with_hooks(t, [])):
         with pytest.raises(error, match=match):
@@ -47,8 +50,15 @@ def test_lists_of_ints_are_accepted(small):
     np.testing.assert_array_equal(check_tokens([[1, 2, 3]], CFG), np.array([[1, 2, 3]], np.int32))
 
 
-@pytest.mark.parametrize("bad", [np.zeros((1, 3)), np.zeros((1, 3, CFG.d_model + 1)), np.zeros((1, 0, CFG.d_model)),
-                                 np.zeros((1, CFG.n_ctx + 1, CFG.d_model))])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((1, 3)),
+        np.zeros((1, 3, CFG.d_model + 1)),
+        np.zeros((1, 0, CFG.d_model)),
+        np.zeros((1, CFG.n_ctx + 1, CFG.d_model)),
+    ],
+)
 def test_a_bad_residual_stream_is_refused(small, bad):
     with pytest.raises(ValueError, match="residual stream"):
         check_resid(bad, CFG)

@@ -37,13 +37,16 @@ def test_zero_ablating_every_head_equals_removing_attention_writes(setup):
 
 def test_mean_and_resample_ablation(setup):
     model, tokens, other, cache, other_cache = setup
-    _, mean_run = model.run_with_cache(tokens, names_filter=act_name("z", 0),
-                                       fwd_hooks=ablate_heads(model, [(0, 1)], "mean", reference=other_cache))
+    _, mean_run = model.run_with_cache(
+        tokens, names_filter=act_name("z", 0), fwd_hooks=ablate_heads(model, [(0, 1)], "mean", reference=other_cache)
+    )
     expected = np.asarray(other_cache["z", 0])[:, :, 1].mean(0)
-    np.testing.assert_allclose(np.asarray(mean_run["z", 0])[:, :, 1], np.broadcast_to(expected, (3, 10, CFG.d_head)),
-                               atol=1e-6)
-    resampled = model.run_with_hooks(tokens, [ablate(act_name("resid_pre", 1), "resample",
-                                                     reference=other_cache["resid_pre", 1])])
+    np.testing.assert_allclose(
+        np.asarray(mean_run["z", 0])[:, :, 1], np.broadcast_to(expected, (3, 10, CFG.d_head)), atol=1e-6
+    )
+    resampled = model.run_with_hooks(
+        tokens, [ablate(act_name("resid_pre", 1), "resample", reference=other_cache["resid_pre", 1])]
+    )
     np.testing.assert_allclose(resampled, model(other), atol=1e-5)
     with pytest.raises(ValueError, match="reference"):
         ablate(act_name("z", 0), "mean")
@@ -53,8 +56,9 @@ def test_mean_and_resample_ablation(setup):
 
 def test_neuron_ablation_and_masks(setup):
     model, tokens, *_ = setup
-    _, hooked = model.run_with_cache(tokens, names_filter=act_name("post", 0),
-                                     fwd_hooks=ablate_neurons(model, [(0, 3), (0, 7)]))
+    _, hooked = model.run_with_cache(
+        tokens, names_filter=act_name("post", 0), fwd_hooks=ablate_neurons(model, [(0, 3), (0, 7)])
+    )
     post = np.asarray(hooked["post", 0])
     assert np.all(post[..., [3, 7]] == 0) and np.any(post[..., 4] != 0)
     mask = selection_mask("blocks.0.attn.hook_pattern", (2, 4, 5, 5), heads=[1], positions=[3])

@@ -10,8 +10,9 @@ from minillm.losses import cross_entropy, evaluate, loss_fn, map_in_chunks, mask
 from minillm.tasks import make_task
 
 MOD = make_task("modular_arithmetic", p=17, frac_train=0.6)
-MOD_CFG = GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17,
-                    normalization_type=None)
+MOD_CFG = GPTConfig(
+    n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17, normalization_type=None
+)
 
 
 def test_cross_entropy_is_accurate_in_float32_where_the_naive_one_is_not():
@@ -20,14 +21,19 @@ def test_cross_entropy_is_accurate_in_float32_where_the_naive_one_is_not():
     targets = rng.integers(0, 40, 6)
     logits[np.arange(3), targets[:3]] += 25.0  # confidently right: loss ~1e-9
     logits[3, (targets[3] + 1) % 40] += 30.0  # confidently wrong
-    ref = -(logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
-            - logits.max(-1, keepdims=True))[np.arange(6), targets]  # float64 reference
+    ref = -(
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )[np.arange(6), targets]  # float64 reference
     ours = np.asarray(cross_entropy(jnp.asarray(logits, jnp.float32), jnp.asarray(targets)))
     np.testing.assert_allclose(ours, ref, rtol=1e-4)
     naive = -np.asarray(jax.nn.log_softmax(jnp.asarray(logits, jnp.float32)))[np.arange(6), targets]
     assert np.abs(naive[:3] - ref[:3]).max() / ref[:3].max() > 0.5  # the naive float32 loss is off
     # and the gradient: softmax - onehot, summing to 0 over classes, also for the tiny losses
-    grad = np.asarray(jax.grad(lambda x: cross_entropy(x, jnp.asarray(targets)).sum())(jnp.asarray(logits, jnp.float32)))
+    grad = np.asarray(
+        jax.grad(lambda x: cross_entropy(x, jnp.asarray(targets)).sum())(jnp.asarray(logits, jnp.float32))
+    )
     p = np.exp(logits - logits.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
     expected = p - np.eye(40)[targets]

@@ -50,8 +50,9 @@ def test_forward_recomputed_by_hand_from_state_dict(model, cfg, tokens):
         result = np.einsum("bqhe,hed->bqhd", z, W[f"{b}.attn.W_O"])
         np.testing.assert_allclose(c[f"{b}.attn.hook_result"], result, atol=atol)
         # attn_out = sum over heads of hook_result + b_O
-        np.testing.assert_allclose(c[f"{b}.hook_attn_out"],
-                                   c[f"{b}.attn.hook_result"].sum(2) + W[f"{b}.attn.b_O"], atol=atol)
+        np.testing.assert_allclose(
+            c[f"{b}.hook_attn_out"], c[f"{b}.attn.hook_result"].sum(2) + W[f"{b}.attn.b_O"], atol=atol
+        )
         resid = resid + result.sum(2) + W[f"{b}.attn.b_O"]
         running_sum = running_sum + c[f"{b}.hook_attn_out"]
         if not cfg.attn_only:
@@ -64,6 +65,7 @@ def test_forward_recomputed_by_hand_from_state_dict(model, cfg, tokens):
                 post = np.maximum(pre, 0)
             else:
                 from math import erf
+
                 post = pre * 0.5 * (1 + np.vectorize(erf)(pre / np.sqrt(2)))
             np.testing.assert_allclose(c[f"{b}.mlp.hook_post"], post, atol=atol)
             resid = resid + post @ W[f"{b}.mlp.W_out"] + W[f"{b}.mlp.b_out"]

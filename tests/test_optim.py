@@ -16,8 +16,10 @@ def test_lr_schedule_warmup_then_cosine_to_a_tenth():
     assert abs(float(s(1000)) - 1e-4) < 1e-9 and float(s(550)) < 1e-3
 
 
-@pytest.mark.parametrize("field, value", [("schedule", "exponential"), ("steps", 0), ("lr", 0.0), ("batch_size", -1),
-                                          ("steps_per_call", 1.5)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("schedule", "exponential"), ("steps", 0), ("lr", 0.0), ("batch_size", -1), ("steps_per_call", 1.5)],
+)
 def test_bad_training_configs_are_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         TrainConfig(**{field: value})

@@ -11,8 +11,9 @@ from minillm import GPT, GPTConfig, act_name
 from minillm import patching as P
 
 CFG = GPTConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=24, n_ctx=6, d_vocab=11, seed=7)
-LINEAR_TAIL = GPTConfig(n_layers=2, d_model=16, n_heads=2, n_ctx=6, d_vocab=11, attn_only=True,
-                        normalization_type=None, seed=8)
+LINEAR_TAIL = GPTConfig(
+    n_layers=2, d_model=16, n_heads=2, n_ctx=6, d_vocab=11, attn_only=True, normalization_type=None, seed=8
+)
 
 
 def setup(cfg):
@@ -51,8 +52,12 @@ SWEEPS = [
     (P.get_act_patch_attn_head_q_by_pos, "q", ("layer", "pos", "head"), P.layer_pos_head_vector_patch_setter),
     (P.get_act_patch_attn_head_k_by_pos, "k", ("layer", "pos", "head"), P.layer_pos_head_vector_patch_setter),
     (P.get_act_patch_attn_head_v_by_pos, "v", ("layer", "pos", "head"), P.layer_pos_head_vector_patch_setter),
-    (P.get_act_patch_attn_head_pattern_by_pos, "pattern", ("layer", "head_index", "dest_pos"),
-     P.layer_head_pos_pattern_patch_setter),
+    (
+        P.get_act_patch_attn_head_pattern_by_pos,
+        "pattern",
+        ("layer", "head_index", "dest_pos"),
+        P.layer_head_pos_pattern_patch_setter,
+    ),
     (P.get_act_patch_attn_head_out_all_pos, "z", ("layer", "head"), P.layer_head_vector_patch_setter),
     (P.get_act_patch_attn_head_pattern_all_pos, "pattern", ("layer", "head_index"), P.layer_head_pattern_patch_setter),
 ]
@@ -89,15 +94,21 @@ def test_every_variants_stack_the_single_sweeps():
     assert heads.shape == (5, 2, 2)
     by_pos = P.get_act_patch_attn_head_by_pos_every(model, corrupted, clean_cache, metric)
     assert by_pos.shape == (5, 2, 6, 2)
-    np.testing.assert_allclose(by_pos[4], P.get_act_patch_attn_head_pattern_by_pos(
-        model, corrupted, clean_cache, metric).transpose(0, 2, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        by_pos[4],
+        P.get_act_patch_attn_head_pattern_by_pos(model, corrupted, clean_cache, metric).transpose(0, 2, 1),
+        atol=1e-6,
+    )
 
 
-@pytest.mark.parametrize("exact, attr, n_axes", [
-    (P.get_act_patch_attn_out, P.get_attr_patch_attn_out, 2),
-    (P.get_act_patch_attn_head_out_by_pos, P.get_attr_patch_attn_head_out_by_pos, 3),
-    (P.get_act_patch_attn_head_out_all_pos, P.get_attr_patch_attn_head_out_all_pos, 2),
-])
+@pytest.mark.parametrize(
+    "exact, attr, n_axes",
+    [
+        (P.get_act_patch_attn_out, P.get_attr_patch_attn_out, 2),
+        (P.get_act_patch_attn_head_out_by_pos, P.get_attr_patch_attn_head_out_by_pos, 3),
+        (P.get_act_patch_attn_head_out_all_pos, P.get_attr_patch_attn_head_out_all_pos, 2),
+    ],
+)
 def test_attribution_equals_exact_patch_where_the_model_is_linear(exact, attr, n_axes):
     """With no LayerNorm, the logits are linear in the last layer's z and attn_out: there the first-
     order estimate is exact. Earlier layers pass through a softmax and only approximately agree."""
@@ -134,8 +145,10 @@ def test_activation_gradients_match_finite_differences():
 def test_bad_axes_are_refused():
     model, clean, corrupted, clean_cache, metric = setup(CFG)
     with pytest.raises(ValueError, match="first index axis"):
-        P.generic_activation_patch(model, corrupted, clean_cache, metric, P.layer_pos_patch_setter, "resid_pre",
-                                   ("pos", "layer"))
+        P.generic_activation_patch(
+            model, corrupted, clean_cache, metric, P.layer_pos_patch_setter, "resid_pre", ("pos", "layer")
+        )
     with pytest.raises(ValueError, match="unknown index axes"):
-        P.generic_activation_patch(model, corrupted, clean_cache, metric, P.layer_pos_patch_setter, "resid_pre",
-                                   ("layer", "position"))
+        P.generic_activation_patch(
+            model, corrupted, clean_cache, metric, P.layer_pos_patch_setter, "resid_pre", ("layer", "position")
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,9 @@ from minillm import tasks as T
 # Defaults plus a small non-default variant of each generator task.
 GENERATOR_TASKS = [
     T.RepeatedTokens(),
-    T.RepeatedTokens(d_vocab=20, seq_len=40, min_len=2, max_len=10, max_gap=6, loss_on="repeat",
-                     n_train=200, n_test=100),
+    T.RepeatedTokens(
+        d_vocab=20, seq_len=40, min_len=2, max_len=10, max_gap=6, loss_on="repeat", n_train=200, n_test=100
+    ),
     T.BalancedBrackets(),
     T.Sorting(),
     T.Sorting(n=5, n_values=10, n_train=300, n_test=300),
@@ -177,8 +179,7 @@ def test_decode_rejects_bad_ids(task):
         task.encode("no-such-token")
 
 
-@pytest.mark.parametrize("name", ["repeated_tokens", "balanced_brackets", "sorting", "reversal",
-                                  "associative_recall"])
+@pytest.mark.parametrize("name", ["repeated_tokens", "balanced_brackets", "sorting", "reversal", "associative_recall"])
 def test_fresh_samples_miss_the_test_set(name):
     task = T.make_task(name)
     _, test = split(task, 0)
@@ -187,8 +188,14 @@ def test_fresh_samples_miss_the_test_set(name):
 
 
 def test_registry():
-    assert set(T.TASKS) == {"modular_arithmetic", "repeated_tokens", "balanced_brackets", "sorting",
-                            "reversal", "associative_recall"}
+    assert set(T.TASKS) == {
+        "modular_arithmetic",
+        "repeated_tokens",
+        "balanced_brackets",
+        "sorting",
+        "reversal",
+        "associative_recall",
+    }
     for name, cls in T.TASKS.items():
         assert cls.name == name
     task = T.make_task("sorting", n=4)
@@ -279,7 +286,7 @@ def test_modular_split_partitions_the_table(task):
     assert len(test.tokens) == len(everything.tokens) - len(train.tokens)
     assert rows(train.tokens) | rows(test.tokens) == rows(everything.tokens)
     for batch in (train, test):
-        for (a, b, eq), target in zip(batch.tokens.tolist(), batch.targets[:, 2].tolist()):
+        for (a, b, _eq), target in zip(batch.tokens.tolist(), batch.targets[:, 2].tolist()):
             assert target == expected_mod(task.op, a, b, task.p)
 
 
@@ -320,8 +327,7 @@ def test_repeated_tokens_structure(task):
         c, L = copy_region(rmask)
         assert task.min_len <= L <= task.max_len and c + L <= p
         # the copy repeats an earlier segment, at some gap in [0, max_gap]
-        found = [g for g in range(task.max_gap + 1)
-                 if c - L - g >= 1 and row[c:c + L] == row[c - L - g:c - g]]
+        found = [g for g in range(task.max_gap + 1) if c - L - g >= 1 and row[c : c + L] == row[c - L - g : c - g]]
         assert found, "copy does not repeat an earlier segment"
         segment_starts.add(c - L - found[0])
         lengths.add(L)
@@ -434,21 +440,20 @@ def test_brackets_balanced_strings_are_uniform():
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", [t for t in GENERATOR_TASKS if isinstance(t, (T.Sorting, T.Reversal))],
-                         ids=task_id)
+@pytest.mark.parametrize("task", [t for t in GENERATOR_TASKS if isinstance(t, (T.Sorting, T.Reversal))], ids=task_id)
 def test_list_task_targets(task):
     n = task.n
     transform = sorted if isinstance(task, T.Sorting) else (lambda xs: xs[::-1])
     sampled = fresh(task, 0)
     expected_mask = np.zeros(2 * n + 1, np.float32)
-    expected_mask[n:2 * n] = 1
+    expected_mask[n : 2 * n] = 1
     for batch in (*split(task, 0), sampled):
         np.testing.assert_array_equal(batch.mask, np.tile(expected_mask, (len(batch.tokens), 1)))
         for tokens, targets in zip(batch.tokens.tolist(), batch.targets.tolist()):
-            inputs, sep, outputs = tokens[:n], tokens[n], tokens[n + 1:]
+            inputs, sep, outputs = tokens[:n], tokens[n], tokens[n + 1 :]
             assert sep == task.n_values and max(inputs) < task.n_values
             assert outputs == transform(inputs)
-            assert targets[n:2 * n] == transform(inputs)  # positions n..2n-1 predict the output
+            assert targets[n : 2 * n] == transform(inputs)  # positions n..2n-1 predict the output
     text = task.decode(np.array(split(task, 0)[1].tokens[0]))
     assert " -> " in text
 
@@ -472,7 +477,7 @@ def test_associative_recall_targets(task):
     for batch in (*split(task, 0), sampled):
         np.testing.assert_array_equal(batch.mask, np.tile(expected_mask, (len(batch.tokens), 1)))
         for tokens, targets in zip(batch.tokens.tolist(), batch.targets.tolist()):
-            keys, values = tokens[0:2 * n:2], tokens[1:2 * n:2]
+            keys, values = tokens[0 : 2 * n : 2], tokens[1 : 2 * n : 2]
             assert set(keys) <= key_ids and set(values) <= value_ids
             assert len(set(keys)) == n, "keys must be distinct"
             table = dict(zip(keys, values))
@@ -484,3 +489,30 @@ def test_associative_recall_targets(task):
                 assert task.decode_target(targets[i]) == task.vocab[table[query]]
                 if i + 1 < len(tokens):
                     assert tokens[i + 1] == table[query]  # the answer follows its query as input
+
+
+def test_bracket_depth_strings_are_balanced_and_the_targets_are_the_next_bracket():
+    task = T.make_task("bracket_depth", n_brackets=12, n_train=10, n_test=10)
+    batch = task.sample(jax.random.key(0), 500)
+    tokens, targets, mask = (np.asarray(x) for x in batch)
+    assert tokens.shape == (500, 13) and (tokens[:, 0] == task.START).all()
+    depth = task.depth(tokens)
+    assert (depth >= 0).all() and (depth[:, -1] == 0).all()  # never below 0, closed at the end
+    np.testing.assert_array_equal(targets[:, :-1], tokens[:, 1:] - task.OPEN)  # 0 "(", 1 ")"
+    assert mask[:, :-1].all() and not mask[:, -1].any()
+    assert len({tuple(r) for r in tokens.tolist()}) > 100  # uniform over 132 strings, not a few
+
+
+def test_bracket_depth_close_probability_is_exact():
+    task = T.make_task("bracket_depth", n_brackets=8, n_train=2, n_test=2)
+    # every balanced string of 8 brackets, equally likely: count the continuations by brute force
+    strings = [s for s in itertools.product((1, -1), repeat=8) if min(np.cumsum(s)) >= 0 and sum(s) == 0]
+    assert len(strings) == 14  # Catalan(4)
+    tokens = np.array([[task.START] + [task.OPEN if s == 1 else task.CLOSE for s in row] for row in strings])
+    prob = task.close_probability(tokens)
+    for row, p_row in zip(tokens, prob):
+        for t in range(8):
+            same_prefix = [r for r in tokens if (r[: t + 1] == row[: t + 1]).all()]
+            expected = np.mean([r[t + 1] == task.CLOSE for r in same_prefix])
+            assert abs(p_row[t] - expected) < 1e-12, (row, t)
+    assert (prob[:, -1] == 0).all()

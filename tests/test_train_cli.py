@@ -22,8 +22,7 @@ def test_every_recipe_builds_a_model_that_fits_its_task(name):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", "train", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_help_lists_the_recipes():
@@ -66,8 +65,12 @@ def test_a_run_killed_with_sigkill_resumes_to_bit_identical_weights(tmp_path):
     straight = run_cli(*args, "--out", str(tmp_path / "straight"))
     assert straight.returncode == 0, straight.stderr
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "train", *args, "--out", str(out)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "train", *args, "--out", str(out)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while not (out / "checkpoint.safetensors").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

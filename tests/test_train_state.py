@@ -36,12 +36,15 @@ def test_a_train_state_comes_back_exactly(tmp_path):
     np.testing.assert_array_equal(jax.random.key_data(got_keys), jax.random.key_data(keys))
 
 
-@pytest.mark.parametrize("change, field", [
-    (lambda: run_spec(dataclasses.replace(CFG, d_mlp=64), TASK, TC, None), "config"),
-    (lambda: run_spec(CFG, make_task("modular_arithmetic", p=11, frac_train=0.6), TC, None), "task"),
-    (lambda: run_spec(CFG, TASK, TC, [0]), "seeds"),
-    (lambda: run_spec(CFG, TASK, dataclasses.replace(TC, lr=1e-3), None), "lr"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        (lambda: run_spec(dataclasses.replace(CFG, d_mlp=64), TASK, TC, None), "config"),
+        (lambda: run_spec(CFG, make_task("modular_arithmetic", p=11, frac_train=0.6), TC, None), "task"),
+        (lambda: run_spec(CFG, TASK, TC, [0]), "seeds"),
+        (lambda: run_spec(CFG, TASK, dataclasses.replace(TC, lr=1e-3), None), "lr"),
+    ],
+)
 def test_a_state_from_another_run_is_refused(tmp_path, change, field):
     optimizer = make_optimizer(TC)
     model, opt_state, key = init_train_state(CFG, optimizer)

@@ -10,8 +10,9 @@ from minillm.tasks import TASKS, make_task
 from minillm.training import TrainConfig, TrainingDiverged, train
 
 MOD = make_task("modular_arithmetic", p=17, frac_train=0.6)
-MOD_CFG = GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17,
-                    normalization_type=None)
+MOD_CFG = GPTConfig(
+    n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17, normalization_type=None
+)
 
 
 def weights(model):
@@ -27,15 +28,17 @@ def test_tiny_model_learns_modular_addition():
 
 
 def _cfg_for(task, **kw):
-    return GPTConfig(n_layers=1, d_model=32, n_heads=2, n_ctx=task.seq_len, d_vocab=task.d_vocab,
-                     d_vocab_out=task.d_vocab_out, **kw)
+    return GPTConfig(
+        n_layers=1, d_model=32, n_heads=2, n_ctx=task.seq_len, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, **kw
+    )
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_loss_goes_down_on_every_task(name):
     task = make_task(name)
-    tc = TrainConfig(steps=80, lr=3e-3, steps_per_call=40, eval_every=80,
-                     batch_size=None if not task.has_generator else 32)
+    tc = TrainConfig(
+        steps=80, lr=3e-3, steps_per_call=40, eval_every=80, batch_size=None if not task.has_generator else 32
+    )
     result = train(_cfg_for(task), task, tc, progress=False)
     first, last = result.metrics[0], result.metrics[-1]
     assert last["train_loss"] < 0.95 * first["train_loss"], (first, last)
@@ -94,19 +97,20 @@ def test_n_seeds_with_vmap_equal_n_single_runs():
         for k in (k for k in a if not k.endswith("b_K")):
             np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-5, err_msg=f"seed {seed} {k}")
         rows = [r for r in together.metrics if r["seed"] == seed]
-        np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in alone.metrics],
-                                   rtol=1e-4)
+        np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in alone.metrics], rtol=1e-4)
     w = weights(together.models()[0])["embed.W_E"], weights(together.models()[1])["embed.W_E"]
     assert not np.allclose(*w)  # the seeds really differ
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # the lr ramps to 1e38 / 1e6 per step: weights blow up and the loss turns NaN within a few steps
-    tc = TrainConfig(steps=10, lr=1e38, warmup_steps=10**6, grad_clip=None, steps_per_call=1,
-                     checkpoint_every=1, eval_every=1)
+    tc = TrainConfig(
+        steps=10, lr=1e38, warmup_steps=10**6, grad_clip=None, steps_per_call=1, checkpoint_every=1, eval_every=1
+    )
     with pytest.raises(TrainingDiverged, match=r"loss became \[nan\] at step (\d+).*last good checkpoint"):
         train(MOD_CFG, MOD, tc, str(tmp_path), progress=False)
     from minillm.checkpoint import load_tensors
+
     tensors, meta = load_tensors(str(tmp_path / "checkpoint.safetensors"))
     assert int(meta["step"]) < 10
     assert all(np.all(np.isfinite(v)) for k, v in tensors.items() if k.startswith("model/"))

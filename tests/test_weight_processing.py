@@ -152,8 +152,9 @@ def test_fold_layer_norm_without_centering_only_scales_the_readers(config):
     after = numpy_weights(processed)
     for l in range(cfg.n_layers):
         w = before[f"blocks.{l}.ln1.w"]
-        np.testing.assert_allclose(after[f"blocks.{l}.attn.W_Q"], before[f"blocks.{l}.attn.W_Q"] * w[:, None],
-                                   rtol=1e-6)
+        np.testing.assert_allclose(
+            after[f"blocks.{l}.attn.W_Q"], before[f"blocks.{l}.attn.W_Q"] * w[:, None], rtol=1e-6
+        )
     np.testing.assert_allclose(log_probs(processed), reference_log_probs(config), atol=TOL, rtol=0)
     with pytest.raises(ValueError, match="fold_biases"):
         WP.fold_layer_norm(model, fold_biases=False)
@@ -225,8 +226,11 @@ def test_process_weights_composes_the_transforms_in_transformer_lens_order(confi
     want, got = numpy_weights(expected), numpy_weights(WP.process_weights(model))
     for name in want:
         np.testing.assert_allclose(got[name], want[name], atol=1e-6, err_msg=name)
-    skipped = numpy_weights(WP.process_weights(model, fold_ln=False, center_writing_weights=False,
-                                               center_unembed=False, fold_value_biases=False))
+    skipped = numpy_weights(
+        WP.process_weights(
+            model, fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False
+        )
+    )
     for name, value in numpy_weights(model).items():
         np.testing.assert_array_equal(skipped[name], value)
 

@@ -7,9 +7,8 @@ evaluation, the target that says the run worked, and a summary that shows what t
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -17,9 +16,9 @@ import numpy as np
 
 from minillm import GPT, GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
-from minillm.tasks import Task, make_task
 from minillm.losses import MetricFn, evaluate
 from minillm.optim import TrainConfig
+from minillm.tasks import Task, make_task
 
 
 @dataclass
@@ -54,9 +53,12 @@ def induction_metrics(task: Task) -> dict[str, MetricFn]:
     def measure(model):
         scores = head_scores(model, probe)
         repeat_loss, repeat_acc = evaluate(model, test_repeat)
-        return {"prev_token_score": scores["previous_token"][0].max(),
-                "induction_score": scores["induction"][-1].max(),
-                "repeat_loss": repeat_loss, "repeat_acc": repeat_acc}
+        return {
+            "prev_token_score": scores["previous_token"][0].max(),
+            "induction_score": scores["induction"][-1].max(),
+            "repeat_loss": repeat_loss,
+            "repeat_acc": repeat_acc,
+        }
 
     return {"induction": measure}
 
@@ -73,76 +75,167 @@ def grokking_progress_metrics(task: Task) -> dict[str, MetricFn]:
 # --- the recipes --------------------------------------------------------------------------------
 def _recipes() -> dict[str, Recipe]:
     mod = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
-    grok_model = _model_for(mod, n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu",
-                            normalization_type=None)
-    grok_common = dict(weight_decay=1.0, betas=(0.9, 0.98), warmup_steps=10, grad_clip=None, batch_size=None,
-                       steps_per_call=50, eval_every=50, checkpoint_every=500)
+    grok_model = _model_for(
+        mod, n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None
+    )
+    grok_common = dict(
+        weight_decay=1.0,
+        betas=(0.9, 0.98),
+        warmup_steps=10,
+        grad_clip=None,
+        batch_size=None,
+        steps_per_call=50,
+        eval_every=50,
+        checkpoint_every=500,
+    )
     rep = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
     fixed = make_task("repeated_tokens", d_vocab=64, seq_len=63, min_len=31, max_len=31)  # one layout only
     induction_model = dict(n_layers=2, d_model=64, n_heads=4, attn_only=True)
-    induction_train = TrainConfig(steps=3000, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
-                                  decay_steps=8000, batch_size=64, steps_per_call=50, eval_every=100,
-                                  checkpoint_every=500)
+    induction_train = TrainConfig(
+        steps=3000,
+        lr=3e-3,
+        weight_decay=0.01,
+        warmup_steps=200,
+        schedule="cosine",
+        decay_steps=8000,
+        batch_size=64,
+        steps_per_call=50,
+        eval_every=100,
+        checkpoint_every=500,
+    )
     brackets = make_task("balanced_brackets")
     sorting = make_task("sorting")
     reversal = make_task("reversal")
     recall = make_task("associative_recall", n_queries=8)
     small = dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256)
-    small_train = dict(lr=1e-3, weight_decay=0.01, warmup_steps=100, schedule="cosine", batch_size=64,
-                       eval_every=100, checkpoint_every=500)
-    return {r.name: r for r in [
-        Recipe("modular_addition", "grokking a + b mod 113, fast (lr 6e-3)",
-               "Grokking a + b mod 113 (Nanda et al. 2023, 'Progress measures for grokking via mechanistic "
-               "interpretability'): their model and data (1 layer, d_model 128, 4 heads of 32, d_mlp 512, relu, "
-               "no LayerNorm, 30% of pairs, full batch, AdamW wd 1.0, betas 0.9/0.98), but lr 6e-3 instead of "
-               "1e-3 so that it groks in hundreds of steps, not thousands (measured while planning: same "
-               "Fourier circuit; see modular_addition_paper for the original lr).",
-               mod, grok_model, TrainConfig(steps=1500, lr=6e-3, **grok_common), "test_acc", 0.99,
-               grokking_progress_metrics),
-        Recipe("modular_addition_paper", "grokking a + b mod 113 with the paper's lr 1e-3",
-               "As modular_addition with the paper's lr 1e-3: the long plateau between memorising and "
-               "generalising that made grokking famous (several thousand steps).",
-               mod, grok_model, TrainConfig(steps=6000, lr=1e-3, **grok_common), "test_acc", 0.99,
-               grokking_progress_metrics),
-        Recipe("induction", "induction heads in a 2-layer attention-only model",
-               "Induction heads (Elhage et al. 2021; Olsson et al. 2022) in a 2-layer attention-only model "
-               "(d_model 64, 4 heads, LayerNorm) on random tokens with one random segment (length 4..31, random "
-               "offset) followed by its copy. Random lengths and offsets defeat the positional shortcut that a "
-               "fixed period allows; lr 3e-3 held high by a cosine over 8000 steps (warmup 200) is what let the "
-               "circuit form in planning (a faster decay stalls it half formed).",
-               rep, _model_for(rep, **induction_model),
-               induction_train,
-               "induction_score", 0.8, induction_metrics),
-        Recipe("induction_shortcut", "the same model on a FIXED period: a positional shortcut, no induction",
-               "A cautionary twin of `induction`: the same model and training, but every sequence is BOS, 31 random "
-               "tokens, then the same 31 again (the classic layout, repeated at a fixed period). The model gets the "
-               "repeat right without an induction circuit: a head can attend by position to the token 31 back "
-               "(measured while planning: 0.91 attention at the fixed offset, induction score 0.03). Its target is "
-               "low loss on the repeat; the lesson shows that it fails once the copy moves.",
-               fixed, _model_for(fixed, **induction_model),
-               induction_train,
-               "repeat_acc", 0.9, induction_metrics),
-        Recipe("balanced_brackets", "is a string of brackets balanced?",
-               "Classify a string of 40 brackets as balanced or not (the ARENA exercise's task; hard negatives "
-               "have the right counts in the wrong order or never dip below zero but end unbalanced).",
-               brackets, _model_for(brackets, **small), TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
-        Recipe("sorting", "sort a list of 8 numbers", "Sort 8 values from 32 (a 2-layer model learns it from attention to the next larger value).",
-               sorting, _model_for(sorting, **small), TrainConfig(steps=1500, **small_train), "test_acc", 0.95),
-        Recipe("reversal", "reverse a list of 8 numbers", "Reverse 8 values from 32: a positional attention pattern.",
-               reversal, _model_for(reversal, **small), TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
-        Recipe("associative_recall", "recall the value stored under a key",
-               "Multi-query associative recall (Arora et al. 2023, 'Zoology'): 8 key-value pairs, then the 8 keys "
-               "again in random order, each followed by its value. An induction-like circuit: a previous-token "
-               "head lets each value carry its key, and a head at the query attends to the value whose key "
-               "matches. Measured here: a 2-layer attention-only model at lr 3e-3 (held high, batch 128) reaches "
-               "100% test accuracy by step 500, while 2-layer models with MLPs at lr 1e-3 or 3e-3 stall at ~0.39, "
-               "and a single query per sequence stalls at ~0.2 (too few loss positions).",
-               recall, _model_for(recall, n_layers=2, d_model=64, n_heads=4, attn_only=True),
-               TrainConfig(steps=1500, lr=3e-3, weight_decay=0.01, warmup_steps=200, schedule="cosine",
-                           decay_steps=20000, batch_size=128, steps_per_call=50, eval_every=100,
-                           checkpoint_every=500),
-               "test_acc", 0.95),
-    ]}
+    small_train = dict(
+        lr=1e-3,
+        weight_decay=0.01,
+        warmup_steps=100,
+        schedule="cosine",
+        batch_size=64,
+        eval_every=100,
+        checkpoint_every=500,
+    )
+    return {
+        r.name: r
+        for r in [
+            Recipe(
+                "modular_addition",
+                "grokking a + b mod 113, fast (lr 6e-3)",
+                "Grokking a + b mod 113 (Nanda et al. 2023, 'Progress measures for grokking via mechanistic "
+                "interpretability'): their model and data (1 layer, d_model 128, 4 heads of 32, d_mlp 512, relu, "
+                "no LayerNorm, 30% of pairs, full batch, AdamW wd 1.0, betas 0.9/0.98), but lr 6e-3 instead of "
+                "1e-3 so that it groks in hundreds of steps, not thousands (measured while planning: same "
+                "Fourier circuit; see modular_addition_paper for the original lr).",
+                mod,
+                grok_model,
+                TrainConfig(steps=1500, lr=6e-3, **grok_common),
+                "test_acc",
+                0.99,
+                grokking_progress_metrics,
+            ),
+            Recipe(
+                "modular_addition_paper",
+                "grokking a + b mod 113 with the paper's lr 1e-3",
+                "As modular_addition with the paper's lr 1e-3: the long plateau between memorising and "
+                "generalising that made grokking famous (several thousand steps).",
+                mod,
+                grok_model,
+                TrainConfig(steps=6000, lr=1e-3, **grok_common),
+                "test_acc",
+                0.99,
+                grokking_progress_metrics,
+            ),
+            Recipe(
+                "induction",
+                "induction heads in a 2-layer attention-only model",
+                "Induction heads (Elhage et al. 2021; Olsson et al. 2022) in a 2-layer attention-only model "
+                "(d_model 64, 4 heads, LayerNorm) on random tokens with one random segment (length 4..31, random "
+                "offset) followed by its copy. Random lengths and offsets defeat the positional shortcut that a "
+                "fixed period allows; lr 3e-3 held high by a cosine over 8000 steps (warmup 200) is what let the "
+                "circuit form in planning (a faster decay stalls it half formed).",
+                rep,
+                _model_for(rep, **induction_model),
+                induction_train,
+                "induction_score",
+                0.8,
+                induction_metrics,
+            ),
+            Recipe(
+                "induction_shortcut",
+                "the same model on a FIXED period: a positional shortcut, no induction",
+                "A cautionary twin of `induction`: the same model and training, but every sequence is BOS, 31 random "
+                "tokens, then the same 31 again (the classic layout, repeated at a fixed period). The model gets the "
+                "repeat right without an induction circuit: a head can attend by position to the token 31 back "
+                "(measured while planning: 0.91 attention at the fixed offset, induction score 0.03). Its target is "
+                "low loss on the repeat; the lesson shows that it fails once the copy moves.",
+                fixed,
+                _model_for(fixed, **induction_model),
+                induction_train,
+                "repeat_acc",
+                0.9,
+                induction_metrics,
+            ),
+            Recipe(
+                "balanced_brackets",
+                "is a string of brackets balanced?",
+                "Classify a string of 40 brackets as balanced or not (the ARENA exercise's task; hard negatives "
+                "have the right counts in the wrong order or never dip below zero but end unbalanced).",
+                brackets,
+                _model_for(brackets, **small),
+                TrainConfig(steps=1000, **small_train),
+                "test_acc",
+                0.95,
+            ),
+            Recipe(
+                "sorting",
+                "sort a list of 8 numbers",
+                "Sort 8 values from 32 (a 2-layer model learns it from attention to the next larger value).",
+                sorting,
+                _model_for(sorting, **small),
+                TrainConfig(steps=1500, **small_train),
+                "test_acc",
+                0.95,
+            ),
+            Recipe(
+                "reversal",
+                "reverse a list of 8 numbers",
+                "Reverse 8 values from 32: a positional attention pattern.",
+                reversal,
+                _model_for(reversal, **small),
+                TrainConfig(steps=1000, **small_train),
+                "test_acc",
+                0.95,
+            ),
+            Recipe(
+                "associative_recall",
+                "recall the value stored under a key",
+                "Multi-query associative recall (Arora et al. 2023, 'Zoology'): 8 key-value pairs, then the 8 keys "
+                "again in random order, each followed by its value. An induction-like circuit: a previous-token "
+                "head lets each value carry its key, and a head at the query attends to the value whose key "
+                "matches. Measured here: a 2-layer attention-only model at lr 3e-3 (held high, batch 128) reaches "
+                "100% test accuracy by step 500, while 2-layer models with MLPs at lr 1e-3 or 3e-3 stall at ~0.39, "
+                "and a single query per sequence stalls at ~0.2 (too few loss positions).",
+                recall,
+                _model_for(recall, n_layers=2, d_model=64, n_heads=4, attn_only=True),
+                TrainConfig(
+                    steps=1500,
+                    lr=3e-3,
+                    weight_decay=0.01,
+                    warmup_steps=200,
+                    schedule="cosine",
+                    decay_steps=20000,
+                    batch_size=128,
+                    steps_per_call=50,
+                    eval_every=100,
+                    checkpoint_every=500,
+                ),
+                "test_acc",
+                0.95,
+            ),
+        ]
+    }
 
 
 RECIPES = _recipes()
@@ -185,9 +278,13 @@ def _summarize_copies(task: Task, model: GPT, test, repeat: np.ndarray, n: int) 
         want = " ".join(task.decode_target(int(t)) for t in targets[i, copy])
         got = " ".join(task.decode_target(int(t)) for t in predictions[i, copy])
         mark = "ok" if got == want else f"{int(right[i, copy].sum())} of {len(copy)} right"
-        lines.append(f"  copied tokens (positions {copy[0] + 1}..{copy[-1] + 1}): {want}\n"
-                     f"           the model predicts: {got}   [{mark}]")
+        lines.append(
+            f"  copied tokens (positions {copy[0] + 1}..{copy[-1] + 1}): {want}\n"
+            f"           the model predicts: {got}   [{mark}]"
+        )
     others = np.asarray(test.mask, bool) & (repeat == 0)
-    lines.append(f"  over all {len(tokens)} test sequences: {right[repeat > 0].mean():.1%} of the copied tokens "
-                 f"predicted, {right[others].mean():.1%} of the random ones (chance {1 / (task.d_vocab - 1):.1%})")
+    lines.append(
+        f"  over all {len(tokens)} test sequences: {right[repeat > 0].mean():.1%} of the copied tokens "
+        f"predicted, {right[others].mean():.1%} of the random ones (chance {1 / (task.d_vocab - 1):.1%})"
+    )
     return "\n".join(lines)

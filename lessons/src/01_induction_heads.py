@@ -29,13 +29,13 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minillm import GPT, act_name
+from minillm import GPT
 from minillm.circuits import composition_scores, full_OV, ov_copying_score
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
+from minillm.losses import cross_entropy, evaluate
 from minillm.plots import plot_attention_patterns, plot_head_heatmap, plot_training_curves
 from minillm.tasks import make_task
-from minillm.losses import cross_entropy, evaluate
 from minillm.weight_processing import process_weights
 
 model = GPT.load("checkpoints/induction/model.safetensors")
@@ -67,7 +67,7 @@ print("positions whose next token is predictable by copying:", np.flatnonzero(wh
 # loss on the repeat collapses. That sudden drop is the *phase change* of Olsson et al.
 
 # %%
-plot_training_curves(metrics, extra=["repeat_loss", "prev_token_score", "induction_score"], title="induction");
+plot_training_curves(metrics, extra=["repeat_loss", "prev_token_score", "induction_score"], title="induction")
 steps = np.array([r["step"] for r in metrics])
 repeat_loss = np.array([r["repeat_loss"] for r in metrics])
 induction = np.array([r["induction_score"] for r in metrics])
@@ -132,8 +132,11 @@ plot_head_heatmap(scores["induction"], "induction score", vmin=0, vmax=1)
 plt.show()
 prev_head = int(np.argmax(scores["previous_token"][0]))
 induction_heads = [h for h in range(model.cfg.n_heads) if scores["induction"][1, h] > 0.5]
-print(f"previous-token head: L0H{prev_head} ({scores['previous_token'][0, prev_head]:.2f});",
-      "induction heads:", ", ".join(f"L1H{h} ({scores['induction'][1, h]:.2f})" for h in induction_heads))
+print(
+    f"previous-token head: L0H{prev_head} ({scores['previous_token'][0, prev_head]:.2f});",
+    "induction heads:",
+    ", ".join(f"L1H{h} ({scores['induction'][1, h]:.2f})" for h in induction_heads),
+)
 
 assert scores["previous_token"][0, prev_head] > 0.8
 assert scores["induction"][1].max() > 0.8 and len(induction_heads) >= 1
@@ -185,10 +188,14 @@ folded = process_weights(model)
 k_comp = np.asarray(composition_scores(folded, "K"))[0, :, 1, :]  # [layer-0 head, layer-1 head]
 baseline = np.asarray(composition_scores(process_weights(GPT(model.cfg, seed=123)), "K"))[0, :, 1, :].mean()
 plot_head_heatmap(k_comp, "K-composition: layer-0 head (row) into layer-1 head (column)")
-plt.gca().set_xlabel("layer-1 head"); plt.gca().set_ylabel("layer-0 head")
+plt.gca().set_xlabel("layer-1 head")
+plt.gca().set_ylabel("layer-0 head")
 plt.show()
-print(f"K-composition from L0H{prev_head} into the induction heads:", np.round(k_comp[prev_head, induction_heads], 3),
-      f"(random model: {baseline:.3f})")
+print(
+    f"K-composition from L0H{prev_head} into the induction heads:",
+    np.round(k_comp[prev_head, induction_heads], 3),
+    f"(random model: {baseline:.3f})",
+)
 
 for h in induction_heads:
     assert np.argmax(k_comp[:, h]) == prev_head, f"L1H{h}'s keys should read most from the previous-token head"
@@ -215,11 +222,15 @@ single = np.array([[repeat_half_loss([(l, h)]) for h in range(model.cfg.n_heads)
 group = repeat_half_loss([(1, h) for h in induction_heads])
 plot_head_heatmap(single / clean, "repeat-half loss with one head mean-ablated (x clean)", cmap="magma")
 plt.show()
-print(f"clean {clean:.2f} nats; all induction heads ablated together: {group:.2f} nats ({group / clean:.0f}x);",
-      f"previous-token head ablated: {single[0, prev_head]:.2f} nats ({single[0, prev_head] / clean:.0f}x)")
+print(
+    f"clean {clean:.2f} nats; all induction heads ablated together: {group:.2f} nats ({group / clean:.0f}x);",
+    f"previous-token head ablated: {single[0, prev_head]:.2f} nats ({single[0, prev_head] / clean:.0f}x)",
+)
 other_head = max((h for h in range(model.cfg.n_heads) if h != prev_head), key=lambda h: single[0, h])
-print(f"the layer-0 head that matters most after the previous-token head: L0H{other_head}",
-      f"({single[0, other_head] / clean:.1f}x; previous-token score {scores['previous_token'][0, other_head]:.2f})")
+print(
+    f"the layer-0 head that matters most after the previous-token head: L0H{other_head}",
+    f"({single[0, other_head] / clean:.1f}x; previous-token score {scores['previous_token'][0, other_head]:.2f})",
+)
 
 assert group / clean > 10, "without the induction heads, copying is gone"
 assert single[0, prev_head] / clean > 10, "without the previous-token head too: the induction heads need it"
@@ -266,7 +277,10 @@ ov = np.asarray(full_OV(folded).AB)  # [layer, head, d_vocab, d_vocab]
 h = induction_heads[0]
 plt.figure(figsize=(4.5, 4))
 plt.imshow(ov[1, h], cmap="RdBu", vmin=-np.abs(ov[1, h]).max(), vmax=np.abs(ov[1, h]).max())
-plt.xlabel("output token"); plt.ylabel("attended token"); plt.colorbar(); plt.title(f"full OV circuit of L1H{h}")
+plt.xlabel("output token")
+plt.ylabel("attended token")
+plt.colorbar()
+plt.title(f"full OV circuit of L1H{h}")
 plt.show()
 top1 = [(ov[1, h].argmax(-1) == np.arange(model.cfg.d_vocab)).mean() for h in induction_heads]
 copying = np.asarray(ov_copying_score(folded))[1, induction_heads]
@@ -308,9 +322,11 @@ check_copying_score(copying_fraction)
 
 # %%
 results = {}
-for name, kw in {"as in training": dict(min_len=4, max_len=31, max_gap=0),
-                 "gap up to 20": dict(min_len=4, max_len=20, max_gap=20),
-                 "gap up to 30": dict(min_len=8, max_len=16, max_gap=30)}.items():
+for name, kw in {
+    "as in training": dict(min_len=4, max_len=31, max_gap=0),
+    "gap up to 20": dict(min_len=4, max_len=20, max_gap=20),
+    "gap up to 30": dict(min_len=8, max_len=16, max_gap=30),
+}.items():
     test_task = make_task("repeated_tokens", d_vocab=64, seq_len=64, loss_on="repeat", n_train=8, n_test=512, **kw)
     loss, accuracy = evaluate(model, jax.tree.map(jnp.asarray, test_task.split(5)[1]))
     results[name] = float(accuracy)
@@ -335,17 +351,29 @@ same_layout = repeated_random_tokens(jax.random.key(7), 64, 31, 64)  # period 31
 other_period = repeated_random_tokens(jax.random.key(7), 64, 30, 64)
 on_training_layout = head_scores(shortcut, same_layout)["induction"]
 on_other_period = head_scores(shortcut, other_period)["induction"]
-gapped = make_task("repeated_tokens", d_vocab=64, seq_len=63, min_len=4, max_len=20, max_gap=20, loss_on="repeat",
-                   n_train=8, n_test=512)
+gapped = make_task(
+    "repeated_tokens",
+    d_vocab=64,
+    seq_len=63,
+    min_len=4,
+    max_len=20,
+    max_gap=20,
+    loss_on="repeat",
+    n_train=8,
+    n_test=512,
+)
 shortcut_acc = float(evaluate(shortcut, jax.tree.map(jnp.asarray, gapped.split(5)[1]))[1])
 _, shortcut_cache = shortcut.run_with_cache(other_period)
 pattern = np.asarray(shortcut_cache["pattern", 0]).mean(0)  # [h, q, k]
 at_offset_30 = np.array([[pattern[h, q, q - 30] for q in range(31, 61)] for h in range(4)]).mean(1)
-print("shortcut model, best induction score on its training layout:", f"{on_training_layout.max():.2f};",
-      f"on period 30: {on_other_period.max():.2f}")
+print(
+    "shortcut model, best induction score on its training layout:",
+    f"{on_training_layout.max():.2f};",
+    f"on period 30: {on_other_period.max():.2f}",
+)
 print("layer-0 attention at q - 30 on period 30 (where the induction target is q - 29):", np.round(at_offset_30, 2))
 print(f"accuracy on the repeat with gaps: shortcut {shortcut_acc:.2f}, induction model {results['gap up to 20']:.2f}")
-plot_attention_patterns(shortcut_cache["pattern", 0][0], title="shortcut model, layer 0, period 30");
+plot_attention_patterns(shortcut_cache["pattern", 0][0], title="shortcut model, layer 0, period 30")
 plt.show()
 
 assert on_training_layout.max() > 0.8, "on its own layout the detector is fooled"
@@ -378,5 +406,9 @@ RETRAIN = False
 if RETRAIN:
     import subprocess
     import sys
-    subprocess.run([sys.executable, "-m", "train", "induction", "--out", "lessons/checkpoints/induction_retrained"],
-                   cwd="..", check=True)
+
+    subprocess.run(
+        [sys.executable, "-m", "train", "induction", "--out", "lessons/checkpoints/induction_retrained"],
+        cwd="..",
+        check=True,
+    )

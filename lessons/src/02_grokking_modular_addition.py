@@ -29,7 +29,6 @@
 # %%
 import json
 
-import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
@@ -55,15 +54,17 @@ print("the split is seeded and stored with the run:", run["train_config"]["data_
 # test accuracy only climbs much later.
 
 # %%
-plot_training_curves(metrics, log_x=True, title="a + b mod 113");
+plot_training_curves(metrics, log_x=True, title="a + b mod 113")
 plt.show()
 steps = np.array([r["step"] for r in metrics])
 train_acc = np.array([r["train_acc"] for r in metrics])
 test_acc = np.array([r["test_acc"] for r in metrics])
 memorised = int(steps[np.argmax(train_acc > 0.99)])
 generalised = int(steps[np.argmax(test_acc > 0.99)])
-print(f"train accuracy > 99% at step {memorised} (test accuracy then {test_acc[steps == memorised][0]:.2f});",
-      f"test accuracy > 99% at step {generalised}")
+print(
+    f"train accuracy > 99% at step {memorised} (test accuracy then {test_acc[steps == memorised][0]:.2f});",
+    f"test accuracy > 99% at step {generalised}",
+)
 
 assert train_acc.max() > 0.99 and test_acc[-1] > 0.99
 assert test_acc[steps == memorised][0] < 0.3, "when it has memorised, it has not generalised"
@@ -84,10 +85,12 @@ norms = F.embedding_fourier_norms(model)  # [p // 2 + 1]: constant, then frequen
 key_freqs = F.key_frequencies(model)
 key_share = F.norm_fraction(norms, key_freqs)
 random_keys = F.key_frequencies(GPT(model.cfg, seed=1))
-plot_fourier_norms(norms, key_freqs=key_freqs, title="norm of W_E in each frequency (key frequencies in red)");
+plot_fourier_norms(norms, key_freqs=key_freqs, title="norm of W_E in each frequency (key frequencies in red)")
 plt.show()
-print(f"key frequencies: {key_freqs}, carrying {key_share:.0%} of the embedding's (non-constant) norm;",
-      f"an untrained model has {len(random_keys)}")
+print(
+    f"key frequencies: {key_freqs}, carrying {key_share:.0%} of the embedding's (non-constant) norm;",
+    f"an untrained model has {len(random_keys)}",
+)
 
 assert 2 <= len(key_freqs) <= 8 and key_share > 0.7
 assert random_keys == []
@@ -169,15 +172,23 @@ fig, axes = plt.subplots(1, 4, figsize=(13, 3), layout="constrained")
 for ax, n in zip(axes, np.flatnonzero(well)[:4]):
     ax.imshow(post[:, :, n], cmap="viridis")
     ax.set_title(f"neuron {n}: k = {fit.freq[n]}, {fit.frac[n]:.2f}", fontsize=9)
-    ax.set_xlabel("b"); ax.set_ylabel("a")
+    ax.set_xlabel("b")
+    ax.set_ylabel("a")
 plt.show()
 clusters = {k: int((fit.freq[well] == k).sum()) for k in sorted(set(fit.freq[well].tolist()))}
 plt.figure(figsize=(6, 2.8))
 plt.bar([str(k) for k in clusters], list(clusters.values()))
-plt.xlabel("best frequency"); plt.ylabel("neurons explained > 0.85"); plt.title("neurons cluster by frequency")
+plt.xlabel("best frequency")
+plt.ylabel("neurons explained > 0.85")
+plt.title("neurons cluster by frequency")
 plt.show()
 print(f"{well.mean():.0%} of neurons are explained by one frequency; by frequency: {clusters}")
-print("attention heads: best frequency", attention_fit.freq.tolist(), "fraction", [round(float(f), 2) for f in attention_fit.frac])
+print(
+    "attention heads: best frequency",
+    attention_fit.freq.tolist(),
+    "fraction",
+    [round(float(f), 2) for f in attention_fit.frac],
+)
 
 assert well.mean() > 0.6
 assert sum(clusters.get(k, 0) for k in key_freqs) > 0.95 * well.sum(), "the neurons use the key frequencies"
@@ -207,13 +218,18 @@ c = 0  # with a = 0, b = 0..112 runs through every value of a + b
 plt.figure(figsize=(6, 3))
 plt.plot(range(p), np.asarray(logits[0, :, c]), ".", label=f"logit of answer c = {c}")
 plt.plot(range(p), np.asarray(F.restricted_logits(logits, key_freqs)[0, :, c]), label="key frequencies only (+ mean)")
-plt.xlabel("a + b (a = 0)"); plt.legend(fontsize=8); plt.title("one answer's logit is a sum of cosines of a + b")
+plt.xlabel("a + b (a = 0)")
+plt.legend(fontsize=8)
+plt.title("one answer's logit is a sum of cosines of a + b")
 plt.show()
 projected = F.projected_embedding_accuracy(model, task, key_freqs)
 without = {k: F.projected_embedding_accuracy(model, task, [f for f in key_freqs if f != k]) for k in key_freqs}
 print(f"loss on all pairs: model {full:.2e}, restricted {restricted:.2e}; excluded loss on train pairs {excluded:.2f}")
-print(f"test accuracy with W_E projected on the key frequencies: {projected:.3f};",
-      "without one of them:", {k: round(v, 3) for k, v in without.items()})
+print(
+    f"test accuracy with W_E projected on the key frequencies: {projected:.3f};",
+    "without one of them:",
+    {k: round(v, 3) for k, v in without.items()},
+)
 
 assert restricted < max(2 * full, 1e-3), "the key-frequency part of the logits does the whole job"
 assert excluded > np.log(p), "and without it the training pairs are worse than a guess"
@@ -273,11 +289,19 @@ keys = ["train_loss", "test_loss", "restricted_loss", "excluded_loss"]
 fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 3.5))
 for k in keys:
     ax1.plot(steps, [r[k] for r in metrics], label=k)
-ax1.set_yscale("log"); ax1.set_xlabel("step"); ax1.legend(fontsize=8); ax1.set_title("losses")
-ax2.plot(steps, [r["sum_sq_weights"] for r in metrics]); ax2.set_title("sum of squared weights"); ax2.set_xlabel("step")
-ax3.plot(steps, [r["embed_fourier_gini"] for r in metrics]); ax3.set_title("Gini of W_E's Fourier norms"); ax3.set_xlabel("step")
+ax1.set_yscale("log")
+ax1.set_xlabel("step")
+ax1.legend(fontsize=8)
+ax1.set_title("losses")
+ax2.plot(steps, [r["sum_sq_weights"] for r in metrics])
+ax2.set_title("sum of squared weights")
+ax2.set_xlabel("step")
+ax3.plot(steps, [r["embed_fourier_gini"] for r in metrics])
+ax3.set_title("Gini of W_E's Fourier norms")
+ax3.set_xlabel("step")
 for ax in (ax1, ax2, ax3):
-    ax.axvline(memorised, color="grey", ls=":"); ax.axvline(generalised, color="grey", ls="--")
+    ax.axvline(memorised, color="grey", ls=":")
+    ax.axvline(generalised, color="grey", ls="--")
 plt.show()
 
 excluded_t = np.array([r["excluded_loss"] for r in metrics])
@@ -286,10 +310,14 @@ weights_t = np.array([r["sum_sq_weights"] for r in metrics])
 gini_t = np.array([r["embed_fourier_gini"] for r in metrics])
 circuit = int(steps[np.argmax((excluded_t > 1.0) & (steps > memorised))])
 half_test = int(steps[np.argmax(test_acc > 0.5)])
-print(f"memorised at {memorised}; excluded loss above 1 nat (circuit in use) from step {circuit};",
-      f"test accuracy above 50% at {half_test}, above 99% at {generalised}")
-print(f"sum of squared weights: peak {weights_t.max():.0f} at step {steps[weights_t.argmax()]}, end {weights_t[-1]:.0f};",
-      f"Gini {gini_t[steps == memorised][0]:.2f} at memorisation, {gini_t[-1]:.2f} at the end")
+print(
+    f"memorised at {memorised}; excluded loss above 1 nat (circuit in use) from step {circuit};",
+    f"test accuracy above 50% at {half_test}, above 99% at {generalised}",
+)
+print(
+    f"sum of squared weights: peak {weights_t.max():.0f} at step {steps[weights_t.argmax()]}, end {weights_t[-1]:.0f};",
+    f"Gini {gini_t[steps == memorised][0]:.2f} at memorisation, {gini_t[-1]:.2f} at the end",
+)
 
 assert excluded_t[steps == memorised][0] < 0.5, "phase 1: memorising does not use the key frequencies"
 assert memorised < circuit < half_test, "phase 2: the circuit is in use before the test accuracy rises"
@@ -317,5 +345,9 @@ RETRAIN = False
 if RETRAIN:
     import subprocess
     import sys
-    subprocess.run([sys.executable, "-m", "train", "modular_addition", "--out",
-                    "lessons/checkpoints/modular_addition_retrained"], cwd="..", check=True)
+
+    subprocess.run(
+        [sys.executable, "-m", "train", "modular_addition", "--out", "lessons/checkpoints/modular_addition_retrained"],
+        cwd="..",
+        check=True,
+    )
