@@ -3,7 +3,8 @@ tests alike (save it with `fig.savefig(path)`)."""
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib
 
@@ -13,8 +14,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 
-def plot_training_curves(metrics: Sequence[dict[str, Any]], *, log_x: bool = False, log_y: bool = True,
-                         title: Optional[str] = None, extra: Sequence[str] = ()):
+def plot_training_curves(
+    metrics: Sequence[dict[str, Any]],
+    *,
+    log_x: bool = False,
+    log_y: bool = True,
+    title: str | None = None,
+    extra: Sequence[str] = (),
+):
     """Loss and accuracy, train and test, against step (one line per seed); `extra` adds panels
     for other logged metrics (e.g. "induction_score")."""
     panels = [("loss", ["train_loss", "test_loss"]), ("accuracy", ["train_acc", "test_acc"])]
@@ -29,8 +36,13 @@ def plot_training_curves(metrics: Sequence[dict[str, Any]], *, log_x: bool = Fal
             for key in keys:
                 values = np.array([r.get(key, np.nan) for r in rows], dtype=float)
                 split = key.split("_")[0]
-                ax.plot(np.maximum(steps, 1) if log_x else steps, values, styles.get(split, "-"),
-                        color=f"C{i}", label=f"{key}" + (f" (seed {seed})" if len(seeds) > 1 else ""))
+                ax.plot(
+                    np.maximum(steps, 1) if log_x else steps,
+                    values,
+                    styles.get(split, "-"),
+                    color=f"C{i}",
+                    label=f"{key}" + (f" (seed {seed})" if len(seeds) > 1 else ""),
+                )
         ax.set_xlabel("step")
         ax.set_ylabel(label)
         if log_x:
@@ -46,12 +58,17 @@ def plot_training_curves(metrics: Sequence[dict[str, Any]], *, log_x: bool = Fal
     return fig
 
 
-def _labels(tokens: Optional[Sequence[str]], n: int) -> list[str]:
+def _labels(tokens: Sequence[str] | None, n: int) -> list[str]:
     return list(tokens) if tokens is not None else [str(i) for i in range(n)]
 
 
-def plot_attention_patterns(pattern, tokens: Optional[Sequence[str]] = None, head_names: Optional[Sequence[str]] = None,
-                            title: Optional[str] = None, max_label_count: int = 40):
+def plot_attention_patterns(
+    pattern,
+    tokens: Sequence[str] | None = None,
+    head_names: Sequence[str] | None = None,
+    title: str | None = None,
+    max_label_count: int = 40,
+):
     """Attention patterns [head, q, k] (or one [q, k]) of one sequence, one panel per head, with the
     tokens on both axes: the row is the token attending (query), the column the token attended to."""
     pattern = np.asarray(pattern)
@@ -80,8 +97,9 @@ def plot_attention_patterns(pattern, tokens: Optional[Sequence[str]] = None, hea
     return fig
 
 
-def plot_head_heatmap(scores, title: str = "", cmap: str = "viridis", vmin=None, vmax=None, annotate: bool = True,
-                      label: str = "score"):
+def plot_head_heatmap(
+    scores, title: str = "", cmap: str = "viridis", vmin=None, vmax=None, annotate: bool = True, label: str = "score"
+):
     """A [layer, head] array (detector scores, patching or ablation effects) as a heatmap."""
     scores = np.asarray(scores)
     n_layers, n_heads = scores.shape
@@ -97,15 +115,22 @@ def plot_head_heatmap(scores, title: str = "", cmap: str = "viridis", vmin=None,
     if annotate and scores.size <= 144:
         for l in range(n_layers):
             for h in range(n_heads):
-                ax.text(h, l, f"{scores[l, h]:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if im.norm(scores[l, h]) < 0.5 else "black")
+                ax.text(
+                    h,
+                    l,
+                    f"{scores[l, h]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if im.norm(scores[l, h]) < 0.5 else "black",
+                )
     fig.colorbar(im, ax=ax, label=label)
     ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def plot_patching(result, tokens: Optional[Sequence[str]] = None, title: str = "", label: str = "metric"):
+def plot_patching(result, tokens: Sequence[str] | None = None, title: str = "", label: str = "metric"):
     """A patching sweep: [layer, pos] as one heatmap, [layer, pos, head] as one panel per layer,
     [layer, head] as a head heatmap. Diverging colours centred on zero."""
     result = np.asarray(result)
@@ -113,8 +138,12 @@ def plot_patching(result, tokens: Optional[Sequence[str]] = None, title: str = "
         return plot_head_heatmap(result, title, cmap="RdBu", label=label)
     vmax = float(np.abs(result).max()) or 1.0
     panels = [result] if result.ndim == 2 else [result[l].T for l in range(result.shape[0])]
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6, 0.25 * result.shape[1]) * len(panels) ** 0.5 + 2,
-                                                        2.2 + 0.35 * panels[0].shape[0]), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(max(6, 0.25 * result.shape[1]) * len(panels) ** 0.5 + 2, 2.2 + 0.35 * panels[0].shape[0]),
+        squeeze=False,
+    )
     for i, (ax, panel) in enumerate(zip(axes[0], panels)):
         im = ax.imshow(panel, cmap="RdBu", vmin=-vmax, vmax=vmax, aspect="auto")
         n_pos = panel.shape[1]
@@ -133,8 +162,13 @@ def plot_patching(result, tokens: Optional[Sequence[str]] = None, title: str = "
     return fig
 
 
-def plot_logit_lens(values, labels: Sequence[str], line_labels: Optional[Sequence[str]] = None,
-                    title: str = "logit lens", ylabel: str = "logit difference"):
+def plot_logit_lens(
+    values,
+    labels: Sequence[str],
+    line_labels: Sequence[str] | None = None,
+    title: str = "logit lens",
+    ylabel: str = "logit difference",
+):
     """Values [component] or [component, line] along the residual stream (e.g. from
     accumulated_resid projected on a logit direction), one line per column."""
     values = np.asarray(values)
@@ -154,8 +188,13 @@ def plot_logit_lens(values, labels: Sequence[str], line_labels: Optional[Sequenc
     return fig
 
 
-def plot_fourier_norms(norms, names: Optional[Sequence[str]] = None, key_freqs: Sequence[int] = (),
-                       title: str = "norm of each Fourier component", ylabel: str = "norm"):
+def plot_fourier_norms(
+    norms,
+    names: Sequence[str] | None = None,
+    key_freqs: Sequence[int] = (),
+    title: str = "norm of each Fourier component",
+    ylabel: str = "norm",
+):
     """Bars of per-frequency (or per-basis-vector) norms, the key frequencies highlighted."""
     norms = np.asarray(norms)
     fig, ax = plt.subplots(figsize=(max(6, 0.09 * len(norms)), 3.2))
@@ -169,5 +208,31 @@ def plot_fourier_norms(norms, names: Optional[Sequence[str]] = None, key_freqs: 
         ax.annotate(str(k), (k, norms[k]), ha="center", va="bottom", fontsize=8, color="C3")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_scores(sweep, *, title: str | None = None, vmin: float = 0.0):
+    """A probe sweep (minillm.probes.probe_sweep) as three heatmaps over hook point (rows, in forward
+    order) and position (columns): the trained model's held-out scores, the untrained control's, and
+    the selectivity (trained minus untrained). NaN (a label that never varies there) shows blank."""
+    panels = [("trained model", sweep.scores), ("untrained control", sweep.untrained)]
+    panels.append(("selectivity (trained - untrained)", sweep.selectivity))
+    short = [n.replace("blocks.", "").replace("hook_", "") for n in sweep.names]
+    positions = ["pooled"] if sweep.positions is None else [str(p) for p in sweep.positions]
+    width = max(4.0, 0.28 * len(positions) + 2.5)
+    fig, axes = plt.subplots(1, 3, figsize=(3 * width, 0.45 * len(short) + 1.8), squeeze=False)
+    metric = "R^2" if sweep.kind == "linear" else "accuracy"
+    for ax, (label, values) in zip(axes[0], panels):
+        low = -1.0 if label.startswith("selectivity") else vmin
+        image = ax.imshow(np.asarray(values, float), aspect="auto", cmap="viridis", vmin=low, vmax=1.0)
+        ax.set_title(f"{label}: held-out {metric}", fontsize=9)
+        ax.set_yticks(range(len(short)), short, fontsize=7)
+        step = max(1, len(positions) // 16)
+        ax.set_xticks(range(0, len(positions), step), positions[::step], fontsize=7)
+        ax.set_xlabel("position")
+        fig.colorbar(image, ax=ax, fraction=0.04)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return fig

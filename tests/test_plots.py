@@ -2,20 +2,35 @@
 
 import numpy as np
 
-from minillm.plots import plot_training_curves
+from minillm.plots import (
+    plot_attention_patterns,
+    plot_fourier_norms,
+    plot_head_heatmap,
+    plot_logit_lens,
+    plot_patching,
+    plot_training_curves,
+)
 
 
 def test_training_curves_render_to_png(tmp_path):
-    rows = [{"step": s, "seed": seed, "train_loss": 1 / (s + 1), "test_loss": 2 / (s + 1), "train_acc": 0.5,
-             "test_acc": 0.4, "induction_score": s / 100} for seed in (0, 1) for s in range(0, 100, 10)]
+    rows = [
+        {
+            "step": s,
+            "seed": seed,
+            "train_loss": 1 / (s + 1),
+            "test_loss": 2 / (s + 1),
+            "train_acc": 0.5,
+            "test_acc": 0.4,
+            "induction_score": s / 100,
+        }
+        for seed in (0, 1)
+        for s in range(0, 100, 10)
+    ]
     fig = plot_training_curves(rows, log_x=True, extra=["induction_score"], title="t")
     path = tmp_path / "curves.png"
     fig.savefig(path)
     assert path.stat().st_size > 5000
     assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 4  # train and test loss, two seeds
-
-
-from minillm.plots import plot_attention_patterns, plot_fourier_norms, plot_head_heatmap, plot_logit_lens, plot_patching
 
 
 def _save(fig, path):
@@ -43,3 +58,15 @@ def test_every_plot_renders_to_png(tmp_path):
         assert _save(fig, tmp_path / f"{name}.png") > 3000, name
     assert len(figs["patterns"].axes) == 5  # 4 heads and a colour bar
     assert len(figs["patch_layer_pos_head"].axes) == 3  # 2 layers and a colour bar
+
+
+def test_probe_scores_render_to_png(tmp_path):
+    from minillm import GPT, GPTConfig
+    from minillm.plots import plot_probe_scores
+    from minillm.probes import probe_sweep
+
+    tokens = np.random.default_rng(0).integers(0, 5, (60, 6)).astype(np.int32)
+    sweep = probe_sweep(GPT(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=6, d_vocab=5)), tokens, tokens == 1)
+    fig = plot_probe_scores(sweep, title="is the token a 1?")
+    assert len(fig.axes) == 6  # three panels, each with its colorbar
+    _save(fig, tmp_path / "probes.png")
