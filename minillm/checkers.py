@@ -103,3 +103,32 @@ def check_excluded_logits(fn: Callable) -> None:
     for p, freqs in [(11, [2]), (23, [3, 7])]:
         logits = jnp.asarray(rng.normal(size=(p, p, p)), jnp.float32)
         _compare(f"excluded logits for p = {p}", fn(logits, freqs), excluded_logits(logits, freqs), atol=1e-4)
+
+
+def check_ridge_probe(fn: Callable) -> None:
+    """fn(acts [n, d], labels [n], lam) -> (w [d], b): the ridge regression that minimises
+    sum((acts @ w + b - labels)^2) + lam * |w|^2 (the bias b is not penalised)."""
+    rng = np.random.default_rng(7)
+    for n, d, lam in [(50, 4, 0.0), (200, 16, 3.0), (30, 40, 10.0)]:
+        acts = rng.normal(size=(n, d)) * rng.uniform(0.5, 3.0, d) + rng.normal(size=d)
+        labels = acts @ rng.normal(size=d) + 0.1 * rng.normal(size=n) + 2.0
+        mean_x, mean_y = acts.mean(0), labels.mean()
+        centred = acts - mean_x
+        w = np.linalg.solve(centred.T @ centred + lam * np.eye(d), centred.T @ (labels - mean_y))
+        got_w, got_b = fn(acts, labels, lam)
+        _compare(f"ridge weights (n={n}, d={d}, lam={lam})", got_w, w, atol=1e-3)
+        _compare(f"ridge bias (n={n}, d={d}, lam={lam})", np.float64(got_b), mean_y - mean_x @ w, atol=1e-3)
+
+
+def check_r2(fn: Callable) -> None:
+    """fn(labels [n], predictions [n]) -> R^2 = 1 - sum((labels - predictions)^2) / sum((labels - mean)^2)."""
+    rng = np.random.default_rng(8)
+    labels = rng.normal(size=100)
+    for name, pred in [
+        ("perfect", labels),
+        ("the mean", np.full(100, labels.mean())),
+        ("noisy", labels + 0.5 * rng.normal(size=100)),
+        ("worse than the mean", -labels),
+    ]:
+        expected = 1.0 - ((labels - pred) ** 2).sum() / ((labels - labels.mean()) ** 2).sum()
+        _compare(f"R^2 of {name} predictions", np.float64(fn(labels, pred)), expected, atol=1e-6)

@@ -220,7 +220,7 @@ def plot_probe_scores(sweep, *, title: str | None = None, vmin: float = 0.0):
     panels.append(("selectivity (trained - untrained)", sweep.selectivity))
     short = [n.replace("blocks.", "").replace("hook_", "") for n in sweep.names]
     positions = ["pooled"] if sweep.positions is None else [str(p) for p in sweep.positions]
-    width = max(4.0, 0.28 * len(positions) + 2.5)
+    width = min(5.5, 0.16 * len(positions) + 2.5)  # per panel, in inches
     fig, axes = plt.subplots(1, 3, figsize=(3 * width, 0.45 * len(short) + 1.8), squeeze=False)
     metric = "R^2" if sweep.kind == "linear" else "accuracy"
     for ax, (label, values) in zip(axes[0], panels):

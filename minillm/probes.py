@@ -9,6 +9,7 @@
     sweep = probe_sweep(model, tokens, labels)       # every residual-stream hook x every position
     sweep.scores, sweep.untrained, sweep.shuffled    # [hook, pos]: the model, and the two controls
     sweep.selectivity                                # scores - untrained (Hewitt and Liang 2019)
+    mass_mean_direction(acts, labels, groups)        # [d]: where the data move as the label grows
 
 A linear probe is ridge regression in closed form; a logistic probe is multinomial logistic
 regression trained with optax (Adam, full batch, a fixed number of steps, inside `lax.scan`).
@@ -143,6 +144,33 @@ def _split(n: int, holdout: float, seed: int) -> tuple[Array, Array]:
     order = np.random.default_rng(seed).permutation(n)
     n_test = int(round(holdout * n))
     return jnp.asarray(order[: n - n_test]), jnp.asarray(order[n - n_test :])
+
+
+def mass_mean_direction(acts, labels, groups=None) -> np.ndarray:
+    """The direction the activations move along as the label grows: [d], in the activations' basis.
+
+    For labels 0/1 it is mean(acts | 1) - mean(acts | 0), the "mass-mean" probe of Marks and
+    Tegmark 2023 ("The Geometry of Truth"); for a number it is the least-squares slope of each
+    activation on the label, the mean shift per unit of label. With `groups` (e.g. the position
+    of each row) both are taken within each group, so that a variable correlated with the group
+    (depth with position) is not confused with it. Unlike a regression probe's weights, which may
+    point wherever the label is predictable, including directions the model never reads, this
+    direction is where the data lie; adding it is the usual steering vector.
+    """
+    acts, labels = np.asarray(acts, np.float64), np.asarray(labels, np.float64)
+    if acts.ndim != 2 or labels.shape != acts.shape[:1]:
+        raise ValueError(f"mass_mean_direction: expected acts [n, d] and labels [n], got {acts.shape}, {labels.shape}")
+    groups = np.zeros(len(labels), int) if groups is None else np.asarray(groups)
+    if groups.shape != labels.shape:
+        raise ValueError(f"mass_mean_direction: groups must be [n] like the labels, got {groups.shape}")
+    x, y = acts.copy(), labels.copy()
+    for g in np.unique(groups):  # centre within each group
+        rows = groups == g
+        x[rows] -= x[rows].mean(0)
+        y[rows] -= y[rows].mean()
+    if not (y**2).sum() > 0:
+        raise ValueError("mass_mean_direction: the label never varies (within a group): there is no direction")
+    return ((x * y[:, None]).sum(0) / (y**2).sum()).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------------

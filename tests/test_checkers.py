@@ -1,6 +1,7 @@
 """The exercise checkers accept a correct answer and reject a wrong one."""
 
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from minillm.checkers import check_copying_score, check_head_mean_ablation, check_previous_token_scores
@@ -56,3 +57,21 @@ def test_fourier_checkers():
     check_excluded_logits(lambda logits, freqs: excluded_logits(logits, freqs))
     with pytest.raises(AssertionError, match="excluded logits"):
         check_excluded_logits(lambda logits, freqs: logits)
+
+
+def test_probe_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
+    from minillm.checkers import check_r2, check_ridge_probe
+
+    def ridge(acts, labels, lam):
+        mean_x, mean_y = acts.mean(0), labels.mean()
+        x = acts - mean_x
+        w = np.linalg.solve(x.T @ x + lam * np.eye(acts.shape[1]), x.T @ (labels - mean_y))
+        return w, mean_y - mean_x @ w
+
+    check_ridge_probe(ridge)
+    with pytest.raises(AssertionError, match="ridge"):
+        check_ridge_probe(lambda a, y, lam: ridge(a, y, 2 * lam + 1.0))  # the penalty counted wrong
+    r2 = lambda y, p: 1 - ((y - p) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    check_r2(r2)
+    with pytest.raises(AssertionError, match="R\\^2"):
+        check_r2(lambda y, p: np.corrcoef(y, p)[0, 1] ** 2)  # squared correlation is not R^2

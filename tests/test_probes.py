@@ -126,3 +126,19 @@ def test_bad_sweeps_are_refused():
         probe_sweep(model, TOKENS, COUNT, ["blocks.0.hook_resid_pr"])
     with pytest.raises(ValueError, match="too few"):
         probe_sweep(model, TOKENS[:4], COUNT[:4])
+
+
+def test_mass_mean_direction_is_the_mean_shift_per_unit_of_label():
+    from minillm.probes import mass_mean_direction
+
+    rng = np.random.default_rng(5)
+    shift = rng.normal(size=8)
+    y = rng.integers(0, 2, 400)
+    x = rng.normal(size=(400, 8)) + np.outer(y, shift)
+    np.testing.assert_allclose(mass_mean_direction(x, y), x[y == 1].mean(0) - x[y == 0].mean(0), rtol=1e-5)
+    depth = rng.integers(0, 5, 400).astype(float)
+    group = rng.integers(0, 3, 400)
+    x = rng.normal(size=(400, 8)) * 0.1 + np.outer(depth, shift) + np.outer(group, 10 * rng.normal(size=8))
+    np.testing.assert_allclose(mass_mean_direction(x, depth, group), shift, atol=0.02)  # the group offset removed
+    with pytest.raises(ValueError, match="never varies"):
+        mass_mean_direction(x, np.ones(400))

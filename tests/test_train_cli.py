@@ -107,3 +107,18 @@ def test_induction_summary_shows_the_copies_and_scores_them():
     untrained = copied_and_random(GPT(RECIPES["induction"].model))
     assert trained[0] > 90 and trained[1] < 10
     assert untrained[0] < 10
+
+
+def test_bracket_depth_metrics_and_summary_tell_a_trained_model_from_an_untrained_one():
+    """prob_r2 (the match to the exact P(")")) is near 1 for the shipped model and near 0 or below
+    for an untrained one; excess loss the other way round; the summary prints both rows."""
+    from train.recipes import summarize
+
+    recipe = RECIPES["bracket_depth"]
+    (measure,) = recipe.make_metrics(recipe.task).values()
+    trained = GPT.load(os.path.join(ROOT, "lessons/checkpoints/bracket_depth/model.safetensors"))
+    good, bad = measure(trained), measure(GPT(recipe.model))
+    assert good["prob_r2"] > 0.98 and good["excess_loss"] < 0.005
+    assert bad["prob_r2"] < 0.2 and bad["excess_loss"] > 0.1
+    text = summarize(recipe, trained, n=2)
+    assert text.count("exact P())") == 2 and text.count("model P())") == 2
