@@ -95,15 +95,18 @@ def fit_probe(
     """Fit a probe on acts [n, d] and score it on the held-out fraction `holdout` of the rows.
 
     linear: ridge regression, labels [n] or [n, k]; `alpha` is the ridge penalty relative to the
-    number of rows (on standardised activations), None: chosen by leave-one-out error.
+    number of rows (on standardised activations), None: chosen by generalised cross-validation.
     logistic: labels [n] integer classes 0..c-1; `steps` of Adam at `lr`, with an L2 penalty `l2`
     on the weights.
     """
     x, y, n_classes = _check(acts, labels, kind, holdout)
-    train, test = _split(x.shape[0], holdout, seed)
-    fit = _fit_linear if kind == "linear" else functools.partial(_fit_logistic, n_classes=n_classes)
-    hyper = dict(alpha=alpha) if kind == "linear" else dict(steps=steps, lr=lr, l2=l2)
-    weight, bias, train_score, score = jax.jit(functools.partial(fit, **hyper))(x, y, train, test)
+    order, n_train = _split(x.shape[0], holdout, seed)
+    x, y = x[order], y[order]  # the train rows first, then the held-out ones
+    if kind == "linear":
+        weight, bias, train_score, score = _fit_linear_jit(x, y, n_train, alpha=alpha)
+    else:
+        hyper = dict(n_classes=n_classes, steps=steps, lr=lr, l2=l2)
+        weight, bias, train_score, score = _fit_logistic_jit(x, y, n_train, **hyper)
     single = kind == "linear" and np.ndim(labels) == 1
     return Probe(kind, np.asarray(weight), np.asarray(bias), float(score), float(train_score), single)
 
@@ -139,11 +142,12 @@ def _check(acts, labels, kind: str, holdout: float) -> tuple[Array, Array, int]:
     return jnp.asarray(acts, jnp.float32), jnp.asarray(y, jnp.float32), 0
 
 
-def _split(n: int, holdout: float, seed: int) -> tuple[Array, Array]:
-    """Row indices (train, test): a permutation of 0..n-1 by `seed`, the last `holdout` held out."""
+def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, int]:
+    """(order, n_train): a permutation of the rows 0..n-1 by `seed`; its first n_train are fitted on,
+    the rest (the fraction `holdout`) held out. The fits take their rows in this order, so that
+    train and held-out rows are slices, not gathers."""
     order = np.random.default_rng(seed).permutation(n)
-    n_test = int(round(holdout * n))
-    return jnp.asarray(order[: n - n_test]), jnp.asarray(order[n - n_test :])
+    return order, n - int(round(holdout * n))
 
 
 def mass_mean_direction(acts, labels, groups=None) -> np.ndarray:
@@ -192,49 +196,53 @@ def _r2(y: Array, pred: Array) -> Array:
 ALPHAS = tuple(float(a) for a in np.logspace(-4, 3, 15))  # the ridge penalties tried, relative to n
 
 
-def _ridge_gram(x: Array, train: Array) -> Array:
+def _ridge_gram(x: Array, n_train: int) -> Array:
     """z^T z [d, d] of the standardised train rows: the matrix ridge regression decomposes."""
-    z = x[train]
+    z = x[:n_train]
     mean, scale = _standardise(z)
     z = (z - mean) / scale
     return z.T @ z
 
 
-def _ridge_finish(x: Array, y: Array, train: Array, test: Array, s: Array, v: Array, *, alpha: float | None):
+def _ridge_finish(x: Array, y: Array, n_train: int, s: Array, v: Array, *, alpha: float | None):
     """Ridge regression from the eigendecomposition z^T z = v diag(s) v^T (see _fit_linear)."""
-    x_tr, y_tr = x[train], y[train]
+    x_tr, y_tr = x[:n_train], y[:n_train]
     mean, scale = _standardise(x_tr)
-    z = (x_tr - mean) / scale  # [n, d], each column variance ~1
     y_mean = y_tr.mean(0)
     yc = y_tr - y_mean
+    n = x_tr.shape[0]
     s = jnp.maximum(s, 0.0)
-    p, q, n = z @ v, v.T @ (z.T @ yc), z.shape[0]  # [n, d], [d, k]
+    q = v.T @ (((x_tr - mean) / scale).T @ yc)  # [d, k]: the targets in the eigenbasis, times sqrt(s)
     lambdas = n * (jnp.asarray(ALPHAS) if alpha is None else jnp.asarray([alpha]))  # [g]
-    inv = 1.0 / (s[None, :] + lambdas[:, None])  # [g, d]
-    fitted = jnp.einsum("nd,gd,dk->gnk", p, inv, q)  # [g, n, k]
-    hat = jnp.einsum("nd,gd->gn", p**2, inv) + 1.0 / n  # [g, n], the intercept's share included
-    loo = (((yc - fitted) / (1.0 - hat)[..., None]) ** 2).mean(axis=(1, 2))  # [g]
-    w_std = v @ (inv[jnp.argmin(loo)][:, None] * q)  # [d, k]
+    shrink = lambdas[:, None] / (s[None, :] + lambdas[:, None])  # [g, d]: what ridge leaves unfitted
+    explained = jnp.where(s > 1e-6 * s.max(), 1.0 / jnp.where(s > 0, s, 1.0), 0.0)[:, None] * q**2  # [d, k]
+    # residual sum of squares for every penalty: the part no direction explains, plus what each
+    # direction leaves unfitted; and the degrees of freedom, the trace of the hat matrix
+    rss = ((yc**2).sum(0) - explained.sum(0))[None] + jnp.einsum("gd,dk->gk", shrink**2, explained)  # [g, k]
+    dof = (1.0 - shrink).sum(1) + 1.0  # [g], the intercept included
+    gcv = rss.sum(1) / n / (1.0 - dof / n) ** 2  # [g]: generalised cross-validation
+    best = jnp.argmin(jnp.where(dof < n - 1, gcv, jnp.inf))
+    w_std = v @ (q / (s + lambdas[best])[:, None])  # [d, k]
     weight = w_std / scale[:, None]  # back to the activations' basis
     bias = y_mean - mean @ weight
-    return weight, bias, _r2(y_tr, x_tr @ weight + bias), _r2(y[test], x[test] @ weight + bias)
+    return weight, bias, _r2(y_tr, x_tr @ weight + bias), _r2(y[n_train:], x[n_train:] @ weight + bias)
 
 
-def _fit_linear(x: Array, y: Array, train: Array, test: Array, *, alpha: float | None):
-    """Ridge regression y ~ x W + b on the train rows -> (W [d, k], b [k], train R^2, test R^2).
+def _fit_linear(x: Array, y: Array, n_train: int, *, alpha: float | None):
+    """Ridge regression y ~ x W + b on the first n_train rows -> (W [d, k], b [k], train R^2, held-out R^2).
 
     On standardised activations z, W = (z^T z + lambda I)^-1 z^T y with lambda = alpha * n_train;
-    alpha None picks it from ALPHAS by leave-one-out error on the train rows, which ridge gives in
-    closed form from one eigendecomposition (the residual over 1 - the hat matrix's diagonal), as
-    scikit-learn's RidgeCV does.
+    alpha None picks it from ALPHAS by generalised cross-validation on the train rows (Golub, Heath
+    and Wahba 1979: leave-one-out error with the hat matrix's diagonal replaced by its mean), which
+    one eigendecomposition gives for every penalty at once.
     """
-    s, v = jnp.linalg.eigh(_ridge_gram(x, train))
-    return _ridge_finish(x, y, train, test, s, v, alpha=alpha)
+    s, v = jnp.linalg.eigh(_ridge_gram(x, n_train))
+    return _ridge_finish(x, y, n_train, s, v, alpha=alpha)
 
 
-def _fit_logistic(x: Array, y: Array, train: Array, test: Array, *, n_classes: int, steps: int, lr: float, l2: float):
-    """Softmax regression on the train rows -> (W [d, c], b [c], train accuracy, test accuracy)."""
-    x_tr, y_tr = x[train], y[train]
+def _fit_logistic(x: Array, y: Array, n_train: int, *, n_classes: int, steps: int, lr: float, l2: float):
+    """Softmax regression on the first n_train rows -> (W [d, c], b [c], train accuracy, held-out accuracy)."""
+    x_tr, y_tr = x[:n_train], y[:n_train]
     mean, scale = _standardise(x_tr)
     z = (x_tr - mean) / scale
     params = (jnp.zeros((x.shape[1], n_classes)), jnp.zeros(n_classes))
@@ -254,8 +262,12 @@ def _fit_logistic(x: Array, y: Array, train: Array, test: Array, *, n_classes: i
     ((w_std, b_std), _), _ = jax.lax.scan(step, (params, optimizer.init(params)), None, length=steps)
     weight = w_std / scale[:, None]
     bias = b_std - mean @ weight
-    accuracy = lambda rows: ((x[rows] @ weight + bias).argmax(-1) == y[rows]).mean()
-    return weight, bias, accuracy(train), accuracy(test)
+    accuracy = lambda x, y: ((x @ weight + bias).argmax(-1) == y).mean()
+    return weight, bias, accuracy(x_tr, y_tr), accuracy(x[n_train:], y[n_train:])
+
+
+_fit_linear_jit = jax.jit(_fit_linear, static_argnames=("n_train", "alpha"))  # compiled once per shape, then reused
+_fit_logistic_jit = jax.jit(_fit_logistic, static_argnames=("n_train", "n_classes", "steps", "lr", "l2"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,12 +353,13 @@ def probe_sweep(
     if kind == "linear" and not np.isfinite(labels).all():
         raise ValueError("probe_sweep: the labels hold NaN or infinite values")
     n_classes = int(labels.max()) + 1 if kind == "logistic" else 0
-    train, test = _split(n, holdout, seed)
+    order, n_train = _split(n, holdout, seed)  # the sequences reordered: train ones first
+    tokens, labels = tokens[order], labels[order]
     shuffle = jnp.asarray(np.random.default_rng(seed + 1).permutation(n))
     control_model = GPT(model.cfg) if control_model is None else control_model
     hyper = dict(alpha=alpha) if kind == "linear" else dict(steps=steps, lr=lr, l2=l2, n_classes=n_classes)
     out = _sweep(
-        model, control_model, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels), train, test, shuffle,
+        model, control_model, jnp.asarray(tokens, jnp.int32), jnp.asarray(labels), n_train, shuffle,
         names=tuple(names), positions=None if pos_list is None else tuple(pos_list), kind=kind,
         hyper=tuple(sorted(hyper.items())),
     )  # fmt: skip
@@ -357,8 +370,8 @@ def probe_sweep(
     )  # fmt: skip
 
 
-@functools.partial(jax.jit, static_argnames=("names", "positions", "kind", "hyper"))
-def _sweep(model, control_model, tokens, labels, train, test, shuffle, *, names, positions, kind, hyper):
+@functools.partial(jax.jit, static_argnames=("n_train", "names", "positions", "kind", "hyper"))
+def _sweep(model, control_model, tokens, labels, n_train, shuffle, *, names, positions, kind, hyper):
     """Per name: scores [pos] for the model, the untrained control and shuffled labels, and the
     model's probe weights. The fits of all hooks of one width (x 3 variants x positions) are one
     batch, vmapped; for linear probes only the eigendecompositions run one at a time (lax.map):
@@ -373,12 +386,11 @@ def _sweep(model, control_model, tokens, labels, train, test, shuffle, *, names,
     ys = jnp.stack([labels, labels, labels[shuffle]])  # the model, the untrained model, shuffled labels
 
     if positions is None:  # one probe over all positions: rows are (sequence, position) pairs
-        rows = lambda idx: (idx[:, None] * n_pos + jnp.arange(n_pos)).ravel()
-        fit_train, fit_test = rows(train), rows(test)
+        fit_train = n_train * n_pos  # the train sequences come first, so their rows do too
         as_rows = lambda a: a.reshape(a.shape[0], 1, n * n_pos, -1)  # [F, 1, rows, w]
         y_rows = ys.reshape(3, 1, n * n_pos)
     else:
-        fit_train, fit_test = train, test
+        fit_train = n_train
         as_rows = lambda a: a[:, :, positions].swapaxes(1, 2)  # [F, pos, n, w]
         y_rows = ys[:, :, positions].swapaxes(1, 2)  # [3, pos, n]
     constant = y_rows.min(-1) == y_rows.max(-1)  # [3, pos]: a label that never varies cannot be scored
@@ -392,15 +404,15 @@ def _sweep(model, control_model, tokens, labels, train, test, shuffle, *, names,
         y = jnp.repeat(y_rows, h, axis=0)  # [3h, pos, rows]
         x, y = x.reshape(-1, *x.shape[2:]), y.reshape(-1, y.shape[-1])  # [F, rows, w], [F, rows]
         if kind == "linear":
-            grams = jax.vmap(_ridge_gram, in_axes=(0, None))(x, fit_train)
+            decomposed = 2 * len(x) // 3  # the model's and the untrained model's activations
+            grams = jax.vmap(lambda a: _ridge_gram(a, fit_train))(x[:decomposed])
             s, v = jax.lax.map(jnp.linalg.eigh, grams)  # one matrix per LAPACK call (see above)
+            s, v = (jnp.concatenate([a, a[: decomposed // 2]]) for a in (s, v))  # shuffled labels: same acts
             finish = functools.partial(_ridge_finish, **dict(hyper))
-            w, _, _, score = jax.vmap(finish, in_axes=(0, 0, None, None, 0, 0))(
-                x, y[..., None], fit_train, fit_test, s, v
-            )
+            w, _, _, score = jax.vmap(lambda a, b, s, v: finish(a, b, fit_train, s, v))(x, y[..., None], s, v)
         else:
             fit = functools.partial(_fit_logistic, **dict(hyper))
-            w, _, _, score = jax.vmap(fit, in_axes=(0, 0, None, None))(x, y, fit_train, fit_test)
+            w, _, _, score = jax.vmap(lambda a, b: fit(a, b, fit_train))(x, y)
         score = score.reshape(3, h, -1)  # [variant, hook, pos]
         score = jnp.where(jnp.repeat(constant[:, None], h, axis=1), jnp.nan, score)
         w = w.reshape(3, h, score.shape[-1], *w.shape[1:]).swapaxes(-1, -2)  # [variant, hook, pos, k, w]

@@ -89,7 +89,7 @@ fig = plot_training_curves(metrics, extra=["prob_r2"], title="bracket_depth")
 # minimise the squared error plus `lam * |w|^2`: centre the activations and the labels, solve
 # `(X^T X + lam I) w = X^T y` on the centred data, and recover the bias from the means.
 # (`minillm.probes.fit_probe` does this, standardising the activations first and choosing `lam`
-# by leave-one-out error.)
+# by generalised cross-validation.)
 
 
 # %%
