@@ -571,7 +571,22 @@ def _uniform_dyck(key: Array, batch_size: int, k: int) -> Array:
 
 
 @dataclass(frozen=True)
-class BalancedBrackets(Task):
+class _BracketStrings(Task):
+    """What the bracket tasks share: their token ids and the check that n_brackets is even."""
+
+    START: ClassVar[int] = 0
+    OPEN: ClassVar[int] = 1
+    CLOSE: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        _check_int(self.name, "n_brackets", self.n_brackets, 2)
+        if self.n_brackets % 2:
+            raise ValueError(f"{self.name}: n_brackets must be even, got {self.n_brackets}")
+        self._check_split_sizes()
+
+
+@dataclass(frozen=True)
+class BalancedBrackets(_BracketStrings):
     """Is a string of n_brackets '(' and ')' balanced?
 
     tokens  [START] b_1 .. b_n [END]      (seq_len = n_brackets + 2)
@@ -598,16 +613,7 @@ class BalancedBrackets(Task):
     n_train: int = 1024
     n_test: int = 1024
 
-    START: ClassVar[int] = 0
-    OPEN: ClassVar[int] = 1
-    CLOSE: ClassVar[int] = 2
     END: ClassVar[int] = 3
-
-    def __post_init__(self) -> None:
-        _check_int(self.name, "n_brackets", self.n_brackets, 2)
-        if self.n_brackets % 2:
-            raise ValueError(f"{self.name}: n_brackets must be even, got {self.n_brackets}")
-        self._check_split_sizes()
 
     @property
     def vocab(self) -> tuple[str, ...]:
@@ -679,7 +685,7 @@ def _dyck_completions(n: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class BracketDepth(Task):
+class BracketDepth(_BracketStrings):
     """Predict the next bracket of a uniformly random balanced string: a hidden depth to track.
 
     tokens  [START] b_1 .. b_n            (seq_len = n_brackets + 1)
@@ -700,16 +706,6 @@ class BracketDepth(Task):
     n_brackets: int = 24
     n_train: int = 2048
     n_test: int = 1024
-
-    START: ClassVar[int] = 0
-    OPEN: ClassVar[int] = 1
-    CLOSE: ClassVar[int] = 2
-
-    def __post_init__(self) -> None:
-        _check_int(self.name, "n_brackets", self.n_brackets, 2)
-        if self.n_brackets % 2:
-            raise ValueError(f"{self.name}: n_brackets must be even, got {self.n_brackets}")
-        self._check_split_sizes()
 
     @property
     def vocab(self) -> tuple[str, ...]:

@@ -192,6 +192,7 @@ def test_registry():
         "modular_arithmetic",
         "repeated_tokens",
         "balanced_brackets",
+        "bracket_depth",
         "sorting",
         "reversal",
         "associative_recall",
