@@ -249,7 +249,11 @@ def _evaluate(sae: SAE, acts: Array, chunk_size: int) -> dict[str, Array]:
         x, ok = chunk
         f = sae.encode(x)
         error = ((x - sae.decode(f)) ** 2).sum(-1) * ok
-        return {"sq_error": error.sum(), "l0": ((f > 0).sum(-1) * ok).sum(), "fired": ((f > 0) & (ok[:, None] > 0)).sum(0)}
+        return {
+            "sq_error": error.sum(),
+            "l0": ((f > 0).sum(-1) * ok).sum(),
+            "fired": ((f > 0) & (ok[:, None] > 0)).sum(0),
+        }
 
     out = map_in_chunks(one, (acts, jnp.ones(acts.shape[0])), chunk_size)  # padding rows count 0
     return jax.tree.map(lambda a: a.sum(0), out)
