@@ -132,3 +132,28 @@ def check_r2(fn: Callable) -> None:
     ]:
         expected = 1.0 - ((labels - pred) ** 2).sum() / ((labels - labels.mean()) ** 2).sum()
         _compare(f"R^2 of {name} predictions", np.float64(fn(labels, pred)), expected, atol=1e-6)
+
+
+def check_superposition_model(fn: Callable) -> None:
+    """fn(W [m, n], b [n], x [batch, n]) -> x' = ReLU(x W^T W + b) [batch, n]: the toy model of
+    superposition (Elhage et al. 2022), n features squeezed into m dimensions and read back out."""
+    rng = np.random.default_rng(9)
+    for m, n in [(2, 5), (3, 7)]:
+        W, b, x = rng.normal(size=(m, n)), rng.normal(size=n) * 0.1, rng.uniform(size=(16, n))
+        expected = np.maximum(x @ W.T @ W + b, 0.0)
+        _compare(f"toy model output (m={m}, n={n})", fn(jnp.asarray(W), jnp.asarray(b), jnp.asarray(x)), expected)
+
+
+def check_importance_weighted_loss(fn: Callable) -> None:
+    """fn(x [batch, n], x_hat [batch, n], importance [n]) -> the mean over the batch of
+    sum_i importance_i * (x_i - x_hat_i)^2."""
+    rng = np.random.default_rng(10)
+    x, x_hat = rng.uniform(size=(32, 5)), rng.uniform(size=(32, 5))
+    importance = 0.9 ** np.arange(5)
+    expected = (importance * (x - x_hat) ** 2).sum(-1).mean()
+    _compare(
+        "importance-weighted loss",
+        np.float64(fn(jnp.asarray(x), jnp.asarray(x_hat), jnp.asarray(importance))),
+        expected,
+        atol=1e-5,
+    )

@@ -1,5 +1,6 @@
 """The exercise checkers accept a correct answer and reject a wrong one."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -75,3 +76,14 @@ def test_probe_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
     check_r2(r2)
     with pytest.raises(AssertionError, match="R\\^2"):
         check_r2(lambda y, p: np.corrcoef(y, p)[0, 1] ** 2)  # squared correlation is not R^2
+
+
+def test_superposition_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
+    from minillm.checkers import check_importance_weighted_loss, check_superposition_model
+
+    check_superposition_model(lambda W, b, x: jax.nn.relu(x @ W.T @ W + b))
+    with pytest.raises(AssertionError, match="toy model"):
+        check_superposition_model(lambda W, b, x: x @ W.T @ W + b)  # no ReLU
+    check_importance_weighted_loss(lambda x, y, imp: (imp * (x - y) ** 2).sum(-1).mean())
+    with pytest.raises(AssertionError, match="importance"):
+        check_importance_weighted_loss(lambda x, y, imp: ((x - y) ** 2).sum(-1).mean())  # importance ignored
