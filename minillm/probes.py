@@ -65,13 +65,14 @@ class Probe:
 
     def predict(self, acts) -> np.ndarray:
         """Values [n] or [n, k] (linear), or class ids [n] (logistic), for acts [n, d]."""
-        out = np.asarray(acts, np.float32) @ self.weight + self.bias
+        out = self.logits(acts)
         if self.kind == "logistic":
             return out.argmax(-1)
         return out[:, 0] if self.single_target else out
 
     def logits(self, acts) -> np.ndarray:
-        """Class logits [n, k] of a logistic probe (its probabilities are their softmax)."""
+        """acts @ weight + bias [n, k]: for a logistic probe the class logits (softmax them for
+        probabilities), for a linear one the predicted values."""
         return np.asarray(acts, np.float32) @ self.weight + self.bias
 
     @property

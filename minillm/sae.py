@@ -164,9 +164,8 @@ def train_sae(
         "W_dec": W_dec,
         "b_dec": jnp.asarray(np.median(acts / scale, 0)),
     }
-    optimizer = optax.adam(lr)
     aux_k = min(d_sae, aux_k or (2 * k if k is not None else 32))
-    step_fn = _make_steps(optimizer, k, l1, aux_k, aux_weight, batch_size, dead_after)
+    optimizer, step_fn = _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after)
     state = (params, optimizer.init(params), jnp.zeros(d_sae, jnp.int32))
 
     from tqdm.auto import tqdm
@@ -184,7 +183,13 @@ def train_sae(
     return SAE(p["W_enc"], p["b_enc"], p["W_dec"], p["b_dec"], jnp.asarray(scale), k)
 
 
-def _make_steps(optimizer, k, l1, aux_k, aux_weight, batch_size, dead_after):
+@functools.lru_cache(maxsize=32)
+def _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after):
+    """(optimizer, run): run(state, acts, key, start, n) takes n steps in one compiled lax.scan.
+    Cached on the hyperparameters, so that a second SAE with the same settings (the untrained
+    control, another seed) reuses the compiled program instead of tracing it again."""
+    optimizer = optax.adam(lr)
+
     def encode(params, x):
         pre = (x - params["b_dec"]) @ params["W_enc"] + params["b_enc"]
         return pre, (_topk_relu(pre, k) if k is not None else jax.nn.relu(pre))
@@ -222,7 +227,7 @@ def _make_steps(optimizer, k, l1, aux_k, aux_weight, batch_size, dead_after):
     def run(state, x_all, key, start, n):
         return jax.lax.scan(lambda c, i: step(c, i, x_all, key), state, start + jnp.arange(n))
 
-    return run
+    return optimizer, run
 
 
 # ---------------------------------------------------------------------------------------------

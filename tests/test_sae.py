@@ -89,7 +89,7 @@ def test_gather_activations_matches_the_cache_and_selects_positions():
     _, cache = model.run_with_cache(tokens)
     all_pos = gather_activations(model, tokens, "blocks.1.attn.hook_z", chunk_size=64)
     np.testing.assert_allclose(all_pos, np.asarray(cache["z", 1]).reshape(300 * 25, -1), atol=1e-5)
-    last = gather_activations(model, tokens, ("resid_post", 1) and "blocks.1.hook_resid_post", positions=[-1])
+    last = gather_activations(model, tokens, "blocks.1.hook_resid_post", positions=[-1])
     np.testing.assert_allclose(last, np.asarray(cache["resid_post", 1])[:, -1], atol=1e-5)
 
 
