@@ -6,6 +6,7 @@ intervention is data passed to one call and nothing is left on the model:
     logits = model.run_with_hooks(tokens, [ablate("blocks.1.attn.hook_z", heads=[2])])
     logits = model.run_with_hooks(tokens, ablate_heads(model, [(1, 2), (1, 3)], "mean", reference=cache))
     logits = model.run_with_hooks(tokens, [steer("blocks.0.hook_resid_post", vector, coeff=4.0)])
+    logits = model.run_with_hooks(tokens, [add_noise("hook_embed", 0.3, key, positions=[4, 5])])
 
 `heads`, `neurons` and `positions` select part of the activation (by the axes of its hook: heads
 are axis 2 of q/k/v/z/result and axis 1 of patterns; neurons the last axis of mlp.hook_pre/post;
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from minillm.hooks import ActivationCache, act_name
 from minillm.model import GPT
@@ -29,11 +31,24 @@ def _is_pattern(name: str) -> bool:
     return name.endswith("hook_pattern") or name.endswith("hook_attn_scores")
 
 
+def _check_range(name: str, index, size: int, axis: int) -> None:
+    """Refuse indices outside [-size, size) where they are known (JAX would silently drop them)."""
+    if isinstance(index, jax.core.Tracer):
+        return
+    values = np.asarray(index).ravel()
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{name}: indices along axis {axis} must be integers, got {index!r}")
+    bad = values[(values < -size) | (values >= size)]
+    if bad.size:
+        raise IndexError(f"{name}: index {int(bad[0])} is out of range for axis {axis} of size {size}")
+
+
 def selection_mask(name: str, shape: tuple, heads=None, neurons=None, positions=None) -> jax.Array:
     """Boolean mask over an activation of `shape` at hook `name` selecting heads/neurons/positions."""
     mask = jnp.ones(shape, bool)
 
     def restrict(mask, axis, index):
+        _check_range(name, index, shape[axis], axis)
         keep = jnp.zeros(shape[axis], bool).at[jnp.asarray(index)].set(True)
         view = [1] * len(shape)
         view[axis] = shape[axis]
@@ -118,5 +133,22 @@ def steer(name: str, vector: jax.Array, coeff: float = 1.0, positions=None):
         if positions is None:
             return added
         return jnp.where(selection_mask(name, act.shape, positions=positions), added, act)
+
+    return name, hook
+
+
+def add_noise(name: str, std: float, key: jax.Array, positions=None):
+    """Add Gaussian noise of standard deviation `std` to the activation at `name` (at every
+    position, or at `positions`): the corruption of Meng et al. 2022's causal trace, who add noise of
+    3x the embeddings' standard deviation to the subject's token embeddings. The noise is drawn from
+    `key` for the activation's shape, so the same hook adds the same noise on every call."""
+    if not std >= 0:
+        raise ValueError(f"add_noise: std must be >= 0, got {std!r}")
+
+    def hook(act, hook):
+        noisy = act + std * jax.random.normal(key, act.shape, act.dtype)
+        if positions is None:
+            return noisy
+        return jnp.where(selection_mask(name, act.shape, positions=positions), noisy, act)
 
     return name, hook

@@ -15,6 +15,15 @@ patched, each run starts at layer l from the corrupted run's cached `resid_pre` 
 `patching_metric(logits) -> scalar` must be a JAX function (it is traced). Define it once and reuse
 it: a sweep is compiled once per (metric, activation, layer, shapes) and then cached.
 
+The corrupted run is `corrupted_tokens` through the model, or, with `corruption_hooks`, any run
+that hooks make: Meng et al.'s causal trace (2022, "Locating and Editing Factual Associations in
+GPT") runs the clean prompt with Gaussian noise added to the subject's embeddings,
+
+    noise = add_noise("hook_embed", std, key, positions=[5, 6])      # minillm.interventions
+    trace = get_act_patch_resid_pre(model, tokens, clean_cache, metric, corruption_hooks=[noise])
+
+and every patched run of the sweep is that corrupted run with one clean piece restored.
+
 Attribution patching (Nanda 2023, "Attribution patching: activation patching at industrial scale")
 approximates every patch of a sweep at once to first order: metric(patched) - metric(corrupted) ~
 sum over the patched entries of (clean - corrupted) * d metric / d activation, with the gradient
@@ -33,7 +42,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from minillm.hooks import ActivationCache, act_name
+from minillm.hooks import ActivationCache, FwdHooks, HookPoint, act_name
 from minillm.inputs import check_tokens
 from minillm.model import GPT
 
@@ -109,25 +118,60 @@ def default_chunk_size(batch: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # Activation patching
 # ---------------------------------------------------------------------------------------------
-@partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size"))
+Corruption = tuple[tuple[str, Callable], ...]
+
+
+def _corruption(corruption_hooks: FwdHooks | None) -> Corruption:
+    """The corruption hooks as a hashable tuple of (full hook name, function) pairs."""
+    pairs = []
+    for i, pair in enumerate(corruption_hooks or ()):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise TypeError(f"corruption_hooks[{i}] must be a (hook name, function) pair, got {pair!r}")
+        pairs.append((act_name(pair[0]), pair[1]))
+    return tuple(pairs)
+
+
+def _from_layer(corruption: Corruption, layer: int) -> list:
+    """The corruption hooks that a pass starting at `layer` reaches: those of blocks >= layer and
+    after the blocks (the earlier ones are already in the corrupted resid_pre it starts from)."""
+    kept = []
+    for name, fn in corruption:
+        at = HookPoint(name).layer()
+        if (at is not None and at >= layer) or (at is None and not name.startswith("hook_")):
+            kept.append((name, fn))
+    return kept
+
+
+@partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size", "corruption"))
 def _patch_one_layer(
-    model: GPT, start_resid, clean_act, indices, *, name, layer, patch_setter, patching_metric, chunk_size
+    model: GPT,
+    start_resid,
+    clean_act,
+    indices,
+    *,
+    name,
+    layer,
+    patch_setter,
+    patching_metric,
+    chunk_size,
+    corruption: Corruption = (),
 ):
     """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
+    corrupting = _from_layer(corruption, layer)
 
     def one_patch(index):
         setter = lambda act, hook: patch_setter(act, tuple(index), clean_act)
-        logits = model.run_with_hooks(start_resid, [(name, setter)], start_at_layer=layer)
+        logits = model.run_with_hooks(start_resid, corrupting + [(name, setter)], start_at_layer=layer)
         return patching_metric(logits)
 
     return jax.lax.map(one_patch, indices, batch_size=chunk_size)
 
 
-@jax.jit
-def _resid_pre_of_every_layer(model: GPT, tokens) -> list:
+@partial(jax.jit, static_argnames=("corruption",))
+def _resid_pre_of_every_layer(model: GPT, tokens, corruption: Corruption = ()) -> list:
     """The corrupted run's residual stream entering each block: where each layer's sweep starts."""
     names = [act_name("resid_pre", l) for l in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(tokens, names_filter=names)
+    _, cache = model.run_with_cache(tokens, names_filter=names, fwd_hooks=list(corruption))
     return [cache[name] for name in names]
 
 
@@ -141,10 +185,14 @@ def generic_activation_patch(
     index_axis_names: Sequence[str],
     *,
     chunk_size: int | None = None,
+    corruption_hooks: FwdHooks | None = None,
 ) -> jax.Array:
     """Patch `activation_name` at every index of `index_axis_names` (the first is always "layer").
 
     Returns the metric for each patch, shaped by `index_axis_names`, e.g. [layer, pos, head].
+    `corruption_hooks`: (hook name, function) pairs that make the corrupted run together with
+    `corrupted_tokens` (e.g. noise on the subject's embeddings); each patched run keeps them.
+    Reuse the same hook functions to reuse the compiled sweep.
     """
     if index_axis_names[0] != "layer":
         raise ValueError(f"the first index axis must be 'layer', got {index_axis_names}")
@@ -157,7 +205,8 @@ def generic_activation_patch(
     inner_sizes = [sizes[a] for a in index_axis_names[1:]]
     indices = _index_grid(inner_sizes)
     chunk_size = chunk_size or default_chunk_size(n_batch)
-    corrupted_resid = _resid_pre_of_every_layer(model, corrupted_tokens)
+    corruption = _corruption(corruption_hooks)
+    corrupted_resid = _resid_pre_of_every_layer(model, corrupted_tokens, corruption)
     results = []
     for layer in range(model.cfg.n_layers):  # one compiled sweep per layer (each starts at its layer)
         name = act_name(activation_name, layer)
@@ -171,13 +220,14 @@ def generic_activation_patch(
             patch_setter=patch_setter,
             patching_metric=patching_metric,
             chunk_size=chunk_size,
+            corruption=corruption,
         )
         results.append(values.reshape(inner_sizes))
     return jnp.stack(results)
 
 
 def _sweep(activation_name, index_axis_names, patch_setter, doc):
-    def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+    def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None):
         return generic_activation_patch(
             model,
             corrupted_tokens,
@@ -187,6 +237,7 @@ def _sweep(activation_name, index_axis_names, patch_setter, doc):
             activation_name,
             index_axis_names,
             chunk_size=chunk_size,
+            corruption_hooks=corruption_hooks,
         )
 
     sweep.__doc__ = doc
@@ -276,14 +327,17 @@ get_act_patch_attn_head_pattern_all_pos = _sweep(
 )
 
 
-def get_act_patch_block_every(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None):
+def get_act_patch_block_every(
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
+):
     """resid_pre, attn_out and mlp_out by position, stacked: [3, layer, pos]."""
     sweeps = [get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out]
-    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps])
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps])
 
 
 def get_act_patch_attn_head_all_pos_every(
-    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
 ):
     """Head output, query, key, value and pattern, all positions, stacked: [5, layer, head]."""
     sweeps = [
@@ -293,11 +347,12 @@ def get_act_patch_attn_head_all_pos_every(
         get_act_patch_attn_head_v_all_pos,
         get_act_patch_attn_head_pattern_all_pos,
     ]
-    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps])
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps])
 
 
 def get_act_patch_attn_head_by_pos_every(
-    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
 ):
     """Head output, query, key, value and pattern (by destination), by position: [5, layer, pos, head]."""
     sweeps = [
@@ -306,10 +361,9 @@ def get_act_patch_attn_head_by_pos_every(
         get_act_patch_attn_head_k_by_pos,
         get_act_patch_attn_head_v_by_pos,
     ]
-    out = [s(model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size) for s in sweeps]
-    pattern = get_act_patch_attn_head_pattern_by_pos(
-        model, corrupted_tokens, clean_cache, patching_metric, chunk_size=chunk_size
-    )
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    out = [s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps]
+    pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, patching_metric, **kw)
     return jnp.stack(out + [pattern.transpose(0, 2, 1)])
 
 

@@ -1,12 +1,13 @@
 """Ablations and steering as hook functions."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import CONFIGS, random_tokens
 
 from minillm import GPT, act_name
-from minillm.interventions import ablate, ablate_heads, ablate_neurons, selection_mask, steer
+from minillm.interventions import ablate, ablate_heads, ablate_neurons, add_noise, selection_mask, steer
 
 CFG = CONFIGS["mlp_ln_gelu"]
 
@@ -80,3 +81,28 @@ def test_steering_adds_a_vector_at_chosen_positions(setup):
     assert np.all(diff[:, :4] == 0) and np.all(diff[:, 5:] == 0)
     logits = model.run_with_hooks(tokens, [steer(name, vector, 2.0, positions=[4])])
     np.testing.assert_array_equal(logits[:, :4], model(tokens)[:, :4])  # causal: earlier positions untouched
+
+
+def test_noise_is_added_at_chosen_positions_and_is_the_same_every_call(setup):
+    model, tokens, *_ = setup
+    hook = add_noise("hook_embed", 0.5, jax.random.key(0), positions=[2, 3])
+    _, a = model.run_with_cache(tokens, names_filter="hook_embed", fwd_hooks=[hook])
+    _, b = model.run_with_cache(tokens, names_filter="hook_embed", fwd_hooks=[hook])
+    clean = model.run_with_cache(tokens, names_filter="hook_embed")[1]["hook_embed"]
+    diff = np.asarray(a["hook_embed"] - clean)
+    np.testing.assert_array_equal(a["hook_embed"], b["hook_embed"])
+    assert np.all(diff[:, [0, 1, 4, 5]] == 0)
+    assert 0.4 < diff[:, 2:4].std() < 0.6  # std 0.5
+    with pytest.raises(ValueError, match="std"):
+        add_noise("hook_embed", -1.0, jax.random.key(0))
+
+
+def test_out_of_range_indices_are_refused_not_dropped(setup):
+    model, tokens, *_ = setup
+    with pytest.raises(IndexError, match="out of range"):
+        model.run_with_hooks(tokens, ablate_heads(model, [(0, CFG.n_heads)]))
+    with pytest.raises(IndexError, match="out of range"):
+        model.run_with_hooks(tokens, [steer(act_name("resid_pre", 0), jnp.ones(CFG.d_model), positions=[10])])
+    with pytest.raises(TypeError, match="integers"):
+        selection_mask("blocks.0.hook_resid_pre", (2, 5, 8), positions=[1.5])
+    assert bool(selection_mask("blocks.0.hook_resid_pre", (2, 5, 8), positions=[-1])[0, 4, 0])  # negative: from the end

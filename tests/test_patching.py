@@ -3,6 +3,7 @@ equals the exact patch where the metric is linear in the patched activation."""
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -152,3 +153,26 @@ def test_bad_axes_are_refused():
         P.generic_activation_patch(
             model, corrupted, clean_cache, metric, P.layer_pos_patch_setter, "resid_pre", ("layer", "position")
         )
+
+
+def test_corruption_hooks_make_the_corrupted_run_of_a_sweep():
+    """A causal trace (Meng et al. 2022): noise on two positions' embeddings, clean activations
+    restored one at a time. Each value equals a naive run with the noise hook and the patch hook."""
+    from minillm.interventions import add_noise
+
+    model, clean, _, clean_cache, metric = setup(CFG)
+    noise = add_noise("hook_embed", 2.0, jax.random.key(0), positions=[1, 2])
+    later = (act_name("z", 1), lambda z, hook: z * 0.5)  # a corruption inside a later block, too
+    for sweep, name in [(P.get_act_patch_resid_pre, "resid_pre"), (P.get_act_patch_mlp_out, "mlp_out")]:
+        fast = np.asarray(sweep(model, clean, clean_cache, metric, corruption_hooks=[noise, later]))
+        for layer, pos in itertools.product(range(CFG.n_layers), range(6)):
+            hook_name = act_name(name, layer)
+            patch = lambda act, hook: P.layer_pos_patch_setter(act, (pos,), clean_cache[hook_name])
+            slow = float(metric(model.run_with_hooks(clean, [noise, later, (hook_name, patch)])))
+            np.testing.assert_allclose(fast[layer, pos], slow, atol=1e-5)
+    corrupted = float(metric(model.run_with_hooks(clean, [noise, later])))
+    assert abs(corrupted - float(metric(model(clean)))) > 1e-3
+    # positions after the noise restore nothing at layer 0 (the embeddings there are clean)
+    np.testing.assert_allclose(fast[0, 0], corrupted, atol=1e-5)
+    with pytest.raises(TypeError, match="corruption_hooks"):
+        P.get_act_patch_resid_pre(model, clean, clean_cache, metric, corruption_hooks=[noise[1]])
