@@ -35,6 +35,10 @@ class GPTConfig:
     seed: int = 0
     eps: float = 1e-5  # LayerNorm epsilon
     init_range: float | None = None  # std of weight init; defaults to 0.8 / sqrt(d_model)
+    # Zhong et al. 2023's "attention rate": pattern = rate * softmax(scores) + (1 - rate) * uniform
+    # over the positions a query may see. 1.0 is ordinary attention; 0.0 is constant attention
+    # (their "pizza" models). Not a TransformerLens option.
+    attention_rate: float = 1.0
 
     def __post_init__(self) -> None:
         # Fill the derived defaults (frozen dataclass, so through object.__setattr__).
@@ -75,6 +79,10 @@ class GPTConfig:
             raise ValueError(f"GPTConfig: seed must be an int, got {self.seed!r}")
         if not (isinstance(self.eps, (int, float)) and self.eps > 0):
             raise ValueError(f"GPTConfig: eps must be a positive number, got {self.eps!r}")
+        if isinstance(self.attention_rate, bool) or not (
+            isinstance(self.attention_rate, (int, float)) and 0.0 <= self.attention_rate <= 1.0
+        ):
+            raise ValueError(f"GPTConfig: attention_rate must be in [0, 1], got {self.attention_rate!r}")
         if not (isinstance(self.init_range, (int, float)) and self.init_range > 0):
             raise ValueError(f"GPTConfig: init_range must be positive, got {self.init_range!r}")
 

@@ -64,6 +64,7 @@ class Attention(nnx.Module):
         self.b_Q, self.b_K, self.b_V = _zeros(h, e), _zeros(h, e), _zeros(h, e)  # [h, e]
         self.W_O = _normal(rngs, cfg, h, e, d)  # [h, e, d]
         self.b_O = _zeros(d)  # [d]
+        self.attention_rate = cfg.attention_rate
 
     def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] -> attn_out [b, p, d] (before its hook)
         q = hook("hook_q", jnp.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
@@ -73,7 +74,11 @@ class Attention(nnx.Module):
         n_pos = x.shape[1]
         causal = jnp.tril(jnp.ones((n_pos, n_pos), bool))  # [q, k]: a query sees keys at or before it
         scores = hook("hook_attn_scores", jnp.where(causal, scores, -jnp.inf))  # [b, h, q, k]
-        pattern = hook("hook_pattern", jax.nn.softmax(scores, axis=-1))  # [b, h, q, k]
+        pattern = jax.nn.softmax(scores, axis=-1)  # [b, h, q, k]
+        if self.attention_rate != 1.0:  # mixed with uniform attention (Zhong et al. 2023's pizza models)
+            uniform = causal / causal.sum(axis=-1, keepdims=True)  # [q, k]
+            pattern = self.attention_rate * pattern + (1.0 - self.attention_rate) * uniform
+        pattern = hook("hook_pattern", pattern)  # [b, h, q, k]
         # pattern-weighted values, computed head-major then transposed: the same numbers as
         # einsum("bhqk,bkhe->bqhe"), but that form falls off XLA's fast path on CPU (3x slower)
         z = hook("hook_z", jnp.einsum("bhqk,bkhe->bhqe", pattern, v).transpose(0, 2, 1, 3))  # [b, q, h, e]

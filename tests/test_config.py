@@ -35,6 +35,8 @@ def test_json_round_trip():
         (dict(n_ctx=True), "n_ctx"),
         (dict(eps=0.0), "eps"),
         (dict(d_mlp=0), "d_mlp"),
+        (dict(attention_rate=1.5), "attention_rate"),
+        (dict(attention_rate=True), "attention_rate"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_field_named(change, match):

@@ -2,6 +2,8 @@
 TransformerLens' weight names, and start/stop at a layer. (Hook names: test_hook_points.py; sampling:
 test_sampling.py; input checks: test_inputs.py.)"""
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
@@ -137,3 +139,26 @@ def test_start_and_stop_at_layer_split_the_forward_pass(model, cfg, tokens):
     np.testing.assert_allclose(model(resid, start_at_layer=1), logits, atol=1e-5)
     with pytest.raises(KeyError, match="hook_embed"):  # not reached when starting at layer 1
         model.run_with_hooks(resid, [("hook_embed", lambda x, hook: x)], start_at_layer=1)
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3])
+def test_attention_rate_mixes_the_pattern_with_uniform_attention(cfg, tokens, rate):
+    """Zhong et al.'s attention rate: rate * softmax + (1 - rate) * uniform over the visible keys."""
+    mixed = GPT(dataclasses.replace(cfg, attention_rate=rate))
+    plain = GPT(cfg)  # the same weights (same seed), ordinary attention
+    _, mixed_cache = mixed.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    _, plain_cache = plain.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    n = tokens.shape[1]
+    uniform = np.tril(np.ones((n, n))) / np.arange(1, n + 1)[:, None]
+    expected = rate * np.asarray(plain_cache["pattern", 0]) + (1 - rate) * uniform
+    np.testing.assert_allclose(mixed_cache["pattern", 0], expected, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(mixed_cache["pattern", 0]).sum(-1), 1.0, atol=1e-5)
+    if rate == 0.0:  # constant attention: the scores do not matter
+        weights = dict(mixed.state_dict())
+        weights["blocks.0.attn.W_Q"] = 3.0 * weights["blocks.0.attn.W_Q"] + 1.0
+        scaled = GPT(mixed.cfg)
+        scaled.load_state_dict(weights)
+        np.testing.assert_allclose(scaled(tokens), mixed(tokens), atol=1e-5)
+        plain_scaled = GPT(cfg)  # with softmax attention the same change to W_Q does matter
+        plain_scaled.load_state_dict({**plain.state_dict(), "blocks.0.attn.W_Q": weights["blocks.0.attn.W_Q"]})
+        assert not np.allclose(plain_scaled(tokens), plain(tokens), atol=1e-4)
