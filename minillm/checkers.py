@@ -157,3 +157,25 @@ def check_importance_weighted_loss(fn: Callable) -> None:
         expected,
         atol=1e-5,
     )
+
+
+def check_forward_from_state_dict(fn: Callable) -> None:
+    """fn(weights, cfg, tokens) -> (streams [n_layers + 1, b, p, d], logits [b, p, v_out]): the forward
+    pass rebuilt from `model.state_dict()` by hand. streams[0] is the residual stream entering block 0
+    (token plus position embeddings), streams[l + 1] the stream leaving block l (resid_post)."""
+    configs = [
+        GPTConfig(n_layers=2, d_model=16, n_heads=4, d_mlp=32, n_ctx=8, d_vocab=11, d_vocab_out=7, act_fn="gelu"),
+        GPTConfig(n_layers=3, d_model=12, n_heads=3, n_ctx=8, d_vocab=9, act_fn="relu", seed=3),
+    ]
+    for i, cfg in enumerate(configs):
+        model = GPT(cfg)
+        tokens = jax.random.randint(jax.random.key(i), (3, 8), 0, cfg.d_vocab)
+        logits, cache = model.run_with_cache(tokens)
+        expected = [cache["resid_pre", 0]] + [cache["resid_post", l] for l in range(cfg.n_layers)]
+        streams, got_logits = fn(model.state_dict(), cfg, tokens)
+        if len(streams) != cfg.n_layers + 1:
+            raise AssertionError(f"expected {cfg.n_layers + 1} residual streams (embeddings, then each block's output)")
+        what = f"{cfg.n_layers} layers, act_fn {cfg.act_fn}"
+        for l, (got, want) in enumerate(zip(streams, expected)):
+            _compare(f"residual stream {l} ({what})", got, want, atol=1e-4)
+        _compare(f"logits ({what})", got_logits, logits, atol=1e-4)

@@ -236,3 +236,36 @@ def plot_probe_scores(sweep, *, title: str | None = None, vmin: float = 0.0):
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_causal_trace(
+    traces,
+    tokens: Sequence[str],
+    *,
+    titles: Sequence[str] = ("restore the residual stream", "restore attention output", "restore MLP output"),
+    baseline: float | None = None,
+    row_labels: Sequence[str] | None = None,
+    label: str = "recovered",
+):
+    """A causal trace (Meng et al. 2022): [kind, layer, pos] patching results (e.g. from
+    get_act_patch_block_every with corruption_hooks) as one panel per kind, positions down the rows
+    and layers across, as in the paper. `baseline` (the corrupted run's metric) is the colour floor."""
+    traces = np.asarray(traces)
+    if traces.ndim == 2:
+        traces = traces[None]
+    n_kinds, n_layers, n_pos = traces.shape
+    fig, axes = plt.subplots(1, n_kinds, figsize=(2.2 + 1.6 * n_kinds + 0.35 * n_layers * n_kinds, 1.2 + 0.3 * n_pos))
+    axes = np.atleast_1d(axes)
+    cmaps = ["Purples", "Reds", "Greens", "Blues"]
+    low = float(traces.min()) if baseline is None else baseline
+    high = max(float(traces.max()), low + 1e-6)
+    for i, ax in enumerate(axes):
+        image = ax.imshow(traces[i].T, cmap=cmaps[i % len(cmaps)], vmin=low, vmax=high, aspect="auto")
+        ax.set_yticks(range(n_pos), list(tokens)[:n_pos] if i == 0 else [""] * n_pos, fontsize=7)
+        rows = row_labels if row_labels is not None else [str(l) for l in range(n_layers)]
+        ax.set_xticks(range(n_layers), rows, fontsize=8)
+        ax.set_xlabel("layer")
+        ax.set_title(titles[i] if i < len(titles) else "", fontsize=9)
+        fig.colorbar(image, ax=ax, fraction=0.08, label=label if i == n_kinds - 1 else None)
+    fig.tight_layout()
+    return fig

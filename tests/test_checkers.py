@@ -87,3 +87,26 @@ def test_superposition_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
     check_importance_weighted_loss(lambda x, y, imp: (imp * (x - y) ** 2).sum(-1).mean())
     with pytest.raises(AssertionError, match="importance"):
         check_importance_weighted_loss(lambda x, y, imp: ((x - y) ** 2).sum(-1).mean())  # importance ignored
+
+
+def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
+    """The model's own forward pass passes; one that forgets the final LayerNorm, or gives one
+    stream too few, does not."""
+    from minillm import GPT
+    from minillm.checkers import check_forward_from_state_dict
+
+    def via_model(weights, cfg, tokens, final_ln=True):
+        model = GPT(cfg)
+        model.load_state_dict(weights)
+        _, cache = model.run_with_cache(tokens)
+        streams = [cache["resid_pre", 0]] + [cache["resid_post", l] for l in range(cfg.n_layers)]
+        resid = streams[-1]
+        if final_ln:
+            return jnp.stack(streams), model(tokens)
+        return jnp.stack(streams), resid @ weights["unembed.W_U"] + weights["unembed.b_U"]
+
+    check_forward_from_state_dict(via_model)
+    with pytest.raises(AssertionError, match="logits"):
+        check_forward_from_state_dict(lambda w, c, t: via_model(w, c, t, final_ln=False))
+    with pytest.raises(AssertionError, match="residual streams"):
+        check_forward_from_state_dict(lambda w, c, t: (via_model(w, c, t)[0][:-1], via_model(w, c, t)[1]))

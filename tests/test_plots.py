@@ -4,6 +4,7 @@ import numpy as np
 
 from minillm.plots import (
     plot_attention_patterns,
+    plot_causal_trace,
     plot_fourier_norms,
     plot_head_heatmap,
     plot_logit_lens,
@@ -53,6 +54,8 @@ def test_every_plot_renders_to_png(tmp_path):
         "patch_layer_head": plot_patching(rng.normal(size=(2, 4))),
         "lens": plot_logit_lens(rng.normal(size=(3, 2)), ["0_pre", "1_pre", "final"], ["a", "b"]),
         "fourier": plot_fourier_norms(rng.random(57), key_freqs=[14, 35]),
+        "trace": plot_causal_trace(rng.random((3, 2, 7)), tokens, baseline=0.1),
+        "one_trace": plot_causal_trace(rng.random((2, 7)), tokens, titles=["resid"]),
     }
     for name, fig in figs.items():
         assert _save(fig, tmp_path / f"{name}.png") > 3000, name
