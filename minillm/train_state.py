@@ -55,6 +55,13 @@ def run_spec(cfg: GPTConfig, task: Task, tc: TrainConfig, seeds: Sequence[int] |
     }
 
 
+def _same_config(saved: str | None, this: str) -> bool:
+    try:
+        return saved is not None and GPTConfig.from_json(saved) == GPTConfig.from_json(this)
+    except (ValueError, TypeError):
+        return False
+
+
 def save_train_state(path: str, model, opt_state, data_keys, step: int, elapsed: float, spec: dict[str, str]) -> None:
     model_t, model_paths = _flatten("model/", model)
     opt_t, opt_paths = _flatten("opt/", opt_state)
@@ -75,6 +82,8 @@ def load_train_state(path: str, model_template, opt_template, spec: dict[str, st
     if meta.get("kind") != "train_state":
         raise CheckpointError(f"{path} is not a training checkpoint (kind={meta.get('kind')!r})")
     for field in ("config", "task", "seeds"):
+        if field == "config" and _same_config(meta.get(field), spec[field]):
+            continue  # equal once parsed: a field added to GPTConfig since takes its default
         if meta.get(field) != spec[field]:
             raise CheckpointError(
                 f"cannot resume from {path}: it was made with {field} {meta.get(field)}, this run has {spec[field]}"

@@ -54,3 +54,21 @@ def test_a_state_from_another_run_is_refused(tmp_path, change, field):
         load_train_state(path, model, opt_state, change())
     longer = run_spec(CFG, TASK, dataclasses.replace(TC, steps=99), None)  # only `steps` may change
     assert load_train_state(path, model, opt_state, longer)[3] == 3
+
+
+def test_a_state_saved_before_a_config_field_existed_resumes(tmp_path):
+    """A checkpoint whose config JSON lacks a field added to GPTConfig later (here attention_rate)
+    resumes when the field's default is what the run asks for, and is refused otherwise."""
+    import json
+
+    optimizer = make_optimizer(TC)
+    model, opt_state, key = init_train_state(CFG, optimizer)
+    old = run_spec(CFG, TASK, TC, None)
+    config = json.loads(old["config"])
+    del config["attention_rate"]
+    old["config"] = json.dumps(config, sort_keys=True)
+    path = str(tmp_path / "state.safetensors")
+    save_train_state(path, model, opt_state, key, 3, 0.0, old)
+    assert load_train_state(path, model, opt_state, run_spec(CFG, TASK, TC, None))[3] == 3
+    with pytest.raises(CheckpointError, match="config"):
+        load_train_state(path, model, opt_state, run_spec(dataclasses.replace(CFG, attention_rate=0.5), TASK, TC, None))
