@@ -273,3 +273,8 @@ class GPT(nnx.Module):
     def load(cls, path: str) -> GPT:
         """Read a model written by `save`; a truncated, corrupt or mismatched file is refused."""
         return params.load_model(cls, path)
+
+    @classmethod
+    def load_seeds(cls, directory: str) -> dict[int, GPT]:
+        """{seed: model} from a multi-seed run (`python -m train ... --seeds N`), in order of seed."""
+        return params.load_seeds(cls, directory)

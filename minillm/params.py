@@ -12,6 +12,8 @@ import the model.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,3 +87,23 @@ def stack_models(models: Sequence[Any]) -> Any:
 def unstack_models(stacked: Any, n: int) -> list[Any]:
     """The n models of a stack, each as an ordinary model."""
     return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(n)]
+
+
+def map_seeds(fn: Any, stacked: Any, *args: Any, **kwargs: Any) -> Any:
+    """fn(model, *args, **kwargs) for every model of a stack, as one vmapped call: each output gets a
+    leading [n_seeds] axis. fn must be traceable (JAX arrays out, no float() or numpy inside)."""
+    return jax.vmap(lambda model: fn(model, *args, **kwargs))(stacked)
+
+
+_SEED_FILE = re.compile(r"^model_seed(-?\d+)\.safetensors$")
+
+
+def load_seeds(cls: type, directory: str) -> dict[int, Any]:
+    """{seed: model} from a multi-seed run directory (its model_seed{s}.safetensors files, as
+    `train(..., seeds=...)` writes them), in order of seed. Stack them with stack_models."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"load_seeds: no directory {directory!r}")
+    found = sorted((int(m.group(1)), name) for name in os.listdir(directory) if (m := _SEED_FILE.match(name)))
+    if not found:
+        raise FileNotFoundError(f"load_seeds: no model_seed{{s}}.safetensors files in {directory!r}")
+    return {seed: load_model(cls, os.path.join(directory, name)) for seed, name in found}

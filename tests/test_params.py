@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 from conftest import CONFIGS
 
-from minillm import GPT, CheckpointError
+from minillm import GPT, CheckpointError, GPTConfig
 from minillm.checkpoint import save_tensors
-from minillm.params import load_state_dict, read_model, save_model, stack_models, state_dict, unstack_models
+from minillm.params import (
+    load_state_dict,
+    map_seeds,
+    read_model,
+    save_model,
+    stack_models,
+    state_dict,
+    unstack_models,
+)
 
 CFG = CONFIGS["mlp_ln_gelu"]
 
@@ -50,3 +58,23 @@ def test_stack_then_unstack_gives_back_each_model():
     for original, back in zip(models, unstack_models(stacked, 3)):
         tokens = np.array([[1, 2, 3]])
         np.testing.assert_array_equal(back(tokens), original(tokens))
+
+
+def test_load_seeds_reads_a_multi_seed_run_in_order_of_seed(tmp_path):
+    cfg = GPTConfig(n_layers=1, d_model=8, n_heads=2, n_ctx=4, d_vocab=5)
+    for seed in (10, 2, 0):
+        GPT(cfg, seed=seed).save(str(tmp_path / f"model_seed{seed}.safetensors"))
+    (tmp_path / "model.safetensors").write_bytes(b"not a seed file, ignored")
+    models = GPT.load_seeds(str(tmp_path))
+    assert list(models) == [0, 2, 10]
+    for seed, model in models.items():
+        np.testing.assert_array_equal(model.state_dict()["embed.W_E"], GPT(cfg, seed=seed).state_dict()["embed.W_E"])
+    stacked = stack_models(list(models.values()))
+    norms = map_seeds(lambda m: jnp.linalg.norm(m.embed.W_E[...]), stacked)
+    assert norms.shape == (3,) and len(set(np.asarray(norms).round(6))) == 3
+    with pytest.raises(FileNotFoundError, match="no directory"):
+        GPT.load_seeds(str(tmp_path / "nothing_here"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="model_seed"):
+        GPT.load_seeds(str(empty))
