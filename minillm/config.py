@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 ACT_FNS = ("relu", "gelu")
-NORMALIZATION_TYPES = ("LN", None)
+NORMALIZATION_TYPES = ("LN", "LNPre", None)
+ATTENTION_DIRS = ("causal", "bidirectional")
 POSITIONAL_EMBEDDING_TYPES = ("standard",)
 
 
@@ -39,6 +40,7 @@ class GPTConfig:
     # over the positions a query may see. 1.0 is ordinary attention; 0.0 is constant attention
     # (their "pizza" models). Not a TransformerLens option.
     attention_rate: float = 1.0
+    attention_dir: str = "causal"  # or "bidirectional": every query sees every key (TL's option)
 
     def __post_init__(self) -> None:
         # Fill the derived defaults (frozen dataclass, so through object.__setattr__).
@@ -68,7 +70,11 @@ class GPTConfig:
         if self.act_fn not in ACT_FNS:
             raise ValueError(f"GPTConfig: act_fn must be one of {ACT_FNS}, got {self.act_fn!r}")
         if self.normalization_type not in NORMALIZATION_TYPES:
-            raise ValueError(f"GPTConfig: normalization_type must be 'LN' or None, got {self.normalization_type!r}")
+            raise ValueError(
+                f"GPTConfig: normalization_type must be 'LN', 'LNPre' or None, got {self.normalization_type!r}"
+            )
+        if self.attention_dir not in ATTENTION_DIRS:
+            raise ValueError(f"GPTConfig: attention_dir must be one of {ATTENTION_DIRS}, got {self.attention_dir!r}")
         if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
             raise ValueError(
                 f"GPTConfig: positional_embedding_type must be 'standard', got {self.positional_embedding_type!r}"

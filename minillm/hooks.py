@@ -105,6 +105,23 @@ def act_name(name: str, layer: int | None = None, layer_type: str | None = None)
     return ".".join(parts)
 
 
+_NEGATIVE_LAYER_RE = re.compile(r"^blocks\.(-\d+)\.")
+
+
+def resolve_layer(name: str, n_layers: int) -> str:
+    """ "blocks.-1.hook_resid_post" -> "blocks.{n_layers - 1}.hook_resid_post": negative layers count
+    from the end, as in TransformerLens. A name out of range is returned as it is (and so is unknown)."""
+    match = _NEGATIVE_LAYER_RE.match(name)
+    if match is None or not -n_layers <= int(match.group(1)) < 0:
+        return name
+    return f"blocks.{n_layers + int(match.group(1))}." + name[match.end() :]
+
+
+def _n_layers_of(names: Sequence[str]) -> int:
+    layers = [int(m.group(1)) for n in names if (m := _LAYER_RE.match(n))]
+    return max(layers) + 1 if layers else 0
+
+
 def unknown_name_error(name: str, valid: Sequence[str], what: str = "hook point") -> KeyError:
     """A KeyError that names the nearest valid names."""
     near = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
@@ -118,6 +135,15 @@ def _check_spec(spec: Any, what: str) -> None:
     if isinstance(spec, (list, tuple)) and all(isinstance(n, str) for n in spec):
         return
     raise TypeError(f"{what}: expected a hook name, a list of names or a predicate, got {spec!r}")
+
+
+def _resolve_spec(spec: Any, n_layers: int | None) -> Any:
+    """Names in a spec with negative layers resolved (predicates are left as they are)."""
+    if n_layers is None or callable(spec):
+        return spec
+    if isinstance(spec, str):
+        return resolve_layer(spec, n_layers)
+    return [resolve_layer(n, n_layers) for n in spec]
 
 
 def _selects(spec: NameFilter, name: str) -> bool:
@@ -163,15 +189,16 @@ class Hooks:
     refuses a name that the pass never reached.
     """
 
-    def __init__(self, fwd_hooks: FwdHooks = (), cache: NameFilter | bool = False):
+    def __init__(self, fwd_hooks: FwdHooks = (), cache: NameFilter | bool = False, n_layers: int | None = None):
         self.fwd_hooks: list[tuple[NameFilter, HookFn]] = []
         for i, pair in enumerate(fwd_hooks):
             if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and callable(pair[1])):
                 raise TypeError(f"fwd_hooks[{i}] must be a (name or predicate, function) pair, got {pair!r}")
             _check_spec(pair[0], f"fwd_hooks[{i}]")
-            self.fwd_hooks.append((pair[0], pair[1]))
+            self.fwd_hooks.append((_resolve_spec(pair[0], n_layers), pair[1]))
         if cache is not None and cache is not False:
             _check_spec(cache, "names_filter")
+            cache = _resolve_spec(cache, n_layers)
         self.cache_spec = cache
         self.reached: list[str] = []  # every name this pass went through, in order
         self.cache: dict[str, jax.Array] = {}
@@ -207,25 +234,26 @@ class Hooks:
         return ScopedHooks(self, prefix)
 
     def check(self, all_names: Callable[[], Sequence[str]] = lambda: ()) -> None:
-        """Refuse what this pass asked for but never reached. `all_names()` (every hook point of
-        the model) tells a name on another pass's path (start_at_layer ...) from an unknown one."""
+        """Refuse names that are no hook point of the model, and predicates that select none.
+        `all_names()` lists every hook point of the model: a valid name that this pass did not
+        reach (it lies outside start_at_layer..stop_at_layer) is accepted, as TransformerLens
+        does; its hook just does not run, and it is not cached."""
         reached = set(self.reached)
         for i, (spec, _) in enumerate(self.fwd_hooks):
             if callable(spec) and not any(spec(n) for n in self.reached):
-                raise ValueError(f"fwd_hooks[{i}]: the predicate {spec!r} matches no hook point of this pass")
+                if not any(spec(n) for n in all_names()):
+                    raise ValueError(f"fwd_hooks[{i}]: the predicate {spec!r} matches no hook point of the model")
         asked = [n for spec, _ in self.fwd_hooks for n in _named(spec)] + _named(self.cache_spec)
         for name in asked:
             if name not in reached:
                 valid = all_names()
-                if name in valid:
-                    raise KeyError(
-                        f"hook point {name!r} is not on this pass's path (it lies outside "
-                        "start_at_layer..stop_at_layer)"
-                    )
-                raise unknown_name_error(name, valid or self.reached)
+                if name not in valid:
+                    raise unknown_name_error(name, valid or self.reached)
 
-    def activation_cache(self) -> ActivationCache:
-        return ActivationCache(self.cache, self.reached)
+    def activation_cache(self, all_names: Sequence[str] | None = None) -> ActivationCache:
+        """The cached activations; `all_names` (default: the names this pass reached) lets the cache
+        tell a hook point that was not cached from an unknown name."""
+        return ActivationCache(self.cache, self.reached if all_names is None else all_names)
 
 
 def record_hook_shapes(forward: Callable[..., Any], model: Any, tokens: Any) -> dict[str, tuple[int, ...]]:
@@ -290,8 +318,12 @@ class ActivationCache:
 
     def _full_name(self, key: Any) -> str:
         if isinstance(key, tuple):
-            return act_name(*key)
-        return act_name(key) if isinstance(key, str) else key
+            name = act_name(*key)
+        else:
+            name = act_name(key) if isinstance(key, str) else key
+        if isinstance(name, str) and name.startswith("blocks.-"):  # cache["resid_post", -1]
+            name = resolve_layer(name, _n_layers_of(self._all_names or list(self._acts)))
+        return name
 
     def __getitem__(self, key: Any) -> jax.Array:
         name = self._full_name(key)
@@ -299,7 +331,8 @@ class ActivationCache:
             return self._acts[name]
         if name in self._all_names:
             raise KeyError(
-                f"{name!r} is a hook point of this model but was not cached: widen names_filter in run_with_cache"
+                f"{name!r} is a hook point of this model but was not cached: widen names_filter in "
+                "run_with_cache (or the pass did not reach it: start_at_layer / stop_at_layer)"
             )
         raise unknown_name_error(name, self._all_names or list(self._acts))
 
@@ -323,6 +356,13 @@ class ActivationCache:
 
     def to_dict(self) -> dict[str, jax.Array]:
         return dict(self._acts)
+
+    def remove_batch_dim(self) -> ActivationCache:
+        """The cache of a batch of one without its batch axis (TransformerLens' remove_batch_dim)."""
+        sizes = {x.shape[0] for x in self._acts.values()}
+        if sizes - {1}:
+            raise ValueError(f"remove_batch_dim needs a batch of one, got batch size {sorted(sizes)}")
+        return ActivationCache({k: x[0] for k, x in self._acts.items()}, self._all_names)
 
     def __repr__(self) -> str:
         return f"ActivationCache({len(self._acts)} activations: {list(self._acts)[:4]}{'...' if len(self) > 4 else ''})"

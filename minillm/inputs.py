@@ -55,11 +55,30 @@ def check_resid(resid: Any, cfg: GPTConfig) -> jax.Array:
     return resid
 
 
+def check_attention_mask(mask: Any, shape: tuple[int, ...]) -> jax.Array:
+    """An attention mask [batch, pos] of 0s and 1s (0 at padding), shaped like the tokens."""
+    mask = jnp.asarray(mask)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"attention_mask must have the tokens' shape {tuple(shape)}, got {tuple(mask.shape)}")
+    if not isinstance(mask, jax.core.Tracer) and not np.isin(np.asarray(mask), (0, 1)).all():
+        raise ValueError("attention_mask must hold only 0 (padding) and 1 (a real token)")
+    return mask
+
+
 def layer_range(cfg: GPTConfig, start_at_layer: int | None, stop_at_layer: int | None) -> range:
-    """The blocks a pass runs: start_at_layer (default 0) up to, not including, stop_at_layer."""
+    """The blocks a pass runs: start_at_layer (default 0) up to, not including, stop_at_layer.
+    Negative values count from the end, as Python slices (and TransformerLens) do: start_at_layer=-1
+    runs the last block only, stop_at_layer=-1 every block but the last."""
     n = cfg.n_layers
-    start = 0 if start_at_layer is None else start_at_layer
-    stop = n if stop_at_layer is None else stop_at_layer
+    for name, value in (("start_at_layer", start_at_layer), ("stop_at_layer", stop_at_layer)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
+            raise TypeError(f"{name} must be an int or None, got {value!r}")
+    start = 0 if start_at_layer is None else int(start_at_layer)
+    stop = n if stop_at_layer is None else int(stop_at_layer)
+    start, stop = (start + n if start < 0 else start), (stop + n if stop < 0 else stop)
     if not (0 <= start <= stop <= n):
-        raise ValueError(f"need 0 <= start_at_layer ({start}) <= stop_at_layer ({stop}) <= n_layers ({n})")
+        raise ValueError(
+            f"need 0 <= start_at_layer ({start_at_layer}) <= stop_at_layer ({stop_at_layer}) <= n_layers ({n}), "
+            "negative values counting from the end"
+        )
     return range(start, stop)

@@ -40,6 +40,51 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return (jnp.log1p(jnp.expm1(-shift) + others.sum(axis=-1, keepdims=True)) + shift)[..., 0]
 
 
+def next_token_loss(
+    logits: jax.Array, tokens: jax.Array, attention_mask: jax.Array | None = None, per_token: bool = False
+) -> jax.Array:
+    """TransformerLens' language-model loss (`lm_cross_entropy_loss`): the cross-entropy of each
+    position's logits against the next token, logits [b, p, v] and tokens [b, p]. The mean over the
+    p - 1 predicted positions, or per_token=True: [b, p - 1]. `attention_mask` [b, p] (1 for real
+    tokens) leaves out predictions of, and from, padding, as TransformerLens does."""
+    if logits.ndim != 3 or tokens.shape != logits.shape[:2]:
+        raise ValueError(f"next_token_loss: logits [b, p, v] and tokens [b, p], got {logits.shape} and {tokens.shape}")
+    if not isinstance(tokens, jax.core.Tracer) and int(jnp.max(tokens[:, 1:], initial=0)) >= logits.shape[-1]:
+        raise ValueError(
+            f"next_token_loss: a token id {int(jnp.max(tokens[:, 1:]))} has no logit (d_vocab_out = "
+            f"{logits.shape[-1]}): the next-token loss needs the output vocabulary to hold the input tokens"
+        )
+    nll = cross_entropy(logits[:, :-1], tokens[:, 1:])  # [b, p - 1]
+    if attention_mask is None:
+        return nll if per_token else nll.mean()
+    mask = (attention_mask[:, 1:] * attention_mask[:, :-1]).astype(nll.dtype)
+    if per_token:
+        return nll * mask
+    return (nll * mask).sum() / jnp.maximum(mask.sum(), 1.0)
+
+
+RETURN_TYPES = ("logits", "loss", "both", None)
+
+
+def model_output(
+    logits: jax.Array,
+    tokens: jax.Array | None,
+    return_type: str | None,
+    loss_per_token: bool = False,
+    attention_mask: jax.Array | None = None,
+) -> Any:
+    """What a model call returns for TransformerLens' `return_type`: the logits, the next-token loss,
+    both (logits, loss), or None."""
+    if return_type not in RETURN_TYPES:
+        raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+    if return_type is None or return_type == "logits":
+        return None if return_type is None else logits
+    if tokens is None:
+        raise ValueError("the loss needs the tokens: with start_at_layer, pass tokens=...")
+    loss = next_token_loss(logits, jnp.asarray(tokens), attention_mask, loss_per_token)
+    return loss if return_type == "loss" else (logits, loss)
+
+
 def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, jax.Array]:
     """Mean cross-entropy and accuracy over the positions where batch.mask is 1."""
     nll = cross_entropy(logits, batch.targets)  # [b, p]

@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from minillm import params, sampling
+from minillm import losses, params, sampling
 from minillm.config import GPTConfig
-from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter, record_hook_shapes
-from minillm.inputs import check_resid, check_tokens, layer_range
+from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter
+from minillm.inputs import check_attention_mask, check_resid, check_tokens, layer_range
 
 Array = jax.Array
 Layer = int | None  # start_at_layer / stop_at_layer: None is the model's first / last
@@ -41,22 +41,25 @@ def _zeros(*shape: int) -> nnx.Param:
 
 
 class LayerNorm(nnx.Module):
-    """LayerNorm as TransformerLens computes it: hook_scale and hook_normalized come before w, b."""
+    """LayerNorm as TransformerLens computes it: hook_scale and hook_normalized come before w, b.
+    normalization_type "LNPre" has no w and b (TransformerLens' LayerNormPre, for folded weights)."""
 
     def __init__(self, cfg: GPTConfig):
-        self.w = nnx.Param(jnp.ones((cfg.d_model,), jnp.float32))  # [d]
-        self.b = _zeros(cfg.d_model)  # [d]
+        if cfg.normalization_type == "LN":
+            self.w = nnx.Param(jnp.ones((cfg.d_model,), jnp.float32))  # [d]
+            self.b = _zeros(cfg.d_model)  # [d]
         self.eps = cfg.eps
 
     def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d]
         x = x - x.mean(axis=-1, keepdims=True)
         scale = hook("hook_scale", jnp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps))  # [b, p, 1]
         x = hook("hook_normalized", x / scale)  # [b, p, d]
-        return x * self.w + self.b
+        return x * self.w + self.b if hasattr(self, "w") else x
 
 
 class Attention(nnx.Module):
-    """Causal multi-head attention, with the weights of each head kept apart: W_Q [h, d, e]."""
+    """Multi-head attention (causal unless cfg.attention_dir is "bidirectional"), with the weights of
+    each head kept apart: W_Q [h, d, e]."""
 
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
@@ -65,19 +68,27 @@ class Attention(nnx.Module):
         self.W_O = _normal(rngs, cfg, h, e, d)  # [h, e, d]
         self.b_O = _zeros(d)  # [d]
         self.attention_rate = cfg.attention_rate
+        self.causal = cfg.attention_dir == "causal"
 
-    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] -> attn_out [b, p, d] (before its hook)
+    def __call__(self, x: Array, hook: HookScope, attention_mask: Array | None = None) -> Array:
+        """x [b, p, d] -> attn_out [b, p, d] (before its hook); attention_mask [b, p], 0 at padding."""
         q = hook("hook_q", jnp.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
         k = hook("hook_k", jnp.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
         v = hook("hook_v", jnp.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
         scores = jnp.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
         n_pos = x.shape[1]
-        causal = jnp.tril(jnp.ones((n_pos, n_pos), bool))  # [q, k]: a query sees keys at or before it
-        scores = hook("hook_attn_scores", jnp.where(causal, scores, -jnp.inf))  # [b, h, q, k]
+        visible = jnp.ones((1, 1, n_pos, n_pos), bool)  # [b, h, q, k]: the keys each query may see
+        if self.causal:
+            visible = visible & jnp.tril(visible)  # a query sees keys at or before it
+        if attention_mask is not None:
+            visible = visible & (attention_mask[:, None, None, :] > 0)  # never a padding key
+        scores = hook("hook_attn_scores", jnp.where(visible, scores, -jnp.inf))  # [b, h, q, k]
         pattern = jax.nn.softmax(scores, axis=-1)  # [b, h, q, k]
         if self.attention_rate != 1.0:  # mixed with uniform attention (Zhong et al. 2023's pizza models)
-            uniform = causal / causal.sum(axis=-1, keepdims=True)  # [q, k]
+            uniform = visible / jnp.maximum(visible.sum(axis=-1, keepdims=True), 1)
             pattern = self.attention_rate * pattern + (1.0 - self.attention_rate) * uniform
+        if attention_mask is not None:  # a padding query that sees no key attends to nothing (as TL)
+            pattern = jnp.where(visible.any(axis=-1, keepdims=True), pattern, 0.0)
         pattern = hook("hook_pattern", pattern)  # [b, h, q, k]
         # pattern-weighted values, computed head-major then transposed: the same numbers as
         # einsum("bhqk,bkhe->bqhe"), but that form falls off XLA's fast path on CPU (3x slower)
@@ -115,16 +126,16 @@ class Block(nnx.Module):
     """resid_mid = resid_pre + attn(ln1(resid_pre)); resid_post = resid_mid + mlp(ln2(resid_mid))."""
 
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
-        use_ln = cfg.normalization_type == "LN"
+        use_ln = cfg.normalization_type is not None
         self.ln1 = LayerNorm(cfg) if use_ln else None
         self.attn = Attention(cfg, rngs)
         self.ln2 = LayerNorm(cfg) if use_ln and not cfg.attn_only else None
         self.mlp = None if cfg.attn_only else MLP(cfg, rngs)
 
-    def __call__(self, resid_pre: Array, hook: HookScope) -> Array:  # [b, p, d] -> [b, p, d]
-        resid_pre = hook("hook_resid_pre", resid_pre)
+    def __call__(self, resid_pre: Array, hook: HookScope, attention_mask: Array | None = None) -> Array:
+        resid_pre = hook("hook_resid_pre", resid_pre)  # [b, p, d]
         attn_in = self.ln1(resid_pre, hook.scope("ln1")) if self.ln1 is not None else resid_pre
-        attn_out = hook("hook_attn_out", self.attn(attn_in, hook.scope("attn")))
+        attn_out = hook("hook_attn_out", self.attn(attn_in, hook.scope("attn"), attention_mask))
         if self.mlp is None:  # attention-only: no resid_mid
             return hook("hook_resid_post", resid_pre + attn_out)
         resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
@@ -160,8 +171,9 @@ class Unembed(nnx.Module):
         self.W_U = _normal(rngs, cfg, cfg.d_model, cfg.d_vocab_out)  # [d, v_out]
         self.b_U = _zeros(cfg.d_vocab_out)  # [v_out]
 
-    def __call__(self, x: Array) -> Array:  # [b, p, d] -> logits [b, p, v_out]
-        return jnp.einsum("bpd,dv->bpv", x, self.W_U) + self.b_U
+    def __call__(self, x: Array, hook: HookScope) -> Array:  # [b, p, d] -> logits [b, p, v_out]
+        x = hook("hook_in", x)
+        return hook("hook_out", jnp.einsum("bpd,dv->bpv", x, self.W_U) + self.b_U)
 
 
 class GPT(nnx.Module):
@@ -184,11 +196,17 @@ class GPT(nnx.Module):
         self.embed = Embed(cfg, rngs)
         self.pos_embed = PosEmbed(cfg, rngs)
         self.blocks = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
-        self.ln_final = LayerNorm(cfg) if cfg.normalization_type == "LN" else None
+        self.ln_final = LayerNorm(cfg) if cfg.normalization_type is not None else None
         self.unembed = Unembed(cfg, rngs)
 
     def forward(
-        self, input: Array, hooks: Hooks, *, start_at_layer: Layer = None, stop_at_layer: Layer = None
+        self,
+        input: Array,
+        hooks: Hooks,
+        *,
+        start_at_layer: Layer = None,
+        stop_at_layer: Layer = None,
+        attention_mask: Array | None = None,
     ) -> Array:
         """The forward pass with explicit hooks (the public calls below build them): tokens [b, p] -> logits."""
         layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
@@ -199,27 +217,28 @@ class GPT(nnx.Module):
             resid = embed + pos_embed
         else:
             resid = check_resid(input, self.cfg)
+        mask = None if attention_mask is None else check_attention_mask(attention_mask, resid.shape[:2])
         for l in layers:
-            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"))  # [b, p, d]
+            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), mask)  # [b, p, d]
         if stop_at_layer is not None:
             return resid  # the residual stream entering block stop_at_layer
         if self.ln_final is not None:
             resid = self.ln_final(resid, hooks.scope("ln_final"))
-        return self.unembed(resid)  # [b, p, v_out]
+        return self.unembed(resid, hooks.scope("unembed"))  # [b, p, v_out]
 
-    def __call__(self, input: Array, *, start_at_layer: Layer = None, stop_at_layer: Layer = None) -> Array:
-        return self.forward(input, Hooks(), start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+    def __call__(self, input: Array, return_type: str | None = "logits", **kwargs: Any) -> Any:
+        """Logits [b, p, v_out] of tokens [b, p]; return_type="loss" / "both" / None and the other
+        keywords as in run_with_cache."""
+        return self.run_with_hooks(input, (), return_type=return_type, **kwargs)
 
-    def run_with_hooks(
-        self, input: Array, fwd_hooks: FwdHooks = (), *, start_at_layer: Layer = None, stop_at_layer: Layer = None
-    ) -> Array:
+    def run_with_hooks(self, input: Array, fwd_hooks: FwdHooks = (), **kwargs: Any) -> Any:
         """Logits of a forward pass in which each `fn(activation, hook)` runs at its hook point(s).
 
         A name in a pair may be a hook name, a list of names, or a predicate on names. `fn` returns a
-        replacement of the same shape and dtype, or None to leave the activation as it is.
+        replacement of the same shape and dtype, or None to leave the activation as it is. The
+        keywords are run_with_cache's.
         """
-        layers = dict(start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
-        return self.run_with_cache(input, names_filter=False, fwd_hooks=fwd_hooks, **layers)[0]
+        return self.run_with_cache(input, names_filter=False, fwd_hooks=fwd_hooks, **kwargs)[0]
 
     def run_with_cache(
         self,
@@ -227,21 +246,49 @@ class GPT(nnx.Module):
         names_filter: NameFilter = None,
         *,
         fwd_hooks: FwdHooks = (),
+        return_type: str | None = "logits",
+        loss_per_token: bool = False,
+        remove_batch_dim: bool = False,
         start_at_layer: Layer = None,
         stop_at_layer: Layer = None,
-    ) -> tuple[Array, ActivationCache]:
+        tokens: Array | None = None,
+        attention_mask: Array | None = None,
+    ) -> tuple[Any, ActivationCache]:
         """Logits and the activations that `names_filter` selects (None: every hook point, False: none).
 
-        With `fwd_hooks`, the cache holds the activations of the hooked run (after each hook).
+        With `fwd_hooks`, the cache holds the activations of the hooked run (after each hook). As in
+        TransformerLens: return_type "logits", "loss" (next-token loss, [b, p - 1] with
+        loss_per_token), "both" (logits, loss) or None; remove_batch_dim (batch 1 only);
+        start_at_layer / stop_at_layer (negative counts from the end; with start_at_layer the input
+        is the residual stream, and `tokens` gives the loss its targets); attention_mask [b, p]
+        (0 at padding: no query attends to a padding key).
         """
-        hooks = Hooks(fwd_hooks, cache=names_filter)
-        out = self.forward(input, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        hooks = Hooks(fwd_hooks, cache=names_filter, n_layers=self.cfg.n_layers)
+        layers = dict(start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
+        out = self.forward(input, hooks, attention_mask=attention_mask, **layers)
         hooks.check(self.hook_names)
-        return out, hooks.activation_cache()
+        partial = start_at_layer is not None or stop_at_layer is not None
+        cache = hooks.activation_cache(self.hook_names() if partial else None)
+        if remove_batch_dim:
+            cache = cache.remove_batch_dim()
+        if stop_at_layer is not None:
+            if return_type != "logits":
+                raise ValueError(f"with stop_at_layer the output is the residual stream, not {return_type!r}")
+            return out, cache
+        targets = tokens if tokens is not None else (input if start_at_layer is None else None)
+        return losses.model_output(out, targets, return_type, loss_per_token, attention_mask), cache
+
+    def loss_fn(
+        self, logits: Array, tokens: Array, attention_mask: Array | None = None, per_token: bool = False
+    ) -> Array:
+        """TransformerLens' next-token cross-entropy (minillm.losses.next_token_loss)."""
+        return losses.next_token_loss(logits, jnp.asarray(tokens), attention_mask, per_token)
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model, in forward order: what one abstract pass reaches."""
-        return list(record_hook_shapes(GPT.forward, self, jnp.zeros((1, 1), jnp.int32)))
+        from minillm.hook_points import hook_names  # it reads the names off this class
+
+        return hook_names(self.cfg)
 
     def generate(
         self, prompt: Array, max_new_tokens: int, *, key: Array | None = None, temperature: float = 1.0

@@ -24,16 +24,18 @@ LN2_HOOKS = {"ln2.hook_scale": "bp1", "ln2.hook_normalized": "bpd"}
 
 def documented_shapes(cfg, b, p):
     size = {"b": b, "p": p, "q": p, "k": p, "d": cfg.d_model, "h": cfg.n_heads, "e": cfg.d_head, "m": cfg.d_mlp, "1": 1}
+    size["v"] = cfg.d_vocab_out
     table = {"hook_embed": "bpd", "hook_pos_embed": "bpd"}
     for l in range(cfg.n_layers):
         per_block = dict(DOCUMENTED_BLOCK_HOOKS)
-        if cfg.normalization_type == "LN":
+        if cfg.normalization_type is not None:  # "LN" or "LNPre"
             per_block |= LN_HOOKS
         if not cfg.attn_only:
-            per_block |= MLP_HOOKS | (LN2_HOOKS if cfg.normalization_type == "LN" else {})
+            per_block |= MLP_HOOKS | (LN2_HOOKS if cfg.normalization_type is not None else {})
         table |= {f"blocks.{l}.{k}": v for k, v in per_block.items()}
-    if cfg.normalization_type == "LN":
+    if cfg.normalization_type is not None:
         table |= {"ln_final.hook_scale": "bp1", "ln_final.hook_normalized": "bpd"}
+    table |= {"unembed.hook_in": "bpd", "unembed.hook_out": "bpv"}  # TransformerLens 3.x's, not yet in the table
     return {name: tuple(size[c] for c in letters) for name, letters in table.items()}
 
 

@@ -201,3 +201,41 @@ def test_cache_is_a_pytree_and_leaves_jit(model, tokens):
     assert cache["pattern", 0].shape[1] == model.cfg.n_heads
     doubled = jax.tree_util.tree_map(lambda x: 2 * x, cache)
     np.testing.assert_allclose(doubled["pattern", 0], 2 * cache["pattern", 0])
+
+
+def test_negative_layers_count_from_the_end_in_cache_keys_and_hook_names(model, cfg, tokens):
+    """As in TransformerLens: cache["resid_post", -1] is the last layer's, and a hook named with
+    blocks.-1 runs at the last block; a negative layer past the first is unknown."""
+    last = cfg.n_layers - 1
+    _, cache = model.run_with_cache(tokens)
+    np.testing.assert_array_equal(cache["resid_post", -1], cache["resid_post", last])
+    np.testing.assert_array_equal(cache["blocks.-1.hook_resid_post"], cache[f"blocks.{last}.hook_resid_post"])
+    assert ("resid_post", -1) in cache
+    seen = []
+    model.run_with_hooks(tokens, [(act_name("resid_pre", -1), lambda x, hook: seen.append(hook.name))])
+    assert seen == [f"blocks.{last}.hook_resid_pre"]
+    _, one = model.run_with_cache(tokens, names_filter=act_name("resid_pre", -1))
+    assert list(one) == [f"blocks.{last}.hook_resid_pre"]
+    with pytest.raises(KeyError):
+        cache["resid_post", -cfg.n_layers - 1]
+    with pytest.raises(KeyError, match="Unknown hook point"):
+        model.run_with_hooks(tokens, [(act_name("resid_pre", -cfg.n_layers - 1), lambda x, hook: x)])
+
+
+def test_remove_batch_dim_drops_the_batch_axis_of_a_batch_of_one(model, tokens):
+    _, full = model.run_with_cache(tokens[:1])
+    _, single = model.run_with_cache(tokens[:1], remove_batch_dim=True)
+    for name in full:
+        np.testing.assert_array_equal(single[name], full[name][0])
+    with pytest.raises(ValueError, match="batch of one"):
+        model.run_with_cache(tokens[:2], remove_batch_dim=True)
+
+
+def test_unembed_hooks_see_the_final_stream_and_the_logits(model, tokens):
+    logits, cache = model.run_with_cache(tokens)
+    np.testing.assert_array_equal(cache["unembed.hook_out"], logits)
+    np.testing.assert_allclose(
+        cache["unembed.hook_in"] @ model.unembed.W_U[...] + model.unembed.b_U[...], logits, atol=1e-5
+    )
+    doubled = model.run_with_hooks(tokens, [("unembed.hook_out", lambda x, hook: 2 * x)])
+    np.testing.assert_allclose(doubled, 2 * logits, atol=1e-5)

@@ -69,7 +69,9 @@ def test_a_bad_residual_stream_is_refused(small, bad):
 def test_layer_ranges_outside_the_model_are_refused(small):
     assert list(layer_range(CFG, None, None)) == list(range(CFG.n_layers))
     assert list(layer_range(CFG, 1, 1)) == []
-    for start, stop in [(-1, None), (None, CFG.n_layers + 1), (2, 1)]:
+    assert list(layer_range(CFG, -1, None)) == [CFG.n_layers - 1]  # negative: from the end, as TL
+    assert list(layer_range(CFG, None, -1)) == list(range(CFG.n_layers - 1))
+    for start, stop in [(-CFG.n_layers - 1, None), (None, CFG.n_layers + 1), (2, 1), (None, -CFG.n_layers - 1)]:
         with pytest.raises(ValueError, match="start_at_layer"):
             layer_range(CFG, start, stop)
     with pytest.raises(ValueError, match="stop_at_layer"):

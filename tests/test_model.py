@@ -137,8 +137,22 @@ def test_start_and_stop_at_layer_split_the_forward_pass(model, cfg, tokens):
     resid = model(tokens, stop_at_layer=1)
     np.testing.assert_allclose(resid, cache["resid_pre", 1], atol=1e-6)
     np.testing.assert_allclose(model(resid, start_at_layer=1), logits, atol=1e-5)
-    with pytest.raises(KeyError, match="hook_embed"):  # not reached when starting at layer 1
-        model.run_with_hooks(resid, [("hook_embed", lambda x, hook: x)], start_at_layer=1)
+    # as in TransformerLens, a hook on a point this pass does not reach is accepted and never runs
+    never = lambda x, hook: x * np.nan
+    np.testing.assert_allclose(
+        model.run_with_hooks(resid, [("hook_embed", never)], start_at_layer=1), logits, atol=1e-5
+    )
+    with pytest.raises(KeyError, match="Unknown hook point"):  # a name no pass has is still refused
+        model.run_with_hooks(resid, [("hook_embedding", never)], start_at_layer=1)
+    _, partial = model.run_with_cache(resid, start_at_layer=1)
+    with pytest.raises(KeyError, match="start_at_layer"):  # and the cache says why it lacks a valid name
+        partial["resid_pre", 0]
+    # negative layers count from the end, as Python slices and TransformerLens do
+    last = cfg.n_layers - 1
+    np.testing.assert_allclose(model(tokens, stop_at_layer=-1), cache["resid_pre", last], atol=1e-6)
+    np.testing.assert_allclose(model(cache["resid_pre", last], start_at_layer=-1), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="start_at_layer"):
+        model(tokens, stop_at_layer=-cfg.n_layers - 1)
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.3])
@@ -162,3 +176,50 @@ def test_attention_rate_mixes_the_pattern_with_uniform_attention(cfg, tokens, ra
         plain_scaled = GPT(cfg)  # with softmax attention the same change to W_Q does matter
         plain_scaled.load_state_dict({**plain.state_dict(), "blocks.0.attn.W_Q": weights["blocks.0.attn.W_Q"]})
         assert not np.allclose(plain_scaled(tokens), plain(tokens), atol=1e-4)
+
+
+def test_bidirectional_attention_sees_every_key(cfg, tokens):
+    """attention_dir="bidirectional" (ARENA's bracket classifier): no causal mask, so a later token
+    changes earlier positions; the pattern is a full softmax over all keys."""
+    model = GPT(dataclasses.replace(cfg, attention_dir="bidirectional"))
+    logits, cache = model.run_with_cache(tokens)
+    pattern = np.asarray(cache["pattern", 0])
+    assert (pattern[:, :, 0, 1:] > 0).all()  # the first query sees later keys
+    np.testing.assert_allclose(pattern.sum(-1), 1.0, atol=1e-5)
+    changed = np.array(tokens).copy()
+    changed[:, -1] = (changed[:, -1] + 1) % cfg.d_vocab
+    assert not np.allclose(model(changed)[:, 0], logits[:, 0], atol=1e-6)
+    with pytest.raises(ValueError, match="attention_dir"):
+        dataclasses.replace(cfg, attention_dir="acausal")
+
+
+def test_lnpre_is_layernorm_without_weights(cfg, tokens):
+    """normalization_type="LNPre" (TransformerLens' LayerNormPre): the LayerNorms have no w and b,
+    and the model equals the "LN" model with w = 1 and b = 0 (its initial values)."""
+    if cfg.normalization_type is None:
+        return
+    pre = GPT(dataclasses.replace(cfg, normalization_type="LNPre"))
+    ln = GPT(cfg)  # same seed: same other weights, and LN starts at w = 1, b = 0
+    assert not any(name.endswith((".w", ".b")) for name in pre.state_dict())
+    np.testing.assert_allclose(pre(tokens), ln(tokens), atol=1e-6)
+    _, cache = pre.run_with_cache(tokens)
+    assert "blocks.0.ln1.hook_scale" in cache and "ln_final.hook_normalized" in cache
+
+
+def test_attention_mask_hides_padding_keys(model, cfg, tokens):
+    """attention_mask [b, p] with 0 at padding: no query attends to a padding key, so what a padding
+    token is does not matter to the real ones; padding queries that see nothing attend to nothing."""
+    mask = np.ones(tokens.shape, np.int32)
+    mask[:, :2] = 0  # left padding
+    logits, cache = model.run_with_cache(tokens, attention_mask=mask)
+    pattern = np.asarray(cache["pattern", 0])
+    assert np.all(pattern[..., :2] == 0)
+    np.testing.assert_allclose(pattern[:, :, 2:].sum(-1), 1.0, atol=1e-5)
+    assert np.all(pattern[:, :, :2] == 0)  # padding queries see no key at all
+    other = np.array(tokens).copy()
+    other[:, :2] = (other[:, :2] + 5) % cfg.d_vocab
+    np.testing.assert_allclose(model(other, attention_mask=mask)[:, 2:], logits[:, 2:], atol=1e-5)
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(tokens, attention_mask=mask[:, 1:])
+    with pytest.raises(ValueError, match="only 0"):
+        model(tokens, attention_mask=mask * 2)
