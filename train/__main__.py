@@ -29,7 +29,10 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="model init and batch order seed")
     parser.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     parser.add_argument(
-        "--seeds", type=int, default=None, help="train N seeds (seed, seed+1, ...) together in one vmapped program"
+        "--seeds",
+        type=int,
+        default=None,
+        help="train N seeds (seed, seed+1, ...) together in one vmapped program (default: the recipe's, often 1)",
     )
     parser.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.safetensors")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -45,7 +48,8 @@ def main(argv=None) -> int:
         tc = dataclasses.replace(tc, seed=args.seed)
     if args.steps is not None:
         tc = dataclasses.replace(tc, steps=args.steps)
-    seeds = None if args.seeds is None else [tc.seed + i for i in range(args.seeds)]
+    n_seeds = args.seeds if args.seeds is not None else recipe.n_seeds
+    seeds = None if n_seeds is None else [tc.seed + i for i in range(n_seeds)]
     out = args.out or os.path.join("runs", recipe.name)
     print(f"recipe {recipe.name}: {recipe.about}\n")
     print(f"model: {recipe.model}\ntrain: {tc}\nout: {out}\n")

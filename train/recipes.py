@@ -32,6 +32,7 @@ class Recipe:
     target_metric: str  # the run worked when this logged metric reaches target_value
     target_value: float
     make_metrics: Callable[[Task], dict[str, MetricFn]] = field(default=lambda task: {})
+    n_seeds: int | None = None  # train this many seeds together by default (--seeds overrides)
 
     def reached(self, row: dict) -> bool:
         return row.get(self.target_metric, -np.inf) >= self.target_value
@@ -130,6 +131,11 @@ def _recipes() -> dict[str, Recipe]:
     sorting = make_task("sorting")
     reversal = make_task("reversal")
     recall = make_task("associative_recall", n_queries=8)
+    mod59 = make_task("modular_arithmetic", p=59, op="add", frac_train=0.8)
+    universality_model = dict(
+        n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None
+    )
+    universality_train = TrainConfig(steps=1000, lr=1e-3, **{**grok_common, "checkpoint_every": 250})
     facts = make_task("factual_recall")
     facts_plain = make_task("factual_recall", distractor_prob=0.0)
     facts_model = _model_for(facts, n_layers=4, d_model=64, n_heads=4, d_mlp=256, act_fn="gelu")
@@ -185,6 +191,37 @@ def _recipes() -> dict[str, Recipe]:
                 "test_acc",
                 0.99,
                 grokking_progress_metrics,
+            ),
+            Recipe(
+                "clock",
+                "8 seeds of a + b mod 59 with ordinary attention: the clock algorithm",
+                "Zhong et al. 2023 ('The Clock and the Pizza'): their task and data (a + b mod 59, 80% of the "
+                "pairs for training) on Nanda et al.'s one-layer model (d_model 128, 4 heads, d_mlp 512, ReLU, no "
+                "LayerNorm; AdamW lr 1e-3, wd 1.0, betas 0.9/0.98, full batch), 8 seeds trained together as one "
+                "vmapped program. Ordinary softmax attention (attention_rate 1): measured here, a seed reaches 99% "
+                "test accuracy in ~250 steps with the clock's signature (distance irrelevance 0.82, gradient "
+                "symmetricity 0.15). Lesson 5 compares the seeds and the pizza family.",
+                mod59,
+                _model_for(mod59, **universality_model),
+                universality_train,
+                "test_acc",
+                0.99,
+                n_seeds=8,
+            ),
+            Recipe(
+                "pizza",
+                "the same with constant attention (attention_rate 0): the pizza algorithm",
+                "As `clock`, but every attention pattern is uniform (GPTConfig.attention_rate = 0, Zhong et al.'s "
+                "attention rate), so '=' sees the two numbers only through the sum of their embeddings. Zhong et "
+                "al. found such models learn the 'pizza' algorithm, whose right-answer logit depends on a - b "
+                "(measured here: distance irrelevance 0.39 against the clock's 0.82, 99% test accuracy at ~550 "
+                "steps). A config field, not a training-time hook, so that the saved model reloads as trained.",
+                mod59,
+                _model_for(mod59, **universality_model, attention_rate=0.0),
+                universality_train,
+                "test_acc",
+                0.99,
+                n_seeds=8,
             ),
             Recipe(
                 "induction",
