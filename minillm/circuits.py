@@ -22,7 +22,8 @@ W_Q, W_K, W_V, W_in, W_U and their biases, the writing weights are centred, and 
 only the per-position scale 1/scale (a positive number per token, which rescales but does not rotate).
 
 Names and definitions follow TransformerLens (`HookedTransformer.QK`, `.OV`,
-`.all_composition_scores`, `utilities.composition_scores`).
+`.all_composition_scores`, `utils.composition_scores`); the model-level call is
+`all_composition_scores(model, mode)`, and `composition_scores(left, right)` is the utility.
 """
 
 from __future__ import annotations
@@ -110,24 +111,43 @@ def composition_score(left: FactoredMatrix, right: FactoredMatrix) -> Array:
     return frobenius(product) / (frobenius(inner_left) * frobenius(inner_right))
 
 
-def composition_scores(model: GPT, mode: str) -> Array:
-    """Q-, K- or V-composition of every head with every head of a later layer: [l1, h1, l2, h2].
+def composition_scores(left: FactoredMatrix, right: FactoredMatrix, broadcast_dims: bool = True) -> Array:
+    """TransformerLens' `utils.composition_scores`: the composition score of every left matrix with
+    every right one, [*left leading dims, *right leading dims] (broadcast_dims=True), or of the pairs
+    their leading dims broadcast into (broadcast_dims=False, as `composition_score`)."""
+    if not (isinstance(left, FactoredMatrix) and isinstance(right, FactoredMatrix)):
+        raise TypeError(
+            "composition_scores(left, right) takes two FactoredMatrix, as TransformerLens' utils.composition_scores; "
+            "for every pair of heads of a model use all_composition_scores(model, mode)"
+        )
+    if broadcast_dims:
+        n_left, n_right = left.ndim - 2, right.ndim - 2
+        left = FactoredMatrix(
+            left.A.reshape(*left.A.shape[:-2], *[1] * n_right, *left.A.shape[-2:]),
+            left.B.reshape(*left.B.shape[:-2], *[1] * n_right, *left.B.shape[-2:]),
+        )
+        right = FactoredMatrix(
+            right.A.reshape(*[1] * n_left, *right.A.shape), right.B.reshape(*[1] * n_left, *right.B.shape)
+        )
+    return composition_score(left, right)
+
+
+def all_composition_scores(model: GPT, mode: str) -> Array:
+    """Q-, K- or V-composition of every head with every head of a later layer: [l1, h1, l2, h2]
+    (TransformerLens' `model.all_composition_scores(mode)`).
 
     The earlier head writes through its OV circuit W_OV^{l1,h1}; the later head reads it as
       "Q": its query,  score(W_OV^{l1,h1}, W_QK^{l2,h2})
       "K": its key,    score(W_OV^{l1,h1}, (W_QK^{l2,h2})^T)
       "V": its value,  score(W_OV^{l1,h1}, W_OV^{l2,h2})
-    with score = `composition_score` (TransformerLens' `all_composition_scores` makes the same
-    choices). Entries with l2 <= l1 (no composition possible) are 0. Ignores LayerNorm unless the
-    model was folded first.
+    with score = `composition_score`. Entries with l2 <= l1 (no composition possible) are 0.
+    Ignores LayerNorm unless the model was folded first.
     """
     if mode not in COMPOSITION_MODES:
-        raise ValueError(f"composition_scores: mode must be one of {COMPOSITION_MODES}, got {mode!r}")
+        raise ValueError(f"all_composition_scores: mode must be one of {COMPOSITION_MODES}, got {mode!r}")
     qk, ov = QK(model), OV(model)
     right = {"Q": qk, "K": qk.T, "V": ov}[mode]
-    left = FactoredMatrix(ov.A[:, :, None, None], ov.B[:, :, None, None])  # [l1, h1, 1, 1, d, d]
-    right = FactoredMatrix(right.A[None, None], right.B[None, None])  # [1, 1, l2, h2, d, d]
-    scores = composition_score(left, right)  # [l1, h1, l2, h2]
+    scores = composition_scores(ov, right)  # [l1, h1, l2, h2]
     layers = jnp.arange(model.cfg.n_layers)
     later = layers[:, None, None, None] < layers[None, None, :, None]  # l1 < l2
     return jnp.where(later, scores, 0.0)

@@ -9,17 +9,18 @@ mdim x mdim problems, and a product with another matrix stays factored. Leading 
 (e.g. [layer, head]) are carried along and broadcast between A and B.
 
     fm = FactoredMatrix(W_V, W_O)          # [layer, head, d_model, d_model], rank d_head
-    U, S, Vh = fm.svd()                    # fm.AB == U @ diag(S) @ Vh, from the factors only
+    U, S, V = fm.svd()                     # fm.AB == U @ diag(S) @ V^T, from the factors only
     fm.norm(), fm.eigenvalues              # [layer, head], [layer, head, d_head]
     (W_E @ fm @ W_U)[0, 3]                 # still factored: [d_vocab, d_vocab_out], rank d_head
 
 The names (AB, BA, T, ldim, mdim, rdim, svd, U, S, V, eigenvalues, norm, get_corner, collapse_l,
-collapse_r, make_even, unsqueeze, pair) are TransformerLens' `FactoredMatrix`, with one deliberate
-difference: here `svd()` returns (U, S, Vh) with fm.AB == U @ diag(S) @ Vh, JAX's and NumPy's
-convention, and `Vh` is that [..., r, rdim] matrix. TransformerLens' `svd()` returns V [..., rdim, r]
-(M == U diag(S) V^T), and its `Vh` property, deprecated, also returns V. `fm.V` here is
-TransformerLens' V. A FactoredMatrix is a JAX pytree (leaves A and B), so it can be passed into and
-returned from `jax.jit` and `jax.vmap`.
+collapse_r, make_even, unsqueeze, pair) are TransformerLens' `FactoredMatrix`, with the same
+meaning: `svd()` returns (U, S, V) with fm.AB == U @ diag(S) @ V^T, V [..., rdim, r] in columns
+(NumPy's and JAX's svd give Vh = V^T instead: careful when mixing them). TransformerLens' `Vh`
+property, a deprecated alias that returns V, is refused here with that explanation rather than
+given a second meaning. Indices are range-checked (JAX would clamp fm[5] on a leading size of 2 to
+fm[1]). A FactoredMatrix is a JAX pytree (leaves A and B), so it can be passed into and returned
+from `jax.jit` and `jax.vmap`.
 
 Reference: Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits" (the QK and OV
 circuits as low-rank matrices); TransformerLens' FactoredMatrix (the interface).
@@ -33,6 +34,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -50,6 +52,20 @@ def _keep_dim(index: Any) -> Any:
         index = int(index)
         return slice(index, index + 1 if index != -1 else None)
     return index
+
+
+def _check_index(entry: Any, size: int, axis: int, shape: tuple[int, ...]) -> None:
+    """Refuse an int or integer array outside [-size, size) along `axis` (JAX would clamp it)."""
+    if isinstance(entry, slice) or isinstance(entry, jax.core.Tracer):
+        return
+    values = np.asarray(entry)
+    if values.dtype == bool:
+        raise IndexError("FactoredMatrix indexing does not take boolean masks")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise IndexError(f"FactoredMatrix indices must be ints, slices or integer arrays, got {entry!r}")
+    bad = values[(values < -size) | (values >= size)]
+    if bad.size:
+        raise IndexError(f"index {int(bad.flat[0])} is out of range for axis {axis} of size {size} (shape {shape})")
 
 
 def _is_traced(*xs: Array) -> bool:
@@ -198,10 +214,8 @@ class FactoredMatrix:
     __rmul__ = __mul__
 
     # --- spectra ----------------------------------------------------------------------------------
-    def svd(self) -> tuple[Array, Array, Array]:
-        """(U [..., ldim, r], S [..., r], Vh [..., r, rdim]) with AB == U @ diag(S) @ Vh, r = min(ldim,
-        mdim, rdim), S descending. Computed from QR decompositions of A and B^T and the SVD of the
-        small core between them; the ldim x rdim product is never formed."""
+    def _svd_h(self) -> tuple[Array, Array, Array]:
+        """(U, S, Vh) with AB == U @ diag(S) @ Vh, cached."""
         if self._svd is not None:
             return self._svd
         result = _svd_of_product(self.A, self.B)
@@ -209,25 +223,35 @@ class FactoredMatrix:
             self._svd = result
         return result
 
+    def svd(self) -> tuple[Array, Array, Array]:
+        """(U [..., ldim, r], S [..., r], V [..., rdim, r]) with AB == U @ diag(S) @ V^T, r = min(ldim,
+        mdim, rdim), S descending: TransformerLens' convention (NumPy's svd returns V^T instead).
+        Computed from QR decompositions of A and B^T and the SVD of the small core between them; the
+        ldim x rdim product is never formed."""
+        U, S, Vh = self._svd_h()
+        return U, S, _swap(Vh)
+
     @property
     def U(self) -> Array:
         """Left singular vectors [..., ldim, r] (columns)."""
-        return self.svd()[0]
+        return self._svd_h()[0]
 
     @property
     def S(self) -> Array:
         """Singular values [..., r], descending."""
-        return self.svd()[1]
-
-    @property
-    def Vh(self) -> Array:
-        """Right singular vectors as rows [..., r, rdim] (TransformerLens' `Vh` returns V instead)."""
-        return self.svd()[2]
+        return self._svd_h()[1]
 
     @property
     def V(self) -> Array:
-        """Right singular vectors as columns [..., rdim, r]: TransformerLens' V, AB == U diag(S) V^T."""
-        return _swap(self.svd()[2])
+        """Right singular vectors as columns [..., rdim, r]: AB == U diag(S) V^T."""
+        return _swap(self._svd_h()[2])
+
+    @property
+    def Vh(self) -> Array:
+        raise AttributeError(
+            "FactoredMatrix.Vh is refused: TransformerLens' Vh is a deprecated alias that returns V (columns), "
+            "not V^T. Use .V ([..., rdim, r], columns) or jnp.swapaxes(fm.V, -1, -2) for the rows."
+        )
 
     @property
     def eigenvalues(self) -> Array:
@@ -247,17 +271,17 @@ class FactoredMatrix:
     def collapse_l(self) -> Array:
         """diag(S) @ Vh [..., r, rdim]: the matrix with its left orthogonal factor U removed
         (AB == U @ collapse_l()); same norms and same products' norms as AB from the left."""
-        U, S, Vh = self.svd()
+        U, S, Vh = self._svd_h()
         return S[..., :, None] * Vh
 
     def collapse_r(self) -> Array:
         """U @ diag(S) [..., ldim, r]: AB with its right orthogonal factor removed (AB == collapse_r() @ Vh)."""
-        U, S, Vh = self.svd()
+        U, S, Vh = self._svd_h()
         return U * S[..., None, :]
 
     def make_even(self) -> FactoredMatrix:
         """The same matrix factored as (U sqrt(S)) @ (sqrt(S) Vh): both factors carry half the scale."""
-        U, S, Vh = self.svd()
+        U, S, Vh = self._svd_h()
         root = jnp.sqrt(S)
         return FactoredMatrix(U * root[..., None, :], root[..., :, None] * Vh)
 
@@ -273,6 +297,8 @@ class FactoredMatrix:
         if len(index) > self.ndim:
             raise IndexError(f"index {index} has more entries than FactoredMatrix shape {self.shape}")
         n_lead = self.ndim - 2
+        for i, (entry, size) in enumerate(zip(index, self.shape)):
+            _check_index(entry, size, i, self.shape)
         lead, rest = index[:n_lead], index[n_lead:]
         A, B = self.A[lead], self.B[lead]
         if len(rest) >= 1:

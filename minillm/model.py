@@ -27,6 +27,7 @@ from minillm import losses, params, sampling
 from minillm.config import GPTConfig
 from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter
 from minillm.inputs import check_attention_mask, check_resid, check_tokens, layer_range
+from minillm.weight_views import WeightViews
 
 Array = jax.Array
 Layer = int | None  # start_at_layer / stop_at_layer: None is the model's first / last
@@ -176,7 +177,7 @@ class Unembed(nnx.Module):
         return hook("hook_out", jnp.einsum("bpd,dv->bpv", x, self.W_U) + self.b_U)
 
 
-class GPT(nnx.Module):
+class GPT(WeightViews, nnx.Module):
     """A GPT whose every activation can be cached or replaced by name.
 
     model = GPT(cfg)                       # weights drawn from cfg.seed (or seed=..., a key or int)
@@ -184,6 +185,7 @@ class GPT(nnx.Module):
     logits, cache = model.run_with_cache(tokens, names_filter=None)
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)])
 
+    model.W_Q, model.OV, ...: TransformerLens' stacked weight views (minillm/weight_views.py).
     Each call also takes start_at_layer=l (the input is then the residual stream [b, p, d] entering
     block l) and stop_at_layer=l (it returns the residual stream entering block l, not the logits).
     """

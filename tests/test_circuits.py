@@ -58,7 +58,8 @@ def test_leading_dims_broadcast_between_the_factors():
 def test_svd_reconstructs_the_product_and_matches_numpy(ldim, mdim, rdim):
     A, B = random_factors((2, 3), ldim, mdim, rdim)
     fm = FactoredMatrix(A, B)
-    U, S, Vh = fm.svd()
+    U, S, V = fm.svd()  # TransformerLens' convention: AB == U diag(S) V^T, V in columns
+    Vh = np.swapaxes(V, -1, -2)
     rank = min(ldim, mdim, rdim)
     assert U.shape == (2, 3, ldim, rank) and S.shape == (2, 3, rank) and Vh.shape == (2, 3, rank, rdim)
     close(np.asarray(U) * np.asarray(S)[..., None, :] @ np.asarray(Vh), dense(A, B))
@@ -67,7 +68,9 @@ def test_svd_reconstructs_the_product_and_matches_numpy(ldim, mdim, rdim):
     close(np.swapaxes(U, -1, -2) @ U, eye)  # orthonormal columns
     close(Vh @ np.swapaxes(Vh, -1, -2), eye)  # orthonormal rows
     close(fm.V, np.swapaxes(Vh, -1, -2))
-    assert fm.U is U and fm.S is S and fm.Vh is Vh  # cached
+    assert fm.U is U and fm.S is S  # cached
+    with pytest.raises(AttributeError, match="deprecated alias"):  # TL's Vh returns V: refused, not redefined
+        _ = fm.Vh
     close(fm.norm(), np.linalg.norm(dense(A, B), axis=(-2, -1)))
     close(U @ fm.collapse_l(), dense(A, B))
     close(fm.collapse_r() @ Vh, dense(A, B))
@@ -217,7 +220,7 @@ def test_composition_scores_match_the_definition_and_are_zero_unless_layer2_is_l
         a = {x: w[f"blocks.{l}.attn.{x}"][h] for x in ("W_Q", "W_K", "W_V", "W_O")}
         return a["W_V"] @ a["W_O"], a["W_Q"] @ a["W_K"].T  # W_OV, W_QK [d, d]
 
-    scores = np.asarray(C.composition_scores(model, mode))
+    scores = np.asarray(C.all_composition_scores(model, mode))
     assert scores.shape == (3, 4, 3, 4)
     for l1, h1, l2, h2 in [(0, 1, 1, 2), (0, 3, 2, 0), (1, 0, 2, 3)]:
         ov1, _ = head(l1, h1)
@@ -231,10 +234,12 @@ def test_composition_scores_match_the_definition_and_are_zero_unless_layer2_is_l
 
 
 def test_q_and_k_composition_differ_and_unknown_modes_are_refused(model):
-    q, k = C.composition_scores(model, "Q"), C.composition_scores(model, "K")
+    q, k = C.all_composition_scores(model, "Q"), C.all_composition_scores(model, "K")
     assert not np.allclose(q[0, :, 1], k[0, :, 1])
     with pytest.raises(ValueError, match="mode"):
-        C.composition_scores(model, "O")
+        C.all_composition_scores(model, "O")
+    with pytest.raises(TypeError, match="all_composition_scores"):  # TL's utility has this name: two matrices
+        C.composition_scores(model, "Q")
 
 
 def test_composition_score_is_one_for_aligned_rank_one_and_zero_for_orthogonal():
@@ -287,3 +292,29 @@ def test_ov_copying_score_refuses_different_input_and_output_vocabularies():
     assert C.full_OV(model).shape == (1, 4, 20, 7)
     with pytest.raises(ValueError, match="d_vocab_out"):
         C.ov_copying_score(model)
+
+
+def test_composition_scores_of_two_matrices_give_every_pair_as_transformerlens():
+    """utils.composition_scores(left, right): [*left leading, *right leading], each entry the score
+    of one pair; broadcast_dims=False pairs them up by broadcasting instead."""
+    left = FactoredMatrix(*random_factors((2, 3), 8, 2, 8))
+    right = FactoredMatrix(*random_factors((4,), 8, 3, 8, seed=1))
+    every = np.asarray(C.composition_scores(left, right))
+    assert every.shape == (2, 3, 4)
+    for i, j, k in [(0, 0, 0), (1, 2, 3), (0, 1, 2)]:
+        want = float(C.composition_score(left[i, j], right[k]))
+        assert every[i, j, k] == pytest.approx(want, rel=1e-5)
+    paired = np.asarray(
+        C.composition_scores(left, FactoredMatrix(*random_factors((3,), 8, 3, 8)), broadcast_dims=False)
+    )
+    assert paired.shape == (2, 3)
+
+
+def test_factored_matrix_indices_are_range_checked():
+    fm = FactoredMatrix(*random_factors((2, 3), 5, 2, 4))
+    close(fm[-1].AB, fm[1].AB)  # negative: from the end
+    for bad in [2, -3, (0, 3), (0, 0, 5), (0, 0, 0, 4), np.array([0, 2])]:
+        with pytest.raises(IndexError, match="out of range"):
+            fm[bad]
+    with pytest.raises(IndexError, match="out of range"):
+        C.OV(GPT(GPTConfig(n_layers=2, d_model=8, n_heads=2, n_ctx=4, d_vocab=5)))[2]

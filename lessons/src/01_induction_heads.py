@@ -30,7 +30,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minillm import GPT
-from minillm.circuits import composition_scores, full_OV, ov_copying_score
+from minillm.circuits import all_composition_scores, full_OV, ov_copying_score
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
 from minillm.losses import cross_entropy, evaluate
@@ -185,8 +185,8 @@ check_previous_token_scores(previous_token_scores)
 
 # %%
 folded = process_weights(model)
-k_comp = np.asarray(composition_scores(folded, "K"))[0, :, 1, :]  # [layer-0 head, layer-1 head]
-baseline = np.asarray(composition_scores(process_weights(GPT(model.cfg, seed=123)), "K"))[0, :, 1, :].mean()
+k_comp = np.asarray(all_composition_scores(folded, "K"))[0, :, 1, :]  # [layer-0 head, layer-1 head]
+baseline = np.asarray(all_composition_scores(process_weights(GPT(model.cfg, seed=123)), "K"))[0, :, 1, :].mean()
 plot_head_heatmap(k_comp, "K-composition: layer-0 head (row) into layer-1 head (column)")
 plt.gca().set_xlabel("layer-1 head")
 plt.gca().set_ylabel("layer-0 head")
@@ -395,7 +395,7 @@ assert shortcut_acc < 0.2 < 0.9 < results["gap up to 20"]
 #
 # **To go further.** The layer-0 head `other_head` is not a previous-token head, yet ablating it hurts
 # copying. In the shipped model its V-composition into the layer-1 heads
-# (`composition_scores(folded, "V")[0, other_head, 1]`) is the highest of the layer-0 heads. What does
+# (`all_composition_scores(folded, "V")[0, other_head, 1]`) is the highest of the layer-0 heads. What does
 # it attend to, and what do the induction heads read from it?
 #
 # **Retrain the model yourself** (a minute or two on a CPU) by setting `RETRAIN = True`; every cell

@@ -1,0 +1,67 @@
+"""TransformerLens' weight properties: `model.W_Q`, `model.W_in`, `model.QK`, ... stacked over layers.
+
+TransformerLens users write `model.W_Q[layer, head]` and `model.OV[layer, head]`; the weights live
+per block here (`model.blocks[l].attn.W_Q`, `state_dict()["blocks.0.attn.W_Q"]`). These read-only
+views stack them with TransformerLens' shapes:
+
+    W_Q, W_K, W_V [n_layers, n_heads, d_model, d_head]     b_Q, b_K, b_V [n_layers, n_heads, d_head]
+    W_O [n_layers, n_heads, d_head, d_model]                b_O [n_layers, d_model]
+    W_in [n_layers, d_model, d_mlp]  b_in [n_layers, d_mlp]  W_out [n_layers, d_mlp, d_model]  b_out [n_layers, d_model]
+    W_E [d_vocab, d_model]  W_pos [n_ctx, d_model]  W_E_pos [d_vocab + n_ctx, d_model]  W_U [d_model, d_vocab_out]  b_U
+    QK, OV: FactoredMatrix [n_layers, n_heads, d_model, d_model]
+
+They are copies: JAX arrays cannot be edited in place, so `model.W_Q[0, 1] = ...` fails (change
+weights with `load_state_dict`). GPT inherits them; this module imports nothing from the model.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+class WeightViews:
+    """Mixin for GPT: the stacked weight properties. Needs `self.blocks`, `self.embed`, ... and `self.cfg`."""
+
+    def _stacked(self, part: str, name: str) -> jax.Array:
+        if part == "mlp" and self.cfg.attn_only:
+            raise AttributeError(f"{name}: this model is attention-only (attn_only=True), it has no MLPs")
+        return jnp.stack([getattr(getattr(block, part), name)[...] for block in self.blocks])
+
+    # attention
+    W_Q = property(lambda self: self._stacked("attn", "W_Q"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_K = property(lambda self: self._stacked("attn", "W_K"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_V = property(lambda self: self._stacked("attn", "W_V"), doc="[n_layers, n_heads, d_model, d_head]")
+    W_O = property(lambda self: self._stacked("attn", "W_O"), doc="[n_layers, n_heads, d_head, d_model]")
+    b_Q = property(lambda self: self._stacked("attn", "b_Q"), doc="[n_layers, n_heads, d_head]")
+    b_K = property(lambda self: self._stacked("attn", "b_K"), doc="[n_layers, n_heads, d_head]")
+    b_V = property(lambda self: self._stacked("attn", "b_V"), doc="[n_layers, n_heads, d_head]")
+    b_O = property(lambda self: self._stacked("attn", "b_O"), doc="[n_layers, d_model]")
+    # MLP
+    W_in = property(lambda self: self._stacked("mlp", "W_in"), doc="[n_layers, d_model, d_mlp]")
+    b_in = property(lambda self: self._stacked("mlp", "b_in"), doc="[n_layers, d_mlp]")
+    W_out = property(lambda self: self._stacked("mlp", "W_out"), doc="[n_layers, d_mlp, d_model]")
+    b_out = property(lambda self: self._stacked("mlp", "b_out"), doc="[n_layers, d_model]")
+    # embeddings
+    W_E = property(lambda self: self.embed.W_E[...], doc="[d_vocab, d_model]")
+    W_pos = property(lambda self: self.pos_embed.W_pos[...], doc="[n_ctx, d_model]")
+    W_E_pos = property(
+        lambda self: jnp.concatenate([self.embed.W_E[...], self.pos_embed.W_pos[...]]),
+        doc="[d_vocab + n_ctx, d_model]: token and position embeddings as rows of one matrix",
+    )
+    W_U = property(lambda self: self.unembed.W_U[...], doc="[d_model, d_vocab_out]")
+    b_U = property(lambda self: self.unembed.b_U[...], doc="[d_vocab_out]")
+
+    @property
+    def QK(self):
+        """W_Q W_K^T of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
+        from minillm.circuits import QK
+
+        return QK(self)
+
+    @property
+    def OV(self):
+        """W_V W_O of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
+        from minillm.circuits import OV
+
+        return OV(self)
