@@ -239,15 +239,37 @@ def logit_attrs(
     model: GPT,
     cache: ActivationCache,
     residual_stack: jax.Array,
-    tokens: jax.Array,
-    incorrect_tokens: jax.Array | None = None,
+    tokens: jax.Array | int,
+    incorrect_tokens: jax.Array | int | None = None,
     pos_slice: PosSlice = None,
 ) -> jax.Array:
-    """Direct logit attribution: each component's contribution to the logit of `tokens` (or to the
-    logit difference tokens - incorrect_tokens): residual_stack [component, ..., d] dotted with the
-    directions [..., d] -> [component, ...]. Put the stack through apply_ln_to_stack first (and
-    fold LayerNorm) for the contributions to add up to the logits minus b_U."""
+    """Direct logit attribution, as TransformerLens' `cache.logit_attrs`: each component's
+    contribution to the logit of `tokens` (or to the logit difference tokens - incorrect_tokens).
+
+    residual_stack [component, ..., d] is the raw stack (decompose_resid, stack_head_results, ...
+    without apply_ln): it is put through the final LayerNorm's scaling here (apply_ln_to_stack, the
+    cached ln_final scale; `pos_slice` selects its positions) and dotted with the directions ->
+    [component, ...]. Fold LayerNorm into the weights first for the contributions to add up to the
+    logits minus b_U. tokens and incorrect_tokens must have the same shape."""
+    tokens = jnp.asarray(tokens)
+    if incorrect_tokens is not None:
+        incorrect_tokens = jnp.asarray(incorrect_tokens)
+        if incorrect_tokens.shape != tokens.shape:
+            raise ValueError(
+                f"logit_attrs: tokens {tokens.shape} and incorrect_tokens {incorrect_tokens.shape} "
+                "must have the same shape"
+            )
+    for name, ids in (("tokens", tokens), ("incorrect_tokens", incorrect_tokens)):
+        if ids is not None and not isinstance(ids, jax.core.Tracer) and ids.size:
+            if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab_out:
+                raise ValueError(f"logit_attrs: {name} must be output ids in [0, {model.cfg.d_vocab_out})")
+    scaled = apply_ln_to_stack(model, cache, residual_stack, None, pos_slice=pos_slice)
     directions = logit_directions(model, tokens, incorrect_tokens)
     if pos_slice is not None and jnp.ndim(tokens) == 2:  # tokens [b, p]: slice their positions too
         directions = _pos(directions, pos_slice)
-    return (residual_stack * directions).sum(-1)
+    if directions.shape[:-1] != scaled.shape[1:-1] and directions.ndim > 1:
+        raise ValueError(
+            f"logit_attrs: the stack's components are {scaled.shape[1:-1]} (after pos_slice), the tokens "
+            f"give directions for {directions.shape[:-1]}"
+        )
+    return (scaled * directions).sum(-1)

@@ -69,8 +69,8 @@ def test_logit_attrs_of_the_full_decomposition_add_up_to_the_logit_difference(ru
     model = fold_layer_norm(model) if cfg.normalization_type else model
     logits, cache = model.run_with_cache(tokens)
     correct, wrong = tokens[:, -1] % cfg.d_vocab_out, (tokens[:, -1] + 1) % cfg.d_vocab_out
-    stack = D.decompose_resid(model, cache, pos_slice=-1, apply_ln=True)  # [c, b, d]
-    attrs = D.logit_attrs(model, cache, stack, correct, wrong)  # [c, b]
+    stack = D.decompose_resid(model, cache, pos_slice=-1)  # [c, b, d], raw: logit_attrs scales it (as TL)
+    attrs = D.logit_attrs(model, cache, stack, correct, wrong, pos_slice=-1)  # [c, b]
     b = np.arange(tokens.shape[0])
     diff = logits[b, -1, correct] - logits[b, -1, wrong]
     bias = model.unembed.b_U[...][correct] - model.unembed.b_U[...][wrong]
@@ -83,3 +83,15 @@ def test_apply_ln_to_stack_without_ln_is_identity():
     _, cache = model.run_with_cache(random_tokens(cfg))
     stack = D.decompose_resid(model, cache)
     assert D.apply_ln_to_stack(model, cache, stack) is stack
+
+
+def test_logit_attrs_refuses_mismatched_or_out_of_range_tokens(run):
+    model, cfg, tokens, logits, cache = run
+    stack = D.decompose_resid(model, cache, pos_slice=-1)
+    b = tokens.shape[0]
+    with pytest.raises(ValueError, match="same shape"):
+        D.logit_attrs(model, cache, stack, np.zeros(b, np.int32), np.zeros(1, np.int32), pos_slice=-1)
+    with pytest.raises(ValueError, match="output ids"):
+        D.logit_attrs(model, cache, stack, np.full(b, cfg.d_vocab_out), pos_slice=-1)
+    with pytest.raises(ValueError, match="directions"):
+        D.logit_attrs(model, cache, stack, np.zeros(b + 1, np.int32), pos_slice=-1)
