@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from minillm.hooks import ActivationCache, act_name
 from minillm.model import GPT
@@ -180,8 +181,7 @@ def stack_head_results(
         for h in range(model.cfg.n_heads):
             components.append(results[:, :, h])
             labels.append(f"L{l}H{h}")
-    if not components and not incl_remainder:
-        raise ValueError("no heads before layer 0: use layer >= 1")
+    # layer 0 has no heads before it: an empty stack [0, b, p, d], as in TransformerLens
     stack = jnp.stack(components) if components else jnp.zeros((0, *cache["hook_embed"].shape))
     if incl_remainder:
         total = cache["resid_pre", layer] if layer < model.cfg.n_layers else cache["resid_post", layer - 1]
@@ -208,6 +208,12 @@ def stack_neuron_results(
     if model.cfg.attn_only:
         raise ValueError("an attention-only model has no neurons")
     layer = _layer_or_final(model, layer)
+    if neuron_slice is not None and not isinstance(neuron_slice, slice):
+        chosen = np.asarray(neuron_slice)
+        if not np.issubdtype(chosen.dtype, np.integer):
+            raise TypeError(f"neuron_slice must be a slice or integer neuron indices, got {neuron_slice!r}")
+        if chosen.size and (chosen.min() < -model.cfg.d_mlp or chosen.max() >= model.cfg.d_mlp):
+            raise IndexError(f"neuron_slice: a neuron index is outside [-{model.cfg.d_mlp}, {model.cfg.d_mlp})")
     neurons = jnp.arange(model.cfg.d_mlp)[neuron_slice if neuron_slice is not None else slice(None)]
     components, labels = [], []
     for l in range(layer):
@@ -215,7 +221,8 @@ def stack_neuron_results(
         w_out = model.blocks[l].mlp.W_out[...][neurons]  # [n, d]
         components.append(jnp.moveaxis(post[..., None] * w_out, -2, 0))  # [n, b, (p), d]
         labels += [f"L{l}N{int(n)}" for n in neurons]
-    stack = jnp.concatenate(components)
+    empty = jnp.zeros((0, *_pos(cache["hook_embed"], pos_slice).shape))  # layer 0: no neurons before it (as TL)
+    stack = jnp.concatenate(components) if components else empty
     if incl_remainder:
         total = cache["resid_pre", layer] if layer < model.cfg.n_layers else cache["resid_post", layer - 1]
         stack = jnp.concatenate([stack, (_pos(total, pos_slice) - stack.sum(0))[None]])

@@ -95,3 +95,16 @@ def test_logit_attrs_refuses_mismatched_or_out_of_range_tokens(run):
         D.logit_attrs(model, cache, stack, np.full(b, cfg.d_vocab_out), pos_slice=-1)
     with pytest.raises(ValueError, match="directions"):
         D.logit_attrs(model, cache, stack, np.zeros(b + 1, np.int32), pos_slice=-1)
+
+
+def test_stacks_before_layer_0_are_empty_as_in_transformerlens(run):
+    model, cfg, tokens, logits, cache = run
+    heads, labels = D.stack_head_results(model, cache, layer=0, return_labels=True)
+    assert heads.shape == (0, *cache["hook_embed"].shape) and labels == []
+    with_rest = D.stack_head_results(model, cache, layer=0, incl_remainder=True)
+    np.testing.assert_allclose(with_rest[0], cache["resid_pre", 0], atol=1e-6)
+    if not cfg.attn_only:
+        neurons, labels = D.stack_neuron_results(model, cache, 0, pos_slice=-1, return_labels=True)
+        assert neurons.shape == (0, tokens.shape[0], cfg.d_model) and labels == []
+        with pytest.raises(IndexError, match="neuron"):
+            D.stack_neuron_results(model, cache, 1, neuron_slice=np.array([0, cfg.d_mlp]))
