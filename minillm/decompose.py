@@ -29,9 +29,16 @@ PosSlice = None | int | slice | jax.Array
 
 
 def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2) -> jax.Array:
-    """Apply a position slice to the position axis (an int removes the axis, as in TransformerLens)."""
+    """Apply a position slice to the position axis (an int removes the axis, as in TransformerLens).
+    An int or integer array outside the positions is refused (JAX would clamp it)."""
     if pos_slice is None:
         return x
+    if not isinstance(pos_slice, slice) and not isinstance(pos_slice, jax.core.Tracer):
+        n_pos, chosen = x.shape[axis], np.asarray(pos_slice)
+        if not np.issubdtype(chosen.dtype, np.integer):
+            raise TypeError(f"pos_slice must be None, an int, a slice or integer positions, got {pos_slice!r}")
+        if chosen.size and (chosen.min() < -n_pos or chosen.max() >= n_pos):
+            raise IndexError(f"pos_slice {pos_slice!r} is outside the {n_pos} positions")
     index = [slice(None)] * x.ndim
     index[axis] = pos_slice
     return x[tuple(index)]

@@ -10,14 +10,27 @@ views stack them with TransformerLens' shapes:
     W_E [d_vocab, d_model]  W_pos [n_ctx, d_model]  W_E_pos [d_vocab + n_ctx, d_model]  W_U [d_model, d_vocab_out]  b_U
     QK, OV: FactoredMatrix [n_layers, n_heads, d_model, d_model]
 
-They are copies: JAX arrays cannot be edited in place, so `model.W_Q[0, 1] = ...` fails (change
-weights with `load_state_dict`). GPT inherits them; this module imports nothing from the model.
+They are read-only copies. Outside `jax.jit` they are NumPy arrays, so that `model.W_Q[5]` on a
+2-layer model raises IndexError as in PyTorch (a JAX array would clamp it to the last layer and
+return plausible numbers) and `model.W_Q[0, 1] = ...` raises instead of editing a copy (change
+weights with `load_state_dict`). Inside a traced function they are JAX arrays. GPT inherits them;
+this module imports nothing from the model.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def _view(x: jax.Array) -> jax.Array | np.ndarray:
+    """A read-only NumPy copy of a concrete array (range-checked indexing); traced arrays as they are."""
+    if isinstance(x, jax.core.Tracer):
+        return x
+    out = np.array(x)
+    out.setflags(write=False)
+    return out
 
 
 class WeightViews:
@@ -26,7 +39,7 @@ class WeightViews:
     def _stacked(self, part: str, name: str) -> jax.Array:
         if part == "mlp" and self.cfg.attn_only:
             raise AttributeError(f"{name}: this model is attention-only (attn_only=True), it has no MLPs")
-        return jnp.stack([getattr(getattr(block, part), name)[...] for block in self.blocks])
+        return _view(jnp.stack([getattr(getattr(block, part), name)[...] for block in self.blocks]))
 
     # attention
     W_Q = property(lambda self: self._stacked("attn", "W_Q"), doc="[n_layers, n_heads, d_model, d_head]")
@@ -43,14 +56,14 @@ class WeightViews:
     W_out = property(lambda self: self._stacked("mlp", "W_out"), doc="[n_layers, d_mlp, d_model]")
     b_out = property(lambda self: self._stacked("mlp", "b_out"), doc="[n_layers, d_model]")
     # embeddings
-    W_E = property(lambda self: self.embed.W_E[...], doc="[d_vocab, d_model]")
-    W_pos = property(lambda self: self.pos_embed.W_pos[...], doc="[n_ctx, d_model]")
+    W_E = property(lambda self: _view(self.embed.W_E[...]), doc="[d_vocab, d_model]")
+    W_pos = property(lambda self: _view(self.pos_embed.W_pos[...]), doc="[n_ctx, d_model]")
     W_E_pos = property(
-        lambda self: jnp.concatenate([self.embed.W_E[...], self.pos_embed.W_pos[...]]),
+        lambda self: _view(jnp.concatenate([self.embed.W_E[...], self.pos_embed.W_pos[...]])),
         doc="[d_vocab + n_ctx, d_model]: token and position embeddings as rows of one matrix",
     )
-    W_U = property(lambda self: self.unembed.W_U[...], doc="[d_model, d_vocab_out]")
-    b_U = property(lambda self: self.unembed.b_U[...], doc="[d_vocab_out]")
+    W_U = property(lambda self: _view(self.unembed.W_U[...]), doc="[d_model, d_vocab_out]")
+    b_U = property(lambda self: _view(self.unembed.b_U[...]), doc="[d_vocab_out]")
 
     @property
     def QK(self):

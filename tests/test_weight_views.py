@@ -35,7 +35,11 @@ def test_stacked_weights_equal_the_per_block_weights(model, cfg):
 def test_the_views_are_copies_and_the_model_still_transforms(model, tokens):
     """The views read the weights; the model stays a pytree that jit transforms as before."""
     stacked = model.W_Q
-    with pytest.raises(TypeError):
-        stacked[0, 0] = 0.0  # JAX arrays are immutable: change weights with load_state_dict
+    with pytest.raises(ValueError, match="read-only"):
+        stacked[0, 0] = 0.0  # a copy: change weights with load_state_dict
+    with pytest.raises(IndexError):
+        model.W_Q[model.cfg.n_layers]  # NumPy refuses what a JAX array would clamp to the last layer
     np.testing.assert_allclose(jax.jit(lambda m, t: m(t))(model, tokens), model(tokens), atol=1e-5)
+    traced = jax.jit(lambda m: m.W_Q.sum())(model)  # inside jit the views are traced JAX arrays
+    np.testing.assert_allclose(traced, model.W_Q.sum(), rtol=1e-5)
     assert isinstance(GPT.W_Q, property)
