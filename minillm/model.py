@@ -21,9 +21,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from minillm import losses, params, sampling
+from minillm import losses, params, sampling, transformer_lens
 from minillm.config import GPTConfig
 from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter
 from minillm.inputs import check_attention_mask, check_resid, check_tokens, layer_range
@@ -327,3 +328,15 @@ class GPT(WeightViews, nnx.Module):
     def load_seeds(cls, directory: str) -> dict[int, GPT]:
         """{seed: model} from a multi-seed run (`python -m train ... --seeds N`), in order of seed."""
         return params.load_seeds(cls, directory)
+
+    # --- TransformerLens (minillm/transformer_lens.py) -----------------------------------------
+    @classmethod
+    def from_transformer_lens(cls, state_dict: Any, tl_cfg: Any) -> GPT:
+        """A HookedTransformer's weights (its state dict, or a .safetensors file) and config."""
+        cfg = transformer_lens.config_from_transformer_lens(tl_cfg)
+        return cls.from_state_dict(cfg, transformer_lens.weights_from_transformer_lens(state_dict))
+
+    def to_transformer_lens(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(state dict of NumPy arrays, HookedTransformerConfig kwargs) that build this model there."""
+        cfg = transformer_lens.config_to_transformer_lens(self.cfg)
+        return {k: np.asarray(v) for k, v in self.state_dict().items()}, cfg
