@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from minillm import GPT, GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
@@ -65,3 +66,36 @@ def test_repeated_random_tokens_layout():
     t = np.asarray(repeated_random_tokens(jax.random.key(2), 5, 7, 12))
     assert t.shape == (5, 15) and np.all(t[:, 0] == 0) and np.all(t[:, 1:] > 0) and np.all(t < 12)
     np.testing.assert_array_equal(t[:, 1:8], t[:, 8:])
+
+
+def test_detect_head_matches_transformerlens_definitions():
+    """ "mul": the share of each head's attention on the pattern's entries; with the previous-token
+    pattern that is the previous-token score times (p - 1) / p (row 0 has no previous token).
+    "abs": 1 - mean |pattern - detection| * p, rounded to 3 decimals. Unselected heads score -1."""
+    from minillm.detectors import detect_head, named_detection_pattern
+
+    model = GPT(GPTConfig(n_layers=2, d_model=16, n_heads=2, n_ctx=16, d_vocab=11, attn_only=True, seed=3))
+    tokens = np.asarray(repeated_random_tokens(jax.random.key(0), 1, 5, 11))[0]  # [11]
+    p = len(tokens)
+    prev = detect_head(model, tokens, "previous_token_head")
+    np.testing.assert_allclose(
+        prev, np.asarray(head_scores(model, tokens[None])["previous_token"]) * (p - 1) / p, rtol=1e-5
+    )
+    _, cache = model.run_with_cache(tokens[None])
+    pattern = np.asarray(cache["pattern", 1][0, 0], np.float64)
+    detect = named_detection_pattern("induction_head", tokens)
+    expected = 1 - round(float(np.abs(pattern - detect).mean() * p), 3)
+    got = detect_head(model, tokens, detect, error_measure="abs")
+    assert got[1, 0] == pytest.approx(expected, abs=1e-9)
+    only = detect_head(model, tokens, "duplicate_token_head", heads=[(1, 1)])
+    assert only[0].tolist() == [-1, -1] and only[1, 0] == -1 and only[1, 1] != -1
+    # the named patterns, by hand: "a b a": duplicate (2 -> 0), induction (2 -> 1)
+    toks = np.array([4, 7, 4])
+    assert named_detection_pattern("duplicate_token_head", toks)[2].tolist() == [1, 0, 0]
+    assert named_detection_pattern("induction_head", toks)[2].tolist() == [0, 1, 0]
+    with pytest.raises(TypeError, match="tokenizer"):
+        detect_head(model, "some text", "induction_head")
+    with pytest.raises(ValueError, match="lower triangular"):
+        detect_head(model, tokens, np.ones((p, p)))
+    with pytest.raises(IndexError, match="outside"):
+        detect_head(model, tokens, "induction_head", heads=[(2, 0)])

@@ -1,0 +1,27 @@
+"""The handful of TransformerLens `utils` calls that ARENA code reaches for, under their names.
+
+from minillm import utils
+utils.get_act_name("pattern", 0)      # "blocks.0.attn.hook_pattern" (minillm.act_name)
+utils.to_numpy(cache["pattern", 0])   # a NumPy array
+utils.lm_cross_entropy_loss(logits, tokens, per_token=True)
+utils.composition_scores(left, right)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from minillm.circuits import composition_scores
+from minillm.hooks import act_name as get_act_name
+from minillm.losses import next_token_loss as lm_cross_entropy_loss
+
+__all__ = ["get_act_name", "to_numpy", "lm_cross_entropy_loss", "composition_scores"]
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """A NumPy copy of an array, a JAX array, a torch tensor (via its own .numpy()), a list or a number."""
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.array(x)
