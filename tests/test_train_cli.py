@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from minillm import GPT
-from train.recipes import RECIPES
+from minillm.recipes import RECIPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,7 +95,7 @@ def test_induction_summary_shows_the_copies_and_scores_them():
     the shipped induction model copies, an untrained one does not."""
     import re
 
-    from train.recipes import summarize
+    from minillm.recipes import summarize
 
     def copied_and_random(model):
         text = summarize(RECIPES["induction"], model, n=3)
@@ -112,7 +112,7 @@ def test_induction_summary_shows_the_copies_and_scores_them():
 def test_bracket_depth_metrics_and_summary_tell_a_trained_model_from_an_untrained_one():
     """prob_r2 (the match to the exact P(")")) is near 1 for the shipped model and near 0 or below
     for an untrained one; excess loss the other way round; the summary prints both rows."""
-    from train.recipes import summarize
+    from minillm.recipes import summarize
 
     recipe = RECIPES["bracket_depth"]
     (measure,) = recipe.make_metrics(recipe.task).values()
