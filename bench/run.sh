@@ -3,6 +3,7 @@
 #
 #     bash bench/run.sh            # full run; writes bench/RESULTS.md (about 4 minutes on 2 cores)
 #     bash bench/run.sh --quick    # fewer repeats, prints only
+#     bash bench/run.sh --suite    # the cross-library suite instead (bench/tl_suite.py -> bench/TL_SUITE.md)
 #
 # Installs, once, its own environment in bench/.venv-tl: torch pinned to 2.13.0 (the CPU build; an
 # open range would pull several GB of CUDA packages), transformer-lens < 4 (3.x is the last series
@@ -31,4 +32,8 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "$WANT" > "$STAMP"
 fi
 
+if [ "${1:-}" = "--suite" ]; then
+    shift
+    exec "$VENV/bin/python" bench/tl_suite.py "$@"
+fi
 exec "$VENV/bin/python" bench/vs_transformer_lens.py "$@"

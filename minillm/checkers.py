@@ -179,3 +179,30 @@ def check_forward_from_state_dict(fn: Callable) -> None:
         for l, (got, want) in enumerate(zip(streams, expected)):
             _compare(f"residual stream {l} ({what})", got, want, atol=1e-4)
         _compare(f"logits ({what})", got_logits, logits, atol=1e-4)
+
+
+def check_stacked_frequency_norms(fn: Callable) -> None:
+    """fn(W_E_stack [n_seeds, d_vocab, d_model], p) -> [n_seeds, p//2 + 1]: each seed's per-frequency
+    norms of its number embeddings W_E[:p] (index 0 the constant), as fourier.frequency_norms gives
+    for one seed."""
+    from minillm.fourier import frequency_norms
+
+    rng = np.random.default_rng(11)
+    for n_seeds, p in [(3, 13), (2, 59)]:
+        stack = jnp.asarray(rng.normal(size=(n_seeds, p + 1, 8)), jnp.float32)
+        expected = np.stack([np.asarray(frequency_norms(w[:p], p)) for w in stack])
+        _compare(f"frequency norms of {n_seeds} seeds (p = {p})", fn(stack, p), expected, atol=1e-4)
+
+
+def check_distance_irrelevance(fn: Callable) -> None:
+    """fn(correct [p, p]) -> distance irrelevance: arrange the right-answer logits [a, b] by s = a + b
+    and d = a - b (mod p); the mean over d of their standard deviation over s, divided by their
+    standard deviation over all pairs (population standard deviations)."""
+    from minillm.clock_pizza import distance_irrelevance_of
+
+    rng = np.random.default_rng(12)
+    for p in (7, 59):
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        f, g = rng.normal(size=p), rng.normal(size=p)
+        for name, table in [("a function of a + b", f[(a + b) % p]), ("a mixture", f[(a + b) % p] + g[(a - b) % p])]:
+            _compare(f"distance irrelevance of {name} (p = {p})", np.float64(fn(table)), distance_irrelevance_of(table))

@@ -81,7 +81,8 @@ def apply_ln_to_stack(
     if recompute_ln and layer == model.cfg.n_layers:
         ln = model.ln_final
         x = residual_stack - residual_stack.mean(-1, keepdims=True)
-        return x / jnp.sqrt((x * x).mean(-1, keepdims=True) + ln.eps) * ln.w + ln.b
+        x = x / jnp.sqrt((x * x).mean(-1, keepdims=True) + ln.eps)
+        return x * ln.w + ln.b if hasattr(ln, "w") else x  # LNPre has no w, b
     if layer == model.cfg.n_layers:
         scale_name = "ln_final.hook_scale"
     else:
@@ -106,6 +107,8 @@ def accumulated_resid(
     apply_ln at the final layer, each is put through ln_final with its own statistics: project
     onto W_U for the logit lens."""
     layer = _layer_or_final(model, layer)
+    if mlp_input and model.cfg.attn_only:
+        raise ValueError("accumulated_resid: mlp_input=True, but an attention-only model has no MLP input")
     components, labels = [], []
     for l in range(layer + 1):
         if l == model.cfg.n_layers:

@@ -163,9 +163,14 @@ class PosEmbed(nnx.Module):
     def __init__(self, cfg: GPTConfig, rngs: nnx.Rngs):
         self.W_pos = _normal(rngs, cfg, cfg.n_ctx, cfg.d_model)  # [n_ctx, d]
 
-    def __call__(self, tokens: Array) -> Array:  # tokens [b, p] -> [b, p, d]
+    def __call__(self, tokens: Array, attention_mask: Array | None = None) -> Array:  # tokens [b, p] -> [b, p, d]
         n_batch, n_pos = tokens.shape
-        return jnp.broadcast_to(self.W_pos[:n_pos], (n_batch, n_pos, self.W_pos.shape[1]))
+        if attention_mask is None:
+            return jnp.broadcast_to(self.W_pos[:n_pos], (n_batch, n_pos, self.W_pos.shape[1]))
+        # with padding, as TransformerLens: positions count real tokens only (left padding shifts
+        # them to start at 0), and padding tokens get no position embedding
+        position = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0)  # [b, p]
+        return self.W_pos[...][position] * (attention_mask[..., None] > 0)
 
 
 class Unembed(nnx.Module):
@@ -213,14 +218,21 @@ class GPT(WeightViews, nnx.Module):
     ) -> Array:
         """The forward pass with explicit hooks (the public calls below build them): tokens [b, p] -> logits."""
         layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
+        shape = jnp.shape(input)[:2]
+        mask = None if attention_mask is None else check_attention_mask(attention_mask, shape)
+        if mask is not None and self.cfg.attention_dir == "bidirectional":
+            raise ValueError(
+                "attention_mask with bidirectional attention: TransformerLens then masks no key (it only shifts "
+                "the position embeddings), minillm would; refused rather than give other numbers. Mask padding "
+                "keys with a hook on hook_attn_scores instead."
+            )
         if start_at_layer is None:
             tokens = check_tokens(input, self.cfg)
             embed = hooks("hook_embed", self.embed(tokens))  # [b, p, d]
-            pos_embed = hooks("hook_pos_embed", self.pos_embed(tokens))  # [b, p, d]
+            pos_embed = hooks("hook_pos_embed", self.pos_embed(tokens, mask))  # [b, p, d]
             resid = embed + pos_embed
         else:
             resid = check_resid(input, self.cfg)
-        mask = None if attention_mask is None else check_attention_mask(attention_mask, resid.shape[:2])
         for l in layers:
             resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), mask)  # [b, p, d]
         if stop_at_layer is not None:

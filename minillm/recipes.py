@@ -135,7 +135,7 @@ def _recipes() -> dict[str, Recipe]:
     universality_model = dict(
         n_layers=1, d_model=128, n_heads=4, d_head=32, d_mlp=512, act_fn="relu", normalization_type=None
     )
-    universality_train = TrainConfig(steps=1000, lr=1e-3, **{**grok_common, "checkpoint_every": 250})
+    universality_train = TrainConfig(steps=2000, lr=1e-3, **{**grok_common, "checkpoint_every": 250})
     facts = make_task("factual_recall")
     facts_plain = make_task("factual_recall", distractor_prob=0.0)
     facts_model = _model_for(facts, n_layers=4, d_model=64, n_heads=4, d_mlp=256, act_fn="gelu")

@@ -110,3 +110,17 @@ def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
         check_forward_from_state_dict(lambda w, c, t: via_model(w, c, t, final_ln=False))
     with pytest.raises(AssertionError, match="residual streams"):
         check_forward_from_state_dict(lambda w, c, t: (via_model(w, c, t)[0][:-1], via_model(w, c, t)[1]))
+
+
+def test_universality_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
+    from minillm.checkers import check_distance_irrelevance, check_stacked_frequency_norms
+    from minillm.clock_pizza import by_sum_and_difference, distance_irrelevance_of
+    from minillm.fourier import frequency_norms
+
+    check_stacked_frequency_norms(lambda W, p: jax.vmap(lambda w: frequency_norms(w[:p], p))(W))
+    with pytest.raises(AssertionError):
+        check_stacked_frequency_norms(lambda W, p: jax.vmap(lambda w: frequency_norms(w[:p], p) ** 2)(W))
+    check_distance_irrelevance(distance_irrelevance_of)
+    over_d = lambda c: by_sum_and_difference(jnp.asarray(c)).std(axis=1).mean() / jnp.asarray(c).std()
+    with pytest.raises(AssertionError):  # the standard deviation over d instead of over s
+        check_distance_irrelevance(over_d)

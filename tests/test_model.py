@@ -191,6 +191,8 @@ def test_bidirectional_attention_sees_every_key(cfg, tokens):
     assert not np.allclose(model(changed)[:, 0], logits[:, 0], atol=1e-6)
     with pytest.raises(ValueError, match="attention_dir"):
         dataclasses.replace(cfg, attention_dir="acausal")
+    with pytest.raises(ValueError, match="bidirectional"):  # TransformerLens would ignore the mask there
+        model(tokens, attention_mask=np.ones(tokens.shape, np.int32))
 
 
 def test_lnpre_is_layernorm_without_weights(cfg, tokens):
@@ -219,6 +221,11 @@ def test_attention_mask_hides_padding_keys(model, cfg, tokens):
     other = np.array(tokens).copy()
     other[:, :2] = (other[:, :2] + 5) % cfg.d_vocab
     np.testing.assert_allclose(model(other, attention_mask=mask)[:, 2:], logits[:, 2:], atol=1e-5)
+    # as TransformerLens: left padding shifts the positions of the real tokens to start at 0
+    b, p = tokens.shape
+    shifted = np.broadcast_to(model.W_pos[: p - 2], (b, p - 2, cfg.d_model))
+    np.testing.assert_allclose(cache["hook_pos_embed"][:, 2:], shifted, atol=1e-6)
+    assert np.all(np.asarray(cache["hook_pos_embed"])[:, :2] == 0)
     with pytest.raises(ValueError, match="attention_mask"):
         model(tokens, attention_mask=mask[:, 1:])
     with pytest.raises(ValueError, match="only 0"):

@@ -1,0 +1,319 @@
+"""The cross-library suite: TransformerLens' calls and minillm's, on the same weights, compared.
+
+    bash bench/run.sh --suite        # installs bench/.venv-tl (torch CPU, transformer-lens 3.x) once,
+                                     # runs this, writes bench/TL_SUITE.md
+
+Each check runs one call (or a few lines of ARENA-style code) in both libraries on the same model
+and inputs, and compares the numbers. A check passes when they agree to float32 tolerance, or, where
+minillm differs on purpose, when minillm refuses loudly (the check says which). TransformerLens is
+needed only here: it is not a test dependency.
+
+The configs cover what the ARENA toy models use: attention-only with LayerNorm, MLPs with GELU,
+no LayerNorm with ReLU, LNPre, bidirectional attention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import os
+import sys
+import traceback
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+import transformer_lens.patching as tlp  # noqa: E402
+import transformer_lens.utils as tl_utils  # noqa: E402
+from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+from transformer_lens import head_detector as tl_heads  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+from minillm import GPT, GPTConfig, utils  # noqa: E402
+from minillm import decompose as D  # noqa: E402
+from minillm import patching as P  # noqa: E402
+from minillm.circuits import all_composition_scores, composition_scores  # noqa: E402
+from minillm.detectors import _similarity, named_detection_pattern  # noqa: E402
+
+CONFIGS = {
+    "attn_only_ln": GPTConfig(n_layers=2, d_model=32, n_heads=4, n_ctx=12, d_vocab=23, attn_only=True, seed=1),
+    "mlp_ln_gelu": GPTConfig(
+        n_layers=2, d_model=32, n_heads=4, d_mlp=48, n_ctx=12, d_vocab=23, d_vocab_out=23, act_fn="gelu", seed=3
+    ),
+    "mlp_noln_relu": GPTConfig(
+        n_layers=3, d_model=24, n_heads=3, d_head=5, d_mlp=40, n_ctx=12, d_vocab=23, normalization_type=None, seed=4
+    ),
+    "lnpre": GPTConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=48, n_ctx=12, d_vocab=23, normalization_type="LNPre"),
+    "bidirectional": GPTConfig(
+        n_layers=2, d_model=32, n_heads=4, d_mlp=48, n_ctx=12, d_vocab=23, attention_dir="bidirectional", seed=5
+    ),
+}
+RTOL = 1e-4
+
+
+def to_tl(model: GPT, **overrides) -> HookedTransformer:
+    """The same model in TransformerLens, through minillm's own to_transformer_lens."""
+    weights, cfg = model.to_transformer_lens()
+    tl = HookedTransformer(HookedTransformerConfig(**{**cfg, "device": "cpu", "dtype": torch.float32, **overrides}))
+    tl.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=False)
+    return tl.eval()
+
+
+def close(ours, theirs, rtol: float = RTOL) -> None:
+    a = np.asarray(ours, np.float64)
+    b = theirs.detach().numpy().astype(np.float64) if hasattr(theirs, "detach") else np.asarray(theirs, np.float64)
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: minillm {a.shape}, TransformerLens {b.shape}")
+    finite = np.isfinite(b)
+    if not (np.isfinite(a) == finite).all():
+        raise AssertionError("the non-finite entries differ")
+    scale = max(float(np.abs(b[finite]).max()) if finite.any() else 0.0, 1e-30)
+    err = float(np.abs(a[finite] - b[finite]).max() / scale) if finite.any() else 0.0
+    if err > rtol:
+        raise AssertionError(f"max relative difference {err:.2e} > {rtol}")
+
+
+def raises(call: Callable, kind=Exception) -> None:
+    try:
+        call()
+    except kind:
+        return
+    raise AssertionError("minillm did not refuse")
+
+
+# ---------------------------------------------------------------------------------------------
+# The checks: each takes (model, tl, tokens) and raises AssertionError on a difference
+# ---------------------------------------------------------------------------------------------
+def forward_and_every_activation(m, tl, t):
+    logits, cache = m.run_with_cache(t)
+    tl_logits, tl_cache = tl.run_with_cache(torch.tensor(t))
+    close(logits, tl_logits)
+    common = [n for n in cache if n in tl_cache.keys()]
+    assert len(common) >= len(cache) - 4, f"few common hook names: {len(common)} of {len(cache)}"
+    for n in common:
+        close(cache[n], tl_cache[n])
+
+
+def return_types_and_loss(m, tl, t):
+    tt = torch.tensor(t)
+    close(m(t, return_type="loss"), tl(tt, return_type="loss"))
+    close(m(t, return_type="loss", loss_per_token=True), tl(tt, return_type="loss", loss_per_token=True))
+    logits, loss = m(t, return_type="both")
+    tl_logits, tl_loss = tl(tt, return_type="both")
+    close(logits, tl_logits)
+    close(loss, tl_loss)
+    assert m(t, return_type=None) is None and tl(tt, return_type=None) is None
+    close(m.loss_fn(logits, t, per_token=True), tl.loss_fn(tl_logits, tt, per_token=True))
+    close(utils.lm_cross_entropy_loss(logits, t), tl_utils.lm_cross_entropy_loss(tl_logits, tt))
+
+
+def remove_batch_dim_and_negative_layers(m, tl, t):
+    _, cache = m.run_with_cache(t[:1], remove_batch_dim=True)
+    _, tl_cache = tl.run_with_cache(torch.tensor(t[:1]), remove_batch_dim=True)
+    for key in [("resid_post", -1), ("pattern", -1), ("resid_pre", 0), ("attn_out", -2)]:
+        close(cache[key], tl_cache[key])
+
+
+def start_and_stop_at_layer(m, tl, t):
+    tt = torch.tensor(t)
+    for stop in (1, -1):
+        close(m(t, stop_at_layer=stop), tl(tt, stop_at_layer=stop))
+    resid = np.asarray(m(t, stop_at_layer=1))
+    for start in (1, -1):
+        if start == -1:
+            resid = np.asarray(m(t, stop_at_layer=-1))
+        close(m(resid, start_at_layer=start), tl(torch.tensor(resid), start_at_layer=start))
+
+
+def stacked_weights(m, tl, t):
+    names = ["W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "b_O", "W_E", "W_pos", "W_U", "b_U", "W_E_pos"]
+    if not m.cfg.attn_only:
+        names += ["W_in", "b_in", "W_out", "b_out"]
+    for name in names:
+        close(getattr(m, name), getattr(tl, name))
+
+
+def factored_circuits(m, tl, t):
+    for ours, theirs in [(m.QK, tl.QK), (m.OV, tl.OV)]:
+        close(ours.AB, theirs.AB)
+        close(ours[1, 0].AB, theirs[1, 0].AB)
+        close(ours.S, theirs.S)
+        U, S, V = ours.svd()
+        tU, tS, tV = theirs.svd()
+        close(np.asarray(U) * np.asarray(S)[..., None, :] @ np.swapaxes(np.asarray(V), -1, -2), theirs.AB)
+        close(np.abs(np.asarray(V)), tV.abs())  # the same V (columns), up to the sign of each
+        close(ours.norm(), theirs.norm())
+        raises(lambda: ours[m.cfg.n_layers], IndexError)  # TL's torch raises too
+
+
+def composition(m, tl, t):
+    for mode in ("Q", "K", "V"):
+        close(all_composition_scores(m, mode), tl.all_composition_scores(mode))
+    close(composition_scores(m.OV[0], m.QK[1]), tl_utils.composition_scores(tl.OV[0], tl.QK[1]))
+    raises(lambda: composition_scores(m, "K"), TypeError)  # the model-level call is all_composition_scores
+
+
+def cache_decompositions(m, tl, t):
+    _, cache = m.run_with_cache(t)
+    _, tl_cache = tl.run_with_cache(torch.tensor(t))
+    for kw in [dict(), dict(apply_ln=True), dict(pos_slice=-1), dict(layer=1, mlp_input=True)]:
+        if m.cfg.attn_only and kw.get("mlp_input"):  # no MLP input: TL raises a KeyError, minillm a ValueError
+            raises(lambda: D.accumulated_resid(m, cache, **kw), ValueError)
+            continue
+        close(D.decompose_resid(m, cache, **kw), tl_cache.decompose_resid(**kw))
+        close(D.accumulated_resid(m, cache, **kw), tl_cache.accumulated_resid(**kw))
+    for kw in [dict(), dict(layer=1), dict(incl_remainder=True), dict(pos_slice=-1, apply_ln=True), dict(layer=0)]:
+        close(D.stack_head_results(m, cache, **kw), tl_cache.stack_head_results(**kw))
+    if not m.cfg.attn_only:
+        for kw in [dict(layer=1), dict(layer=2, pos_slice=-1), dict(layer=0)]:
+            if kw["layer"] <= m.cfg.n_layers:
+                close(D.stack_neuron_results(m, cache, **kw), tl_cache.stack_neuron_results(**kw))
+    stack = D.decompose_resid(m, cache, pos_slice=-1)
+    tl_stack = tl_cache.decompose_resid(pos_slice=-1)
+    correct, wrong = t[:, -1] % m.cfg.d_vocab_out, (t[:, -1] + 1) % m.cfg.d_vocab_out
+    close(
+        D.logit_attrs(m, cache, stack, correct, wrong, pos_slice=-1),
+        tl_cache.logit_attrs(tl_stack, torch.tensor(correct), torch.tensor(wrong), pos_slice=-1),
+    )
+    raises(lambda: D.logit_attrs(m, cache, stack, correct, wrong[:1], pos_slice=-1), ValueError)
+    close(D.apply_ln_to_stack(m, cache, stack, pos_slice=-1), tl_cache.apply_ln_to_stack(tl_stack, pos_slice=-1))
+
+
+def head_detection(m, tl, t):
+    if m.cfg.attention_dir == "bidirectional":
+        return  # TransformerLens' detector asserts causal (lower-triangular) patterns: nothing to compare
+    row = t[0]
+    for name in ("previous_token_head", "duplicate_token_head", "induction_head"):
+        ours = named_detection_pattern(name, row)
+        theirs = getattr(tl_heads, f"get_{name}_detection_pattern")(torch.tensor(row)[None])
+        close(ours, theirs)
+        _, cache = m.run_with_cache(t[:1])
+        patterns = np.stack([np.asarray(cache["pattern", l][0]) for l in range(m.cfg.n_layers)])
+        for measure in ("mul", "abs"):
+            for bos, current in [(False, False), (True, True)]:
+                got = _similarity(patterns, ours, bos, current, measure)
+                want = [
+                    [
+                        tl_heads.compute_head_attention_similarity_score(
+                            torch.tensor(patterns[l, h]),
+                            theirs,
+                            exclude_bos=bos,
+                            exclude_current_token=current,
+                            error_measure=measure,
+                        )
+                        for h in range(m.cfg.n_heads)
+                    ]
+                    for l in range(m.cfg.n_layers)
+                ]
+                close(got, np.array(want), rtol=1e-3)
+
+
+def patching_sweeps(m, tl, t):
+    corrupted = t.copy()
+    corrupted[:, 2] = (corrupted[:, 2] + 3) % m.cfg.d_vocab
+    _, cache = m.run_with_cache(t)
+    _, tl_cache = tl.run_with_cache(torch.tensor(t))
+    answer = int(t[0, -1] % m.cfg.d_vocab_out)
+    metric = lambda logits: logits[:, -1, answer].mean()
+    sweeps = [
+        (P.get_act_patch_resid_pre, tlp.get_act_patch_resid_pre),
+        (P.get_act_patch_attn_out, tlp.get_act_patch_attn_out),
+        (P.get_act_patch_attn_head_out_all_pos, tlp.get_act_patch_attn_head_out_all_pos),
+        (P.get_act_patch_attn_head_pattern_all_pos, tlp.get_act_patch_attn_head_pattern_all_pos),
+    ]
+    for ours, theirs in sweeps:
+        close(ours(m, corrupted, cache, metric), theirs(tl, torch.tensor(corrupted), tl_cache, metric))
+
+
+def attention_mask(m, tl, t):
+    mask = np.ones(t.shape, np.int64)
+    mask[:, :3] = 0
+    if m.cfg.attention_dir == "bidirectional":  # TL then ignores the mask in attention: minillm refuses
+        raises(lambda: m(t, attention_mask=mask), ValueError)
+        return
+    ours = np.asarray(m(t, attention_mask=mask))[:, 3:]
+    theirs = tl(torch.tensor(t), attention_mask=torch.tensor(mask))[:, 3:]
+    close(ours, theirs)
+
+
+def weights_round_trip(m, tl, t):
+    back = GPT.from_transformer_lens(tl.state_dict(), tl.cfg)
+    close(back(t), tl(torch.tensor(t)))
+    close(back(t), m(t))
+
+
+def hooks_on_unreached_points_and_unembed(m, tl, t):
+    tt = torch.tensor(t)
+    resid = np.asarray(m(t, stop_at_layer=1))
+    never = lambda x, hook: x * 0
+    ours = m.run_with_hooks(resid, [("hook_embed", never)], start_at_layer=1)
+    theirs = tl.run_with_hooks(torch.tensor(resid), fwd_hooks=[("hook_embed", never)], start_at_layer=1)
+    close(ours, theirs)
+    if "unembed.hook_in" in tl.hook_dict:  # present in newer TransformerLens only
+        _, tl_cache = tl.run_with_cache(tt)
+        _, cache = m.run_with_cache(t)
+        close(cache["unembed.hook_in"], tl_cache["unembed.hook_in"])
+
+
+CHECKS = [
+    forward_and_every_activation,
+    return_types_and_loss,
+    remove_batch_dim_and_negative_layers,
+    start_and_stop_at_layer,
+    stacked_weights,
+    factored_circuits,
+    composition,
+    cache_decompositions,
+    head_detection,
+    patching_sweeps,
+    attention_mask,
+    weights_round_trip,
+    hooks_on_unreached_points_and_unembed,
+]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default=os.path.join(HERE, "TL_SUITE.md"))
+    args = parser.parse_args()
+    rows, passed, failed = [], 0, 0
+    torch.set_grad_enabled(False)
+    for cfg_name, cfg in CONFIGS.items():
+        model = GPT(cfg)
+        tl = to_tl(model, use_attn_result=True)
+        tokens = np.random.default_rng(0).integers(0, cfg.d_vocab, (4, cfg.n_ctx)).astype(np.int64)
+        tokens[:, 6:] = tokens[:, : cfg.n_ctx - 6]  # a repeat, so that head detectors have something
+        for check in CHECKS:
+            try:
+                check(model, tl, tokens.copy())
+                passed += 1
+                rows.append((cfg_name, check.__name__, "pass", ""))
+            except Exception as e:  # a difference, or a call one library lacks: report it, go on
+                failed += 1
+                detail = f"{type(e).__name__}: {e}".splitlines()[0][:160]
+                rows.append((cfg_name, check.__name__, "FAIL", detail))
+                traceback.print_exc(limit=2)
+    versions = {p: importlib.metadata.version(p) for p in ("transformer-lens", "torch", "jax")}
+    lines = [
+        "# minillm against TransformerLens, call by call",
+        "",
+        f"`bash bench/run.sh --suite` on {datetime.date.today()}; {versions}.",
+        f"**{passed} passed, {failed} failed** ({len(CHECKS)} checks x {len(CONFIGS)} configs).",
+        "",
+        "| config | check | result | detail |",
+        "| --- | --- | --- | --- |",
+    ] + [f"| {c} | {n} | {r} | {d} |" for c, n, r, d in rows]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
