@@ -371,8 +371,14 @@ assert elsewhere.max() < 0.3, "no other position matters (the first name alone l
 # ## Where does layer 1 look?
 #
 # If layer 1's attention carries the fact from the last subject token to the end, its heads should
-# look from the last position at that token. Here is the attention of one sequence, and below it
-# the mean over the batch.
+# look from the last position at that token. First an interactive view of one sequence: hover a
+# token to see where it attends, and pick the head with the buttons. Then the heatmaps, and below
+# them the mean over the batch.
+
+# %%
+from minillm.attention_view import attention_view
+
+attention_view(cache["pattern", 1][0], task.decode(tokens[0]).split(), title="layer 1:")
 
 # %%
 plot_attention_patterns(cache["pattern", 1][0], task.decode(tokens[0]).split(), title="layer 1, one sequence")
