@@ -41,13 +41,14 @@ import numpy as np
 from minillm import GPT, act_name
 from minillm.decompose import accumulated_resid, decompose_resid, stack_head_results
 from minillm.interventions import ablate, add_noise
+from minillm.lessons import checkpoint
 from minillm.patching import get_act_patch_block_every
 from minillm.plots import plot_attention_patterns, plot_causal_trace, plot_training_curves
 from minillm.tasks import make_task
 from minillm.weight_processing import fold_layer_norm
 
-model = GPT.load("checkpoints/factual_recall/model.safetensors")
-metrics = [json.loads(line) for line in open("checkpoints/factual_recall/metrics.jsonl")]
+model = GPT.load(checkpoint("factual_recall/model.safetensors"))
+metrics = [json.loads(line) for line in open(checkpoint("factual_recall/metrics.jsonl"))]
 task = make_task("factual_recall")
 print(model.cfg)
 
@@ -461,7 +462,7 @@ assert 0.7 < min(late_edges, late_attention) < 0.99, "a small backup, far from l
 # Its accuracy is as good, but the same causal trace tells a different story.
 
 # %%
-plain = GPT.load("checkpoints/factual_recall_plain/model.safetensors")
+plain = GPT.load(checkpoint("factual_recall_plain/model.safetensors"))
 plain_task = make_task("factual_recall", distractor_prob=0.0)
 plain_tokens = jnp.asarray(plain_task.prompts(jax.random.key(7), 256, N_BEFORE).tokens)
 plain_answers = jnp.asarray(plain_task.prompts(jax.random.key(7), 256, N_BEFORE).targets[:, -1])
@@ -517,7 +518,7 @@ assert plain_trace[1][0, END] > 0.5, "layer-0 attention at the end reads both ra
 # relation's attribute.
 #
 # **Retrain the models yourself** (about two minutes each on a CPU) by setting `RETRAIN = True`;
-# point `GPT.load` at the `_retrained` directories to repeat the lesson on them.
+# point `GPT.load` at the `checkpoints_retrained` directories to repeat the lesson on them.
 
 # %%
 RETRAIN = False
@@ -527,7 +528,6 @@ if RETRAIN:
 
     for recipe in ("factual_recall", "factual_recall_plain"):
         subprocess.run(
-            [sys.executable, "-m", "train", recipe, "--out", f"lessons/checkpoints/{recipe}_retrained"],
-            cwd="..",
+            [sys.executable, "-m", "minillm.train", recipe, "--out", f"checkpoints_retrained/{recipe}"],
             check=True,
         )

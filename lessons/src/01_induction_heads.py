@@ -33,13 +33,14 @@ from minillm import GPT
 from minillm.circuits import all_composition_scores, full_OV, ov_copying_score
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
+from minillm.lessons import checkpoint
 from minillm.losses import cross_entropy, evaluate
 from minillm.plots import plot_attention_patterns, plot_head_heatmap, plot_training_curves
 from minillm.tasks import make_task
 from minillm.weight_processing import process_weights
 
-model = GPT.load("checkpoints/induction/model.safetensors")
-metrics = [json.loads(line) for line in open("checkpoints/induction/metrics.jsonl")]
+model = GPT.load(checkpoint("induction/model.safetensors"))
+metrics = [json.loads(line) for line in open(checkpoint("induction/metrics.jsonl"))]
 print(model.cfg)
 
 # %% [markdown]
@@ -346,7 +347,7 @@ assert all(acc > 0.9 for acc in results.values())
 # looks 30 back: it was never an induction head.
 
 # %%
-shortcut = GPT.load("checkpoints/induction_shortcut/model.safetensors")
+shortcut = GPT.load(checkpoint("induction_shortcut/model.safetensors"))
 same_layout = repeated_random_tokens(jax.random.key(7), 64, 31, 64)  # period 31, as in its training
 other_period = repeated_random_tokens(jax.random.key(7), 64, 30, 64)
 on_training_layout = head_scores(shortcut, same_layout)["induction"]
@@ -399,7 +400,7 @@ assert shortcut_acc < 0.2 < 0.9 < results["gap up to 20"]
 # it attend to, and what do the induction heads read from it?
 #
 # **Retrain the model yourself** (a minute or two on a CPU) by setting `RETRAIN = True`; every cell
-# above then works on your model if you point `GPT.load` at `checkpoints/induction_retrained/`.
+# above then works on your model if you point `GPT.load` at `checkpoints_retrained/induction/`.
 
 # %%
 RETRAIN = False
@@ -408,7 +409,6 @@ if RETRAIN:
     import sys
 
     subprocess.run(
-        [sys.executable, "-m", "train", "induction", "--out", "lessons/checkpoints/induction_retrained"],
-        cwd="..",
+        [sys.executable, "-m", "minillm.train", "induction", "--out", "checkpoints_retrained/induction"],
         check=True,
     )

@@ -35,12 +35,13 @@ import numpy as np
 
 from minillm import GPT
 from minillm import fourier as F
+from minillm.lessons import checkpoint
 from minillm.plots import plot_fourier_norms, plot_training_curves
 from minillm.tasks import make_task
 
-model = GPT.load("checkpoints/modular_addition/model.safetensors")
-metrics = [json.loads(line) for line in open("checkpoints/modular_addition/metrics.jsonl")]
-run = json.load(open("checkpoints/modular_addition/run.json"))
+model = GPT.load(checkpoint("modular_addition/model.safetensors"))
+metrics = [json.loads(line) for line in open(checkpoint("modular_addition/metrics.jsonl"))]
+run = json.load(open(checkpoint("modular_addition/run.json")))
 task = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
 p = task.p
 print(model.cfg)
@@ -338,7 +339,7 @@ assert gini_t[-1] > gini_t[steps == memorised][0] + 0.2, "and the embedding beco
 #   still looks like memorisation.
 #
 # **Retrain** (about two to three minutes on a 2-core CPU) by setting `RETRAIN = True` and pointing
-# `GPT.load` above at `checkpoints/modular_addition_retrained/`.
+# `GPT.load` above at `checkpoints_retrained/modular_addition`.
 
 # %%
 RETRAIN = False
@@ -347,7 +348,6 @@ if RETRAIN:
     import sys
 
     subprocess.run(
-        [sys.executable, "-m", "train", "modular_addition", "--out", "lessons/checkpoints/modular_addition_retrained"],
-        cwd="..",
+        [sys.executable, "-m", "minillm.train", "modular_addition", "--out", "checkpoints_retrained/modular_addition"],
         check=True,
     )

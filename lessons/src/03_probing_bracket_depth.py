@@ -28,12 +28,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minillm import GPT, act_name
+from minillm.lessons import checkpoint
 from minillm.plots import plot_attention_patterns, plot_probe_scores, plot_training_curves
 from minillm.probes import fit_probe, mass_mean_direction, probe_sweep
 from minillm.tasks import make_task
 
-model = GPT.load("checkpoints/bracket_depth/model.safetensors")
-metrics = [json.loads(line) for line in open("checkpoints/bracket_depth/metrics.jsonl")]
+model = GPT.load(checkpoint("bracket_depth/model.safetensors"))
+metrics = [json.loads(line) for line in open(checkpoint("bracket_depth/metrics.jsonl"))]
 task = make_task("bracket_depth", n_brackets=24)
 print(model.cfg)
 
@@ -350,7 +351,7 @@ assert bracket_probe.score > 0.9 and change < 0.02
 #
 # The checkpoint came from `python -m train bracket_depth --out lessons/checkpoints/bracket_depth`
 # (under a minute on a laptop CPU). Set `RETRAIN = True` to run the same recipe here; every cell
-# above then works on your model if you point `GPT.load` at `checkpoints/bracket_depth_retrained/`.
+# above then works on your model if you point `GPT.load` at `checkpoints_retrained/bracket_depth`.
 
 # %%
 RETRAIN = False
@@ -359,7 +360,6 @@ if RETRAIN:
     import sys
 
     subprocess.run(
-        [sys.executable, "-m", "train", "bracket_depth", "--out", "lessons/checkpoints/bracket_depth_retrained"],
-        cwd="..",
+        [sys.executable, "-m", "minillm.train", "bracket_depth", "--out", "checkpoints_retrained/bracket_depth"],
         check=True,
     )

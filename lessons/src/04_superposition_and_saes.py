@@ -24,6 +24,7 @@ import optax
 
 from minillm import GPT
 from minillm import fourier as F
+from minillm.lessons import checkpoint
 from minillm.sae import evaluate_sae, gather_activations, spliced_loss, train_sae
 from minillm.tasks import make_task
 
@@ -144,7 +145,7 @@ assert np.abs(angle_gaps(toy[0.03][pentagons]) - 72).max() < 10  # ... as a pent
 
 # %%
 task = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
-model = GPT.load("checkpoints/modular_addition/model.safetensors")
+model = GPT.load(checkpoint("modular_addition/model.safetensors"))
 pairs = task.all_pairs()
 key_freqs = F.key_frequencies(model)
 name = "blocks.0.mlp.hook_post"
