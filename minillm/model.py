@@ -218,7 +218,7 @@ class GPT(WeightViews, nnx.Module):
     ) -> Array:
         """The forward pass with explicit hooks (the public calls below build them): tokens [b, p] -> logits."""
         layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
-        shape = jnp.shape(input)[:2]
+        shape = np.shape(input)[:2]
         mask = None if attention_mask is None else check_attention_mask(attention_mask, shape)
         if mask is not None and self.cfg.attention_dir == "bidirectional":
             raise ValueError(
