@@ -198,9 +198,10 @@ def _recipes() -> dict[str, Recipe]:
                 "Zhong et al. 2023 ('The Clock and the Pizza'): their task and data (a + b mod 59, 80% of the "
                 "pairs for training) on Nanda et al.'s one-layer model (d_model 128, 4 heads, d_mlp 512, ReLU, no "
                 "LayerNorm; AdamW lr 1e-3, wd 1.0, betas 0.9/0.98, full batch), 8 seeds trained together as one "
-                "vmapped program. Ordinary softmax attention (attention_rate 1): measured here, a seed reaches 99% "
-                "test accuracy in ~250 steps with the clock's signature (distance irrelevance 0.82, gradient "
-                "symmetricity 0.15). Lesson 5 compares the seeds and the pizza family.",
+                "vmapped program, 2,000 steps. Measured here: every seed reaches 99% test accuracy by step 300 to "
+                "850; the late ones need the steps after it for weight decay to clean up (at 1,000 steps seed 2 "
+                "still had a restricted loss of 0.6). Clock signature: distance irrelevance 0.59 to 0.85, "
+                "gradient symmetricity 0.13 to 0.69. Lesson 5 compares the seeds and the pizza family.",
                 mod59,
                 _model_for(mod59, **universality_model),
                 universality_train,
