@@ -214,9 +214,11 @@ def _recipes() -> dict[str, Recipe]:
                 "the same with constant attention (attention_rate 0): the pizza algorithm",
                 "As `clock`, but every attention pattern is uniform (GPTConfig.attention_rate = 0, Zhong et al.'s "
                 "attention rate), so '=' sees the two numbers only through the sum of their embeddings. Zhong et "
-                "al. found such models learn the 'pizza' algorithm, whose right-answer logit depends on a - b "
-                "(measured here: distance irrelevance 0.39 against the clock's 0.82, 99% test accuracy at ~550 "
-                "steps). A config field, not a training-time hook, so that the saved model reloads as trained.",
+                "al. found such models learn the 'pizza' algorithm, whose right-answer logit depends on a - b. "
+                "Measured here, 8 seeds: 99% test accuracy by step 350 to 700; distance irrelevance 0.25 to 0.84 "
+                "(median 0.43, against the clocks' 0.80), gradient symmetricity exactly 1 (by construction with "
+                "constant attention). A config field, not a training-time hook, so that the saved model reloads "
+                "as trained.",
                 mod59,
                 _model_for(mod59, **universality_model, attention_rate=0.0),
                 universality_train,
