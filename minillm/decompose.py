@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from minillm.hooks import ActivationCache, act_name
+from minillm.inputs import check_indices
 from minillm.model import GPT
 
 PosSlice = None | int | slice | jax.Array
@@ -33,12 +33,7 @@ def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2) -> jax.Array:
     An int or integer array outside the positions is refused (JAX would clamp it)."""
     if pos_slice is None:
         return x
-    if not isinstance(pos_slice, slice) and not isinstance(pos_slice, jax.core.Tracer):
-        n_pos, chosen = x.shape[axis], np.asarray(pos_slice)
-        if not np.issubdtype(chosen.dtype, np.integer):
-            raise TypeError(f"pos_slice must be None, an int, a slice or integer positions, got {pos_slice!r}")
-        if chosen.size and (chosen.min() < -n_pos or chosen.max() >= n_pos):
-            raise IndexError(f"pos_slice {pos_slice!r} is outside the {n_pos} positions")
+    check_indices(pos_slice, x.shape[axis], "pos_slice")
     index = [slice(None)] * x.ndim
     index[axis] = pos_slice
     return x[tuple(index)]
@@ -218,12 +213,7 @@ def stack_neuron_results(
     if model.cfg.attn_only:
         raise ValueError("an attention-only model has no neurons")
     layer = _layer_or_final(model, layer)
-    if neuron_slice is not None and not isinstance(neuron_slice, slice):
-        chosen = np.asarray(neuron_slice)
-        if not np.issubdtype(chosen.dtype, np.integer):
-            raise TypeError(f"neuron_slice must be a slice or integer neuron indices, got {neuron_slice!r}")
-        if chosen.size and (chosen.min() < -model.cfg.d_mlp or chosen.max() >= model.cfg.d_mlp):
-            raise IndexError(f"neuron_slice: a neuron index is outside [-{model.cfg.d_mlp}, {model.cfg.d_mlp})")
+    check_indices(neuron_slice, model.cfg.d_mlp, "neuron_slice")
     neurons = jnp.arange(model.cfg.d_mlp)[neuron_slice if neuron_slice is not None else slice(None)]
     components, labels = [], []
     for l in range(layer):

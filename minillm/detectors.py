@@ -98,10 +98,10 @@ def named_detection_pattern(name: str, tokens: np.ndarray) -> np.ndarray:
 
 
 def _similarity(patterns: np.ndarray, detect: np.ndarray, exclude_bos: bool, exclude_current: bool, measure: str):
-    """[layer, head] scores of patterns [layer, head, q, k] against detect [q, k], as TransformerLens
-    computes them ("mul": the share of attention on the detected entries; "abs": 1 - the mean
-    absolute difference times the sequence length, rounded to 3 decimals)."""
-    p = detect.shape[0]
+    """Scores of patterns [..., q, k] against detection patterns detect [..., q, k] (broadcast), as
+    TransformerLens computes them ("mul": the share of attention on the detected entries; "abs": 1 -
+    the mean absolute difference times the sequence length, rounded to 3 decimals) -> [...]."""
+    p = detect.shape[-1]
     keep = np.ones((p, p))
     if exclude_bos:
         keep[:, 0] = 0
@@ -157,13 +157,8 @@ def detect_head(
         _, cache = model.run_with_cache(jnp.asarray(tokens, jnp.int32), names_filter=lambda n: n.endswith("pattern"))
     patterns = np.stack([np.asarray(cache["pattern", l], np.float64) for l in range(model.cfg.n_layers)])
     patterns = patterns.reshape(model.cfg.n_layers, -1, model.cfg.n_heads, n_pos, n_pos)  # [l, b, h, q, k]
-    scores = np.mean(
-        [
-            _similarity(patterns[:, i], detects[i], exclude_bos, exclude_current_token, error_measure)
-            for i in range(len(tokens))
-        ],
-        axis=0,
-    )
+    # [layer, batch, head] scores, each sequence against its own detection pattern, then the batch mean
+    scores = _similarity(patterns, detects[None, :, None], exclude_bos, exclude_current_token, error_measure).mean(1)
     if heads is None:
         return scores
     pairs = [(l, h) for l, hs in heads.items() for h in hs] if isinstance(heads, dict) else list(heads)

@@ -34,7 +34,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from minillm.inputs import check_indices
 
 Array = jax.Array
 
@@ -52,20 +53,6 @@ def _keep_dim(index: Any) -> Any:
         index = int(index)
         return slice(index, index + 1 if index != -1 else None)
     return index
-
-
-def _check_index(entry: Any, size: int, axis: int, shape: tuple[int, ...]) -> None:
-    """Refuse an int or integer array outside [-size, size) along `axis` (JAX would clamp it)."""
-    if isinstance(entry, slice) or isinstance(entry, jax.core.Tracer):
-        return
-    values = np.asarray(entry)
-    if values.dtype == bool:
-        raise IndexError("FactoredMatrix indexing does not take boolean masks")
-    if not np.issubdtype(values.dtype, np.integer):
-        raise IndexError(f"FactoredMatrix indices must be ints, slices or integer arrays, got {entry!r}")
-    bad = values[(values < -size) | (values >= size)]
-    if bad.size:
-        raise IndexError(f"index {int(bad.flat[0])} is out of range for axis {axis} of size {size} (shape {shape})")
 
 
 def _is_traced(*xs: Array) -> bool:
@@ -298,7 +285,7 @@ class FactoredMatrix:
             raise IndexError(f"index {index} has more entries than FactoredMatrix shape {self.shape}")
         n_lead = self.ndim - 2
         for i, (entry, size) in enumerate(zip(index, self.shape)):
-            _check_index(entry, size, i, self.shape)
+            check_indices(entry, size, f"FactoredMatrix {self.shape} axis {i}")
         lead, rest = index[:n_lead], index[n_lead:]
         A, B = self.A[lead], self.B[lead]
         if len(rest) >= 1:

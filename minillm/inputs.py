@@ -65,6 +65,19 @@ def check_attention_mask(mask: Any, shape: tuple[int, ...]) -> jax.Array:
     return mask
 
 
+def check_indices(index: Any, size: int, what: str) -> None:
+    """Refuse an int or integer array outside [-size, size) (negative counts from the end), or a
+    non-integer index; slices and traced values pass (JAX would clamp or drop a bad index silently)."""
+    if index is None or isinstance(index, slice) or isinstance(index, jax.core.Tracer):
+        return
+    values = np.asarray(index)
+    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
+        raise TypeError(f"{what}: indices must be integers (or slices), got {index!r}")
+    bad = values[(values < -size) | (values >= size)]
+    if bad.size:
+        raise IndexError(f"{what}: index {int(bad.flat[0])} is out of range for a size of {size}")
+
+
 def layer_range(cfg: GPTConfig, start_at_layer: int | None, stop_at_layer: int | None) -> range:
     """The blocks a pass runs: start_at_layer (default 0) up to, not including, stop_at_layer.
     Negative values count from the end, as Python slices (and TransformerLens) do: start_at_layer=-1

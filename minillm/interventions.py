@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from minillm.hooks import ActivationCache, act_name
+from minillm.inputs import check_indices
 from minillm.model import GPT
 
 KINDS = ("zero", "mean", "resample")
@@ -31,24 +31,12 @@ def _is_pattern(name: str) -> bool:
     return name.endswith("hook_pattern") or name.endswith("hook_attn_scores")
 
 
-def _check_range(name: str, index, size: int, axis: int) -> None:
-    """Refuse indices outside [-size, size) where they are known (JAX would silently drop them)."""
-    if isinstance(index, jax.core.Tracer):
-        return
-    values = np.asarray(index).ravel()
-    if values.dtype == bool or not np.issubdtype(values.dtype, np.integer):
-        raise TypeError(f"{name}: indices along axis {axis} must be integers, got {index!r}")
-    bad = values[(values < -size) | (values >= size)]
-    if bad.size:
-        raise IndexError(f"{name}: index {int(bad[0])} is out of range for axis {axis} of size {size}")
-
-
 def selection_mask(name: str, shape: tuple, heads=None, neurons=None, positions=None) -> jax.Array:
     """Boolean mask over an activation of `shape` at hook `name` selecting heads/neurons/positions."""
     mask = jnp.ones(shape, bool)
 
     def restrict(mask, axis, index):
-        _check_range(name, index, shape[axis], axis)
+        check_indices(index, shape[axis], f"{name} axis {axis}")
         keep = jnp.zeros(shape[axis], bool).at[jnp.asarray(index)].set(True)
         view = [1] * len(shape)
         view[axis] = shape[axis]

@@ -42,7 +42,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from minillm.hooks import ActivationCache, FwdHooks, HookPoint, act_name
+from minillm.hooks import ActivationCache, FwdHooks, act_name
 from minillm.inputs import check_tokens
 from minillm.model import GPT
 
@@ -131,17 +131,6 @@ def _corruption(corruption_hooks: FwdHooks | None) -> Corruption:
     return tuple(pairs)
 
 
-def _from_layer(corruption: Corruption, layer: int) -> list:
-    """The corruption hooks that a pass starting at `layer` reaches: those of blocks >= layer and
-    after the blocks (the earlier ones are already in the corrupted resid_pre it starts from)."""
-    kept = []
-    for name, fn in corruption:
-        at = HookPoint(name).layer()
-        if (at is not None and at >= layer) or (at is None and not name.startswith("hook_")):
-            kept.append((name, fn))
-    return kept
-
-
 @partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size", "corruption"))
 def _patch_one_layer(
     model: GPT,
@@ -157,11 +146,12 @@ def _patch_one_layer(
     corruption: Corruption = (),
 ):
     """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
-    corrupting = _from_layer(corruption, layer)
+    # corruption hooks before `layer` do not run (a pass that starts there does not reach them):
+    # their effect is already in the corrupted resid_pre it starts from
 
     def one_patch(index):
         setter = lambda act, hook: patch_setter(act, tuple(index), clean_act)
-        logits = model.run_with_hooks(start_resid, corrupting + [(name, setter)], start_at_layer=layer)
+        logits = model.run_with_hooks(start_resid, [*corruption, (name, setter)], start_at_layer=layer)
         return patching_metric(logits)
 
     return jax.lax.map(one_patch, indices, batch_size=chunk_size)

@@ -76,3 +76,14 @@ def test_layer_ranges_outside_the_model_are_refused(small):
             layer_range(CFG, start, stop)
     with pytest.raises(ValueError, match="stop_at_layer"):
         small(np.array([[1, 2]]), stop_at_layer=CFG.n_layers + 1)
+
+
+def test_check_indices_refuses_what_jax_would_clamp():
+    from minillm.inputs import check_indices
+
+    check_indices(slice(0, 99), 3, "x")  # slices are the caller's business, as in Python
+    check_indices([-3, 2], 3, "x")  # negative counts from the end
+    with pytest.raises(IndexError, match="x: index 3 is out of range"):
+        check_indices(np.array([0, 3]), 3, "x")
+    with pytest.raises(TypeError, match="integers"):
+        check_indices([True], 3, "x")
