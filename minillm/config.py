@@ -17,6 +17,8 @@ ACT_FNS = ("relu", "gelu")
 NORMALIZATION_TYPES = ("LN", "LNPre", None)
 ATTENTION_DIRS = ("causal", "bidirectional")
 POSITIONAL_EMBEDDING_TYPES = ("standard",)
+DTYPES = ("float32", "bfloat16", "float16")
+ATTN_IMPLEMENTATIONS = ("auto", "exact", "fused")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,18 @@ class GPTConfig:
     # (their "pizza" models). Not a TransformerLens option.
     attention_rate: float = 1.0
     attention_dir: str = "causal"  # or "bidirectional": every query sees every key (TL's option)
+    # The compute dtype: "float32", or "bfloat16" / "float16" for mixed precision. The parameters
+    # stay float32 (what the optimizer updates and a checkpoint stores) and are cast where they are
+    # used; LayerNorm statistics, attention scores, the softmax and the logits stay float32 (see
+    # GPT's docstring for what each hook point holds). TransformerLens' `dtype` casts the weights
+    # themselves: the same compute, without float32 master weights.
+    dtype: str = "float32"
+    # How attention is computed when no hook reads or replaces hook_attn_scores or hook_pattern:
+    # "exact" always materialises the pattern (the hooked computation, so a plain call and a cached
+    # one give bit-identical numbers); "fused" uses jax.nn.dot_product_attention (cuDNN's fused kernel
+    # on a GPU in bfloat16 / float16, XLA's otherwise); "auto" is "fused" on a GPU and "exact"
+    # elsewhere (on a CPU the fused call materialises the pattern too, so it gains nothing).
+    attn_implementation: str = "auto"
 
     def __post_init__(self) -> None:
         # Fill the derived defaults (frozen dataclass, so through object.__setattr__).
@@ -78,6 +92,13 @@ class GPTConfig:
         if self.positional_embedding_type not in POSITIONAL_EMBEDDING_TYPES:
             raise ValueError(
                 f"GPTConfig: positional_embedding_type must be 'standard', got {self.positional_embedding_type!r}"
+            )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"GPTConfig: dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"GPTConfig: attn_implementation must be one of {ATTN_IMPLEMENTATIONS}, "
+                f"got {self.attn_implementation!r}"
             )
         if not isinstance(self.attn_only, bool):
             raise ValueError(f"GPTConfig: attn_only must be a bool, got {self.attn_only!r}")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
+from minillm.hooks import Hooks
 from minillm.tasks import Batch
 
 if TYPE_CHECKING:
@@ -40,6 +41,15 @@ def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return (jnp.log1p(jnp.expm1(-shift) + others.sum(axis=-1, keepdims=True)) + shift)[..., 0]
 
 
+def check_next_tokens(tokens: jax.Array, d_vocab_out: int) -> None:
+    """Refuse a next token that has no logit (concrete tokens only; traced ones cannot be read)."""
+    if not isinstance(tokens, jax.core.Tracer) and int(jnp.max(tokens[:, 1:], initial=0)) >= d_vocab_out:
+        raise ValueError(
+            f"next_token_loss: a token id {int(jnp.max(tokens[:, 1:]))} has no logit (d_vocab_out = "
+            f"{d_vocab_out}): the next-token loss needs the output vocabulary to hold the input tokens"
+        )
+
+
 def next_token_loss(
     logits: jax.Array, tokens: jax.Array, attention_mask: jax.Array | None = None, per_token: bool = False
 ) -> jax.Array:
@@ -49,11 +59,7 @@ def next_token_loss(
     tokens) leaves out predictions of, and from, padding, as TransformerLens does."""
     if logits.ndim != 3 or tokens.shape != logits.shape[:2]:
         raise ValueError(f"next_token_loss: logits [b, p, v] and tokens [b, p], got {logits.shape} and {tokens.shape}")
-    if not isinstance(tokens, jax.core.Tracer) and int(jnp.max(tokens[:, 1:], initial=0)) >= logits.shape[-1]:
-        raise ValueError(
-            f"next_token_loss: a token id {int(jnp.max(tokens[:, 1:]))} has no logit (d_vocab_out = "
-            f"{logits.shape[-1]}): the next-token loss needs the output vocabulary to hold the input tokens"
-        )
+    check_next_tokens(tokens, logits.shape[-1])
     nll = cross_entropy(logits[:, :-1], tokens[:, 1:])  # [b, p - 1]
     if attention_mask is None:
         return nll if per_token else nll.mean()
@@ -94,8 +100,14 @@ def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, ja
     return loss, accuracy
 
 
-def loss_fn(model: GPT, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    return masked_cross_entropy(model(batch.tokens), batch)
+def loss_fn(model: GPT, batch: Batch, positions: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+    """masked_cross_entropy of the model on a batch. `positions` (a task's loss_positions: the mask
+    is 0 everywhere else) computes the logits there only, which gives the same loss for less work."""
+    if positions is None:
+        return masked_cross_entropy(model(batch.tokens), batch)
+    logits = model.forward(batch.tokens, Hooks(), output_positions=positions)  # [b, len(positions), v]
+    at = jnp.asarray(positions)
+    return masked_cross_entropy(logits, Batch(batch.tokens[:, at], batch.targets[:, at], batch.mask[:, at]))
 
 
 def map_in_chunks(fn: Callable[[Any], Any], xs: Any, chunk_size: int) -> Any:

@@ -30,6 +30,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0  # initialises the model and draws the batches
     data_seed: int = 0  # the train/test split
+    # Stop early: once the logged metric target[0] reaches target[1] at an evaluation (every seed's,
+    # in a multi-seed run), train target_margin more steps and stop; `steps` is then the most it runs.
+    target: tuple[str, float] | None = None
+    target_margin: int = 0
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine", "linear"):
@@ -42,6 +46,12 @@ class TrainConfig:
         if not self.lr > 0:
             raise ValueError(f"TrainConfig: lr must be positive, got {self.lr}")
         object.__setattr__(self, "betas", tuple(self.betas))
+        if self.target is not None:
+            if not (len(self.target) == 2 and isinstance(self.target[0], str)):
+                raise ValueError(f"TrainConfig: target must be (metric name, value), got {self.target!r}")
+            object.__setattr__(self, "target", (self.target[0], float(self.target[1])))
+        if not isinstance(self.target_margin, int) or self.target_margin < 0:
+            raise ValueError(f"TrainConfig: target_margin must be an int >= 0, got {self.target_margin!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -175,7 +175,7 @@ def _recipes() -> dict[str, Recipe]:
                 "Fourier circuit; see modular_addition_paper for the original lr).",
                 mod,
                 grok_model,
-                TrainConfig(steps=1500, lr=6e-3, **grok_common),
+                TrainConfig(steps=1500, lr=8e-3, target=("test_acc", 0.99), target_margin=500, **grok_common),
                 "test_acc",
                 0.99,
                 grokking_progress_metrics,

@@ -204,6 +204,12 @@ class Task:
     def seq_len(self) -> int:
         raise NotImplementedError
 
+    @property
+    def loss_positions(self) -> tuple[int, ...] | None:
+        """The only positions where a batch's mask can be 1, when that is fixed (None: any). The
+        trainer then computes logits there only (GPT.forward's output_positions)."""
+        return None
+
     # --- text <-> token ids ----------------------------------------------------
 
     def _check_ids(self, ids: Any, ndim: int, vocab: Sequence[str], what: str) -> np.ndarray:
@@ -363,6 +369,10 @@ class ModularArithmetic(Task):
     @property
     def seq_len(self) -> int:
         return 3
+
+    @property
+    def loss_positions(self) -> tuple[int, ...]:
+        return (self.seq_len - 1,)
 
     @property
     def eq_token(self) -> int:
@@ -628,6 +638,10 @@ class BalancedBrackets(_BracketStrings):
     @property
     def seq_len(self) -> int:
         return self.n_brackets + 2
+
+    @property
+    def loss_positions(self) -> tuple[int, ...]:
+        return (self.seq_len - 1,)
 
     def _sample(self, key: Array, batch_size: int) -> Batch:
         b, n, k = batch_size, self.n_brackets, self.n_brackets // 2
@@ -1050,6 +1064,10 @@ class FactualRecall(Task):
     @property
     def seq_len(self) -> int:
         return self.n_filler_slots + 4
+
+    @property
+    def loss_positions(self) -> tuple[int, ...]:
+        return (self.seq_len - 1,)
 
     def subject_positions(self, n_before: int) -> tuple[int, int]:
         """Positions of the first and the last subject token when n_before fillers precede them."""

@@ -25,6 +25,7 @@ checkpoint replays exactly the same compiled calls and ends with bit-identical p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -139,7 +140,8 @@ def train(
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({k: json.loads(v) for k, v in spec.items()}, f, indent=1)
 
-    run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds)
+    loss = functools.partial(loss_fn, positions=task.loss_positions)  # logits only where the loss reads them
+    run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds, loss=loss)
     evaluate_all = jax.jit(evaluate if seeds is None else jax.vmap(evaluate, in_axes=(0, None)))
     schedule = lr_schedule(tc)
 
@@ -173,11 +175,12 @@ def train(
 
     if step == 0 and not metrics:
         log_eval(0, 0.0)
+    finished = step == tc.steps or step >= _target_stop(tc, metrics, n_seeds or 1)
     bar = _progress_bar(tc.steps, step, progress)
     last_good = step
     try:
         for start, n in chunk_sizes(step, tc):
-            if stop_at_step is not None and start >= stop_at_step:
+            if finished or (stop_at_step is not None and start >= stop_at_step):
                 break
             t0 = time.perf_counter()
             model, opt_state, losses = run_chunk(model, opt_state, data_keys, train_set, start, n)
@@ -194,21 +197,36 @@ def train(
             step = start + n
             bar.update(n)
             bar.set_postfix(loss=f"{float(losses[-1].mean()):.4f}")
-            if step % tc.eval_every == 0 or step == tc.steps:
+            finished = step == tc.steps or step >= _target_stop(tc, metrics, n_seeds or 1)
+            if step % tc.eval_every == 0 or finished:
                 log_eval(step, elapsed)
                 bar.set_postfix(loss=f"{metrics[-1]['train_loss']:.4f}", test_acc=f"{metrics[-1]['test_acc']:.3f}")
-            if step % tc.checkpoint_every == 0 or step == tc.steps:
+                finished = finished or step >= _target_stop(tc, metrics, n_seeds or 1)
+            if step % tc.checkpoint_every == 0 or finished:
                 checkpoint(step, elapsed)
                 last_good = step
     finally:
         bar.close()
-    if out_dir is not None and step == tc.steps:
+    if out_dir is not None and finished:
         result = TrainResult(model, metrics, step, elapsed, seeds)
         for i, m in enumerate(result.models()):
             name = "model.safetensors" if seeds is None else f"model_seed{seeds[i]}.safetensors"
             m.save(os.path.join(out_dir, name))
         return result
     return TrainResult(model, metrics, step, elapsed, seeds)
+
+
+def _target_stop(tc: TrainConfig, metrics: list[dict[str, Any]], n_seeds: int) -> float:
+    """The step at which a run with tc.target stops: target_margin steps after the first evaluation
+    at which every seed has reached the target (inf until then, or without a target)."""
+    if tc.target is None:
+        return np.inf
+    name, value = tc.target
+    first: dict[Any, int] = {}
+    for row in metrics:
+        if row.get(name, -np.inf) >= value:
+            first.setdefault(row["seed"], row["step"])
+    return max(first.values()) + tc.target_margin if len(first) == n_seeds else np.inf
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -8,6 +8,7 @@ import pytest
 from conftest import random_tokens
 
 from minillm import act_name, hook_names
+from minillm.hooks import Hooks
 
 
 def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
@@ -23,7 +24,8 @@ def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
 
 
 def test_identity_hook_everywhere_leaves_logits_bit_identical(model, cfg, tokens):
-    base = np.asarray(model(tokens))
+    # a call with hooks runs op by op (minillm/compiled.py): compare with the op-by-op plain pass
+    base = np.asarray(model.forward(jnp.asarray(tokens), Hooks()))
     for name in hook_names(cfg):
         if name.endswith("hook_result"):
             continue  # hooking hook_result rebuilds attn_out as a per-head sum (checked below)
@@ -163,7 +165,8 @@ def test_a_hook_that_raises_leaves_nothing_behind(model, tokens):
     with pytest.raises(RuntimeError, match="boom"):
         model.run_with_hooks(tokens, [("blocks.0.hook_resid_pre", broken)])
     np.testing.assert_array_equal(np.asarray(model(tokens)), base)
-    np.testing.assert_array_equal(np.asarray(model.run_with_cache(tokens)[0]), base)
+    # a program that also returns every activation may round differently in the last bit
+    np.testing.assert_allclose(np.asarray(model.run_with_cache(tokens)[0]), base, rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_hook_names_name_the_nearest_valid_ones(model, tokens):

@@ -24,7 +24,8 @@ def test_zero_ablating_one_head_zeroes_only_that_head(setup):
     _, hooked = model.run_with_cache(tokens, names_filter=act_name("z", 1), fwd_hooks=ablate_heads(model, [(1, 2)]))
     z = np.asarray(hooked["z", 1])
     assert np.all(z[:, :, 2] == 0)
-    np.testing.assert_array_equal(z[:, :, [0, 1, 3]], np.asarray(cache["z", 1])[:, :, [0, 1, 3]])
+    # the clean cache is a compiled call, the hooked one runs op by op: equal up to float rounding
+    np.testing.assert_allclose(z[:, :, [0, 1, 3]], np.asarray(cache["z", 1])[:, :, [0, 1, 3]], rtol=1e-5, atol=1e-6)
 
 
 def test_zero_ablating_every_head_equals_removing_attention_writes(setup):
@@ -77,10 +78,12 @@ def test_steering_adds_a_vector_at_chosen_positions(setup):
     _, hooked = model.run_with_cache(tokens, names_filter=name, fwd_hooks=[steer(name, vector, 2.0, positions=[4])])
     _, clean = model.run_with_cache(tokens, names_filter=name)
     diff = np.asarray(hooked[name] - clean[name])
-    np.testing.assert_allclose(diff[:, 4], 2.0, atol=1e-6)
-    assert np.all(diff[:, :4] == 0) and np.all(diff[:, 5:] == 0)
+    np.testing.assert_allclose(diff[:, 4], 2.0, atol=1e-5)
+    np.testing.assert_allclose(diff[:, :4], 0, atol=1e-6)  # (a compiled clean call: equal up to rounding)
+    np.testing.assert_allclose(diff[:, 5:], 0, atol=1e-6)
     logits = model.run_with_hooks(tokens, [steer(name, vector, 2.0, positions=[4])])
-    np.testing.assert_array_equal(logits[:, :4], model(tokens)[:, :4])  # causal: earlier positions untouched
+    clean = model.run_with_hooks(tokens, [(name, lambda x, hook: None)])  # op by op, as the steered run
+    np.testing.assert_array_equal(logits[:, :4], clean[:, :4])  # causal: earlier positions untouched
 
 
 def test_noise_is_added_at_chosen_positions_and_is_the_same_every_call(setup):

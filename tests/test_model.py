@@ -5,11 +5,16 @@ test_sampling.py; input checks: test_inputs.py.)"""
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import random_tokens
+from flax import nnx
 
 from minillm import GPT
+from minillm.hooks import Hooks
+from minillm.losses import cross_entropy, loss_fn
+from minillm.tasks import Batch
 
 
 def _layer_norm(x, w, b, eps):
@@ -100,11 +105,6 @@ def test_jit_and_eager_agree_on_logits_and_cache(model, tokens):
     for name in eager_cache:
         np.testing.assert_allclose(jit_cache[name], eager_cache[name], atol=1e-5, rtol=1e-5, err_msg=name)
     np.testing.assert_allclose(jax.jit(lambda m, t: m(t))(model, tokens), eager_logits, atol=1e-5, rtol=1e-5)
-
-
-def test_run_with_cache_logits_equal_plain_call_bit_for_bit(model, tokens):
-    logits, _ = model.run_with_cache(tokens)
-    np.testing.assert_array_equal(np.asarray(logits), np.asarray(model(tokens)))
 
 
 def test_same_seed_same_weights_different_seed_different(cfg):
@@ -230,3 +230,95 @@ def test_attention_mask_hides_padding_keys(model, cfg, tokens):
         model(tokens, attention_mask=mask[:, 1:])
     with pytest.raises(ValueError, match="only 0"):
         model(tokens, attention_mask=mask * 2)
+
+
+# --- precision (cfg.dtype) -----------------------------------------------------------------------
+def test_bfloat16_forward_matches_float32_within_its_precision(cfg, tokens):
+    """The same float32 weights computed in bfloat16 (8 bits of mantissa): the logits agree to a
+    few percent of their scale; the weights stay float32, the softmax and the logits are float32."""
+    exact = GPT(cfg)
+    half = GPT(dataclasses.replace(cfg, dtype="bfloat16"))
+    for k, v in half.state_dict().items():
+        assert v.dtype == jnp.float32, k
+        np.testing.assert_array_equal(v, exact.state_dict()[k])
+    logits, cache = half.run_with_cache(tokens)
+    reference = np.asarray(exact(tokens))
+    assert logits.dtype == jnp.float32
+    error = np.abs(np.asarray(logits) - reference).max()
+    assert error < 0.03 * np.abs(reference).max() + 1e-2, error
+    assert cache["resid_post", 0].dtype == jnp.bfloat16
+    assert cache["pattern", 0].dtype == jnp.float32 and cache["attn_scores", 0].dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(cache["pattern", 0]).sum(-1), 1.0, atol=1e-6)
+    with pytest.raises(TypeError, match="dtype"):  # a hook must keep the activation's dtype
+        half.run_with_hooks(tokens, [("blocks.0.hook_resid_pre", lambda x, hook: x.astype(jnp.float32))])
+
+
+def test_bfloat16_gradients_are_float32_and_close(cfg, tokens):
+    loss = _next_token_loss(cfg, tokens)
+    g32 = jax.tree.leaves(nnx.state(nnx.grad(loss)(GPT(cfg))))
+    g16 = jax.tree.leaves(nnx.state(nnx.grad(loss)(GPT(dataclasses.replace(cfg, dtype="bfloat16")))))
+    assert all(g.dtype == jnp.float32 for g in g16)
+    a, b = (np.concatenate([np.ravel(g) for g in gs]) for gs in (g32, g16))
+    assert np.linalg.norm(a - b) < 0.05 * np.linalg.norm(a), np.linalg.norm(a - b) / np.linalg.norm(a)
+
+
+def _next_token_loss(cfg, tokens):
+    """A next-token loss for any config (targets folded into d_vocab_out)."""
+    t = jnp.asarray(tokens)
+    return lambda model: cross_entropy(model(t)[:, :-1], t[:, 1:] % cfg.d_vocab_out).mean()
+
+
+def test_unknown_dtype_is_refused(cfg):
+    with pytest.raises(ValueError, match="dtype"):
+        dataclasses.replace(cfg, dtype="float64")
+    with pytest.raises(ValueError, match="attn_implementation"):
+        dataclasses.replace(cfg, attn_implementation="flash")
+
+
+# --- the fused attention path --------------------------------------------------------------------
+def test_fused_attention_gives_the_same_logits_and_gradients(cfg, tokens):
+    """attn_implementation="fused" (jax.nn.dot_product_attention, no pattern materialised) against
+    the exact path: same logits and gradients up to rounding; a call that caches or hooks the
+    pattern still gets it (that call takes the exact path)."""
+    exact = GPT(dataclasses.replace(cfg, attn_implementation="exact"))
+    fused = GPT(dataclasses.replace(cfg, attn_implementation="fused"))
+    t = jnp.asarray(tokens)
+    np.testing.assert_allclose(fused(t), exact(t), rtol=1e-5, atol=1e-5)
+
+    loss = _next_token_loss(cfg, tokens)
+    for x, y in zip(
+        jax.tree.leaves(nnx.state(nnx.grad(loss)(exact))), jax.tree.leaves(nnx.state(nnx.grad(loss)(fused)))
+    ):
+        np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+    _, cache = fused.run_with_cache(t, names_filter=lambda n: n.endswith("hook_pattern"))
+    _, reference = exact.run_with_cache(t, names_filter=lambda n: n.endswith("hook_pattern"))
+    for name in reference:
+        np.testing.assert_allclose(cache[name], reference[name], atol=1e-6)
+    zeroed = fused.run_with_hooks(t, [("blocks.0.attn.hook_pattern", lambda x, hook: jnp.zeros_like(x))])
+    assert np.abs(np.asarray(zeroed) - np.asarray(fused(t))).max() > 1e-4  # the hook ran
+
+
+def test_auto_attention_is_exact_on_the_cpu(cfg, tokens):
+    if jax.default_backend() != "cpu":
+        pytest.skip("on a GPU, auto is the fused path")
+    model = GPT(cfg)  # attn_implementation="auto"
+    t = jnp.asarray(tokens)
+    np.testing.assert_array_equal(model.forward(t, Hooks()), model.run_with_hooks(t, [("hook_embed", lambda x, h: x)]))
+
+
+# --- logits at chosen positions only -------------------------------------------------------------
+def test_output_positions_give_the_logits_there_and_the_same_loss(cfg, tokens):
+    model = GPT(cfg)
+    t = jnp.asarray(tokens)
+    full = np.asarray(model.forward(t, Hooks()))
+    some = model.forward(t, Hooks(), output_positions=(0, 4, -1))
+    assert some.shape == (t.shape[0], 3, cfg.d_vocab_out)
+    np.testing.assert_allclose(some, full[:, [0, 4, t.shape[1] - 1]], rtol=1e-5, atol=1e-6)
+    mask = np.zeros(t.shape, np.float32)
+    mask[:, [2, 5]] = 1
+    batch = Batch(t, jnp.asarray(np.roll(tokens, -1, axis=1) % cfg.d_vocab_out), jnp.asarray(mask))
+    np.testing.assert_allclose(loss_fn(model, batch, positions=(2, 5)), loss_fn(model, batch), rtol=1e-5)
+    with pytest.raises(IndexError, match="output_positions"):
+        model.forward(t, Hooks(), output_positions=(t.shape[1],))
+    with pytest.raises(ValueError, match="stop_at_layer"):
+        model.forward(t, Hooks(), output_positions=(0,), stop_at_layer=1)

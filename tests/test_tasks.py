@@ -97,6 +97,19 @@ def check_format(task: T.Task, batch: T.Batch, n: int) -> None:
 
 
 @pytest.mark.parametrize("task", ALL_TASKS, ids=task_id)
+def test_loss_positions_hold_every_position_the_loss_counts(task):
+    """The trainer computes logits at loss_positions only: the mask must be 0 everywhere else."""
+    positions = task.loss_positions
+    if positions is None:
+        return
+    assert all(0 <= i < task.seq_len for i in positions)
+    batch = task.split(0)[0] if not task.has_generator else task.sample(jax.random.key(0), 64)
+    mask = np.asarray(batch.mask)
+    outside = np.delete(mask, list(positions), axis=1)
+    assert mask.sum() > 0 and np.all(outside == 0)
+
+
+@pytest.mark.parametrize("task", ALL_TASKS, ids=task_id)
 def test_vocab_is_consistent(task):
     assert task.d_vocab == len(task.vocab) and task.d_vocab_out == len(task.vocab_out)
     for vocab in (task.vocab, task.vocab_out):

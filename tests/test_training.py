@@ -27,6 +27,28 @@ def test_tiny_model_learns_modular_addition():
     assert last["train_loss"] < 0.1 * first["train_loss"]
 
 
+def test_a_run_with_a_target_stops_its_margin_after_reaching_it(tmp_path):
+    tc = TrainConfig(
+        steps=600,
+        lr=1e-2,
+        weight_decay=0.1,
+        steps_per_call=50,
+        eval_every=50,
+        target=("train_acc", 0.9),
+        target_margin=100,
+    )
+    out = tmp_path / "run"
+    result = train(MOD_CFG, MOD, tc, str(out), progress=False)
+    hit = next(r["step"] for r in result.metrics if r["train_acc"] >= 0.9)
+    assert result.step == hit + 100 < 600 and result.metrics[-1]["step"] == result.step
+    assert (out / "model.safetensors").exists()
+    again = train(MOD_CFG, MOD, tc, str(out), progress=False, resume=True)  # finished: nothing more to train
+    assert again.step == result.step
+    np.testing.assert_array_equal(weights(again.model)["embed.W_E"], weights(result.model)["embed.W_E"])
+    with pytest.raises(ValueError, match="target"):
+        TrainConfig(target=("train_acc",))
+
+
 def _cfg_for(task, **kw):
     return GPTConfig(
         n_layers=1, d_model=32, n_heads=2, n_ctx=task.seq_len, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, **kw
