@@ -41,10 +41,13 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from minillm.hooks import ActivationCache, FwdHooks, act_name
 from minillm.inputs import check_tokens
 from minillm.model import GPT
+from minillm.sharding import check_mesh
 
 Metric = Callable[[jax.Array], jax.Array]
 PatchSetter = Callable[[jax.Array, tuple, jax.Array], jax.Array]
@@ -131,7 +134,9 @@ def _corruption(corruption_hooks: FwdHooks | None) -> Corruption:
     return tuple(pairs)
 
 
-@partial(jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size", "corruption"))
+@partial(
+    jax.jit, static_argnames=("name", "layer", "patch_setter", "patching_metric", "chunk_size", "corruption", "mesh")
+)
 def _patch_one_layer(
     model: GPT,
     start_resid,
@@ -144,17 +149,28 @@ def _patch_one_layer(
     patching_metric,
     chunk_size,
     corruption: Corruption = (),
+    mesh: Mesh | None = None,
 ):
     """metric of each patch at hook `name` of `layer`: [n_indices], one compiled sweep."""
     # corruption hooks before `layer` do not run (a pass that starts there does not reach them):
     # their effect is already in the corrupted resid_pre it starts from
 
-    def one_patch(index):
-        setter = lambda act, hook: patch_setter(act, tuple(index), clean_act)
-        logits = model.run_with_hooks(start_resid, [*corruption, (name, setter)], start_at_layer=layer)
-        return patching_metric(logits)
+    def sweep(model, start_resid, clean_act, indices):
+        def one_patch(index):
+            setter = lambda act, hook: patch_setter(act, tuple(index), clean_act)
+            logits = model.run_with_hooks(start_resid, [*corruption, (name, setter)], start_at_layer=layer)
+            return patching_metric(logits)
 
-    return jax.lax.map(one_patch, indices, batch_size=chunk_size)
+        return jax.lax.map(one_patch, indices, batch_size=chunk_size)
+
+    if mesh is None:
+        return sweep(model, start_resid, clean_act, indices)
+    # each device sweeps its share of the patches against a replicated model (minillm/sharding.py);
+    # the list is padded with copies of the first patch to a multiple of the devices, then cut
+    n, axis = len(indices), mesh.axis_names[0]
+    padded = jnp.concatenate([indices, jnp.repeat(indices[:1], -n % mesh.devices.size, axis=0)])
+    per_device = jax.shard_map(sweep, mesh=mesh, in_specs=(P(), P(), P(), P(axis)), out_specs=P(axis))
+    return per_device(model, start_resid, clean_act, padded)[:n]
 
 
 @partial(jax.jit, static_argnames=("corruption",))
@@ -176,13 +192,15 @@ def generic_activation_patch(
     *,
     chunk_size: int | None = None,
     corruption_hooks: FwdHooks | None = None,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Patch `activation_name` at every index of `index_axis_names` (the first is always "layer").
 
     Returns the metric for each patch, shaped by `index_axis_names`, e.g. [layer, pos, head].
     `corruption_hooks`: (hook name, function) pairs that make the corrupted run together with
     `corrupted_tokens` (e.g. noise on the subject's embeddings); each patched run keeps them.
-    Reuse the same hook functions to reuse the compiled sweep.
+    Reuse the same hook functions to reuse the compiled sweep. `mesh` (minillm.sharding.local_mesh())
+    splits each layer's patches over its devices.
     """
     if index_axis_names[0] != "layer":
         raise ValueError(f"the first index axis must be 'layer', got {index_axis_names}")
@@ -211,13 +229,16 @@ def generic_activation_patch(
             patching_metric=patching_metric,
             chunk_size=chunk_size,
             corruption=corruption,
+            mesh=None if mesh is None else check_mesh(mesh),
         )
         results.append(values.reshape(inner_sizes))
     return jnp.stack(results)
 
 
 def _sweep(activation_name, index_axis_names, patch_setter, doc):
-    def sweep(model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None):
+    def sweep(
+        model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None, mesh=None
+    ):
         return generic_activation_patch(
             model,
             corrupted_tokens,
@@ -228,6 +249,7 @@ def _sweep(activation_name, index_axis_names, patch_setter, doc):
             index_axis_names,
             chunk_size=chunk_size,
             corruption_hooks=corruption_hooks,
+            mesh=mesh,
         )
 
     sweep.__doc__ = doc
@@ -318,16 +340,16 @@ get_act_patch_attn_head_pattern_all_pos = _sweep(
 
 
 def get_act_patch_block_every(
-    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None, mesh=None
 ):
     """resid_pre, attn_out and mlp_out by position, stacked: [3, layer, pos]."""
     sweeps = [get_act_patch_resid_pre, get_act_patch_attn_out, get_act_patch_mlp_out]
-    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks, mesh=mesh)
     return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps])
 
 
 def get_act_patch_attn_head_all_pos_every(
-    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None, mesh=None
 ):
     """Head output, query, key, value and pattern, all positions, stacked: [5, layer, head]."""
     sweeps = [
@@ -337,12 +359,12 @@ def get_act_patch_attn_head_all_pos_every(
         get_act_patch_attn_head_v_all_pos,
         get_act_patch_attn_head_pattern_all_pos,
     ]
-    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks, mesh=mesh)
     return jnp.stack([s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps])
 
 
 def get_act_patch_attn_head_by_pos_every(
-    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None
+    model: GPT, corrupted_tokens, clean_cache, patching_metric, *, chunk_size=None, corruption_hooks=None, mesh=None
 ):
     """Head output, query, key, value and pattern (by destination), by position: [5, layer, pos, head]."""
     sweeps = [
@@ -351,7 +373,7 @@ def get_act_patch_attn_head_by_pos_every(
         get_act_patch_attn_head_k_by_pos,
         get_act_patch_attn_head_v_by_pos,
     ]
-    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks)
+    kw = dict(chunk_size=chunk_size, corruption_hooks=corruption_hooks, mesh=mesh)
     out = [s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps]
     pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, patching_metric, **kw)
     return jnp.stack(out + [pattern.transpose(0, 2, 1)])

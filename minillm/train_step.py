@@ -19,12 +19,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
 
 from minillm.config import GPTConfig
 from minillm.losses import loss_fn
 from minillm.model import GPT
 from minillm.optim import TrainConfig
 from minillm.params import stack_models
+from minillm.sharding import constrain_leading
 from minillm.tasks import Batch, Task
 
 BatchFn = Callable[[Any, jax.Array, jax.Array], Batch]  # (data, data_key, step) -> the step's batch
@@ -51,17 +53,25 @@ def task_batches(task: Task, batch_size: int | None) -> BatchFn:
 
 
 def make_train_chunk(
-    optimizer: optax.GradientTransformation, batch_fn: BatchFn, *, n_seeds: int | None = None, loss: LossFn = loss_fn
+    optimizer: optax.GradientTransformation,
+    batch_fn: BatchFn,
+    *,
+    n_seeds: int | None = None,
+    loss: LossFn = loss_fn,
+    mesh: Mesh | None = None,
 ):
     """run_chunk(model, opt_state, data_key, data, start, n) -> (model, opt_state, losses).
 
     Steps start .. start + n - 1 in one compiled call (n is static: one compilation per chunk
     length). losses is [n], or [n, n_seeds] for a stack. The model and optimizer state passed in
-    are donated: use the returned ones.
+    are donated: use the returned ones. With a `mesh` and one seed, each step's batch is split
+    over its devices (minillm/sharding.py); a stack of seeds is split by how it is placed.
     """
 
     def one_step(model, opt_state, data_key, step, data):
         batch = batch_fn(data, data_key, step)
+        if mesh is not None and n_seeds is None:  # data parallel: each device takes a slice of the batch
+            batch = constrain_leading(batch, mesh)
         (value, _), grads = jax.value_and_grad(loss, has_aux=True)(model, batch)
         updates, opt_state = optimizer.update(grads, opt_state, model)
         return optax.apply_updates(model, updates), opt_state, value

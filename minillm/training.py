@@ -25,18 +25,20 @@ checkpoint replays exactly the same compiled calls and ends with bit-identical p
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from minillm import sharding
 from minillm.checkpoint import write_atomic
 from minillm.config import GPTConfig
 from minillm.losses import MetricFn, cross_entropy, evaluate, loss_fn, masked_cross_entropy  # noqa: F401 (re-exported)
@@ -99,6 +101,7 @@ def train(
     resume: bool = False,
     progress: bool = True,
     stop_at_step: int | None = None,
+    mesh: Mesh | None = None,
 ) -> TrainResult:
     """Train a GPT on `task`; see the module docstring. Returns the trained model and the metrics.
 
@@ -106,6 +109,8 @@ def train(
     seeds: train these seeds together in one vmapped program (tc.seed is then ignored).
     resume: continue from out_dir/checkpoint.safetensors if it exists.
     stop_at_step: stop (as if killed) once this step is reached; for tests and for splitting runs.
+    mesh: a one-axis jax.sharding.Mesh (minillm.sharding.local_mesh()): one seed's batch, or the
+        seeds of a multi-seed run, split over its devices (minillm/sharding.py).
     """
     if cfg.n_ctx < task.seq_len or cfg.d_vocab != task.d_vocab or cfg.d_vocab_out != task.d_vocab_out:
         raise ValueError(
@@ -140,8 +145,13 @@ def train(
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({k: json.loads(v) for k, v in spec.items()}, f, indent=1)
 
-    loss = functools.partial(loss_fn, positions=task.loss_positions)  # logits only where the loss reads them
-    run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds, loss=loss)
+    if mesh is not None:  # the weights on every device (one seed), or the seeds split over them
+        mesh = sharding.check_mesh(mesh)
+        place = sharding.replicate if seeds is None else partial(sharding.shard_leading, what="the seeds")
+        model, opt_state, data_keys = place((model, opt_state, data_keys), mesh)
+        train_set, test_set = sharding.replicate((train_set, test_set), mesh)
+    loss = partial(loss_fn, positions=task.loss_positions)  # logits only where the loss reads them
+    run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds, loss=loss, mesh=mesh)
     evaluate_all = jax.jit(evaluate if seeds is None else jax.vmap(evaluate, in_axes=(0, None)))
     schedule = lr_schedule(tc)
 
