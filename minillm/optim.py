@@ -34,6 +34,11 @@ class TrainConfig:
     # in a multi-seed run), train target_margin more steps and stop; `steps` is then the most it runs.
     target: tuple[str, float] | None = None
     target_margin: int = 0
+    # Compute the logits only at the task's loss_positions (Task.loss_positions; modular addition
+    # reads 1 position of 3): the same loss for less work, but rounded differently, so a run with it
+    # follows another trajectory than one without. Off by default so that the recipes that shipped
+    # before it existed still reproduce their checkpoints.
+    loss_positions_only: bool = False
 
     def __post_init__(self):
         if self.schedule not in ("constant", "cosine", "linear"):

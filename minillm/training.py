@@ -150,7 +150,7 @@ def train(
         place = sharding.replicate if seeds is None else partial(sharding.shard_leading, what="the seeds")
         model, opt_state, data_keys = place((model, opt_state, data_keys), mesh)
         train_set, test_set = sharding.replicate((train_set, test_set), mesh)
-    loss = partial(loss_fn, positions=task.loss_positions)  # logits only where the loss reads them
+    loss = partial(loss_fn, positions=task.loss_positions if tc.loss_positions_only else None)
     run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds, loss=loss, mesh=mesh)
     evaluate_all = jax.jit(evaluate if seeds is None else jax.vmap(evaluate, in_axes=(0, None)))
     schedule = lr_schedule(tc)

