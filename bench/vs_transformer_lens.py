@@ -2,6 +2,7 @@
 
     bash bench/run.sh            # installs bench/.venv-tl, runs this, writes bench/RESULTS.md
     bash bench/run.sh --quick    # fewer repeats, prints the table only (for development)
+    bash bench/run_gpu.sh        # on a GPU machine: --device cuda, writes bench/RESULTS_GPU.md
 
 Both libraries get the same configs and the same weights (minillm's `state_dict()` copied into a
 `HookedTransformer` built from a matching `HookedTransformerConfig`), and the script first checks
@@ -22,6 +23,13 @@ How each side runs, and why:
   one batch of 64 drawn from minillm's `repeated_tokens` task), so both sides do identical work;
   the same masked cross-entropy; no schedule (constant lr); gradient clipping at 1.0 for the
   induction config, none for grokking (as the recipes).
+- One row does less work than TransformerLens on purpose: for the grokking config, minillm's trainer
+  as `train()` runs it, whose loss computes the logits only at the position it reads (the "=" token,
+  `loss_fn(..., positions=task.loss_positions)`); its floor counts its own FLOPs
+  (`train_step_flops(..., out_positions=1)`), and its ratio is the library's trainer against TL's step.
+- `--device cuda` runs TransformerLens on the GPU (torch.cuda.synchronize() before each timer read)
+  and JAX on its default backend (the GPU with jax[cuda12]); float32 stays IEEE float32 on both sides
+  (no TF32), and the peak is measured on the GPU with larger matmuls.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +68,8 @@ from minillm.tasks import Batch, make_task  # noqa: E402
 from minillm.train_step import init_train_state, make_train_chunk  # noqa: E402
 
 COMMAND = "bash bench/run.sh"
+# The torch device TransformerLens runs on (--device); JAX uses its default backend.
+DEVICE = "cpu"
 
 # --- the two configs ---------------------------------------------------------------------------
 # Grokking (Nanda et al. 2023): 1 layer, d_model 128, 4 heads of 32, d_mlp 512, relu, no LayerNorm,
@@ -85,37 +96,55 @@ INDUCTION = GPTConfig(
 INDUCTION_TC = TrainConfig(lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), grad_clip=1.0, batch_size=None)
 INDUCTION_CHECKPOINT = os.path.join(ROOT, "lessons", "checkpoints", "induction", "model.safetensors")
 STEPS_PER_CALL = 20
+PEAK_SIZES = {"cpu": (1024, 2048), "cuda": (4096, 8192)}  # square matmuls that measure the peak
 PATCH_BATCH = 8
 N_SEEDS = 8
 
 
 # --- FLOPs ---------------------------------------------------------------------------------------
-def forward_flops(cfg: GPTConfig, batch: int, n_pos: int, from_layer: int = 0) -> float:
+def forward_flops(
+    cfg: GPTConfig, batch: int, n_pos: int, from_layer: int = 0, out_positions: int | None = None
+) -> float:
     """Matmul FLOPs of one forward pass on [batch, n_pos] tokens, from block `from_layer` to the
     logits. A multiply-add is 2 FLOPs; elementwise work (LayerNorm, softmax, relu, adds) and the
     embedding lookup are not counted: the floor is what the matmuls alone need at peak.
 
-    Per block, B = batch, P = n_pos, d = d_model, h = n_heads, e = d_head, m = d_mlp:
-      W_Q, W_K, W_V      3 * 2 * B * P * d * h * e
-      scores q . k       2 * B * h * P * P * e   (the full P x P square: both libraries compute it
-      pattern @ v        2 * B * h * P * P * e    and then mask; causality would halve these two)
-      W_O                2 * B * P * h * e * d   (hook_result, when cached, is this same product
+    Per block, B = batch, P = n_pos, Q = the positions its queries run at (P), d = d_model,
+    h = n_heads, e = d_head, m = d_mlp:
+      W_Q                2 * B * Q * d * h * e
+      W_K, W_V           2 * 2 * B * P * d * h * e
+      scores q . k       2 * B * h * Q * P * e   (the full Q x P rectangle: both libraries compute it
+      pattern @ v        2 * B * h * Q * P * e    and then mask; causality would halve these two)
+      W_O                2 * B * Q * h * e * d   (hook_result, when cached, is this same product
                                                   kept per head, so caching adds no matmul)
-      W_in, W_out        2 * 2 * B * P * d * m   (not attn_only)
-    then the unembed,   2 * B * P * d * d_vocab_out.
+      W_in, W_out        2 * 2 * B * Q * d * m   (not attn_only)
+    then the unembed,   2 * B * Q * d * d_vocab_out.
+
+    out_positions: the logits at that many positions only (minillm's `output_positions`, which its
+    trainer sets to a task's loss positions): the last block runs its queries, scores, W_O and MLP
+    at those Q = out_positions positions (its keys and values still at all P), and so does the
+    unembed; every earlier block runs at all P. None: Q = P everywhere.
     """
     B, P, d, h, e = batch, n_pos, cfg.d_model, cfg.n_heads, cfg.d_head
-    block = 3 * 2 * B * P * d * h * e + 2 * (2 * B * h * P * P * e) + 2 * B * P * h * e * d
-    if not cfg.attn_only:
-        block += 2 * 2 * B * P * d * cfg.d_mlp
-    return (cfg.n_layers - from_layer) * block + 2 * B * P * d * cfg.d_vocab_out
+
+    def block(Q: int) -> float:
+        flops = 2 * B * Q * d * h * e + 2 * 2 * B * P * d * h * e + 2 * (2 * B * h * Q * P * e) + 2 * B * Q * h * e * d
+        if not cfg.attn_only:
+            flops += 2 * 2 * B * Q * d * cfg.d_mlp
+        return flops
+
+    Q = P if out_positions is None else out_positions
+    n_blocks = cfg.n_layers - from_layer
+    blocks = max(n_blocks - 1, 0) * block(P) + (block(Q) if n_blocks > 0 else 0)
+    return blocks + 2 * B * Q * d * cfg.d_vocab_out
 
 
-def train_step_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
+def train_step_flops(cfg: GPTConfig, batch: int, n_pos: int, out_positions: int | None = None) -> float:
     """Forward + backward: the backward pass of each matmul is two matmuls of the same size (the
     gradient with respect to its input and to its weight), so a step is 3x the forward FLOPs. The
-    AdamW update is elementwise (not counted)."""
-    return 3 * forward_flops(cfg, batch, n_pos)
+    AdamW update is elementwise (not counted). out_positions: as in `forward_flops` (the loss's
+    logits at that many positions only)."""
+    return 3 * forward_flops(cfg, batch, n_pos, out_positions=out_positions)
 
 
 def sweep_flops(cfg: GPTConfig, batch: int, n_pos: int, patches_per_layer: int, hook: str) -> float:
@@ -162,7 +191,7 @@ def tl_config(cfg: GPTConfig, **overrides) -> HookedTransformerConfig:
         attn_only=cfg.attn_only,
         positional_embedding_type="standard",
         eps=cfg.eps,
-        device="cpu",
+        device=DEVICE,
         seed=cfg.seed,
         dtype=torch.float32,
     )
@@ -183,7 +212,36 @@ def tl_from_minillm(model: GPT, **overrides) -> HookedTransformer:
 
 
 def torch_tokens(tokens) -> torch.Tensor:
-    return torch.from_numpy(np.array(tokens, dtype=np.int64))
+    return torch.from_numpy(np.array(tokens, dtype=np.int64)).to(DEVICE)
+
+
+def synced(fn: Callable) -> Callable:
+    """fn, then (on a GPU) wait for the kernels torch queued: what a timer may read after it."""
+    if DEVICE == "cpu":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
+
+
+def torch_matmul_peak(sizes: tuple[int, ...], dtype: torch.dtype = torch.float32, repeats: int = 10) -> float:
+    """As bench.common.matmul_peak_flops, for PyTorch on DEVICE: the fastest of `repeats` square
+    matmuls of each size (FLOP/s)."""
+    best = 0.0
+    for n in sizes:
+        a = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        c = torch.randn(n, n, device=DEVICE, dtype=dtype)
+        mm = synced(lambda a=a, c=c: torch.mm(a, c))
+        mm()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            mm()
+            best = max(best, 2 * n**3 / (time.perf_counter() - t0))
+    return best
 
 
 @dataclass
@@ -196,7 +254,7 @@ class Comparison:
 def compare_arrays(name: str, ours, theirs: torch.Tensor, rtol: float, scale: float = 0.0) -> Comparison:
     """max |ours - theirs| / max(max |theirs|, scale) over the finite entries, which must sit at the
     same places (non-finite entries must be equal)."""
-    a, b = np.asarray(ours, np.float64), theirs.detach().numpy().astype(np.float64)
+    a, b = np.asarray(ours, np.float64), theirs.detach().cpu().numpy().astype(np.float64)
     if a.shape != b.shape:
         return Comparison(f"{name} (shapes {a.shape} vs {b.shape})", float("inf"), False)
     fa, fb = np.isfinite(a), np.isfinite(b)
@@ -253,9 +311,24 @@ def _fixed_batch(data, data_key, step):
 class MinillmTrainer:
     """minillm's compiled chunk of steps (what train() runs): call(n) runs n steps in one lax.scan."""
 
-    def __init__(self, cfg: GPTConfig, weights, batch: Batch, tc: TrainConfig, seeds: list[int] | None = None):
+    def __init__(
+        self,
+        cfg: GPTConfig,
+        weights,
+        batch: Batch,
+        tc: TrainConfig,
+        seeds: list[int] | None = None,
+        loss_positions: tuple[int, ...] | None = None,
+    ):
+        """loss_positions: the loss as train() computes it, logits at these positions only
+        (`loss_fn(..., positions=task.loss_positions)`); None: at every position, as TL does."""
         optimizer = make_optimizer(tc)
-        self.run_chunk = make_train_chunk(optimizer, _fixed_batch, n_seeds=None if seeds is None else len(seeds))
+        self.run_chunk = make_train_chunk(
+            optimizer,
+            _fixed_batch,
+            n_seeds=None if seeds is None else len(seeds),
+            loss=partial(loss_fn, positions=loss_positions),
+        )
         if seeds is None:
             # copies: the chunk function donates (frees) the model's buffers on each call
             self.model = GPT.from_state_dict(cfg, {k: jnp.array(v) for k, v in weights.items()})
@@ -284,7 +357,7 @@ class TLTrainer:
         self.clip = tc.grad_clip
         self.tokens = torch_tokens(batch.tokens)
         self.targets = torch_tokens(batch.targets).flatten()
-        self.mask = torch.from_numpy(np.array(batch.mask, np.float32)).flatten()
+        self.mask = torch.from_numpy(np.array(batch.mask, np.float32)).flatten().to(DEVICE)
 
     def loss(self) -> torch.Tensor:
         logits = self.tl(self.tokens)  # [b, p, v_out]
@@ -319,6 +392,7 @@ class Row:
     verdict: str = ""  # "met" / "MISSED" / ""
     note: str = ""
     ratio: float | None = field(default=None)  # TL / minillm unless given
+    tl_same_work: bool = True  # False: the row's FLOPs are not TL's work, so no "TL % of floor"
 
     def __post_init__(self):
         if self.ratio is None and self.tl is not None:
@@ -354,7 +428,7 @@ class Bench:
 
     def times(self, fns: dict[str, Callable], budget: float | None = None, **kw) -> dict[str, float]:
         return median_times(
-            fns,
+            {name: synced(fn) for name, fn in fns.items()},
             budget_s=budget or self.budget,
             min_repeats=3 if self.quick else 7,
             max_repeats=5 if self.quick else 15,
@@ -367,7 +441,7 @@ class Bench:
     def first_call(self, label: str, fn: Callable) -> None:
         """Time a first call (compilation included) for the compile-time table."""
         t0 = time.perf_counter()
-        jax.block_until_ready(fn())
+        jax.block_until_ready(synced(fn)())
         self.compile.append((label, time.perf_counter() - t0))
 
 
@@ -378,14 +452,24 @@ def faults_per_call(fn: Callable, calls: int = 2) -> float:
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(calls):
-        jax.block_until_ready(fn())
+        jax.block_until_ready(synced(fn)())
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / calls
 
 
 # --- 1. training steps ------------------------------------------------------------------------------
 def bench_training(
-    b: Bench, label: str, cfg: GPTConfig, tc: TrainConfig, batch: Batch, target_ratio: float, peak_frac: float | None
+    b: Bench,
+    label: str,
+    cfg: GPTConfig,
+    tc: TrainConfig,
+    batch: Batch,
+    target_ratio: float,
+    peak_frac: float | None,
+    loss_positions: tuple[int, ...] | None = None,
 ) -> None:
+    """Rows of the same work on both sides (the loss's logits at every position), and with
+    `loss_positions` one more: minillm's trainer as train() runs it (logits at those positions only),
+    timed in the same interleaved rounds as the several-steps rows."""
     weights = {k: np.asarray(v) for k, v in GPT(cfg).state_dict().items()}
     n_batch, n_pos = batch.tokens.shape
     flops = train_step_flops(cfg, n_batch, n_pos)
@@ -395,9 +479,21 @@ def bench_training(
     )
     b.first_call(f"{label}: chunk of 1 step", lambda: ml(1))
     b.first_call(f"{label}: chunk of {STEPS_PER_CALL} steps", lambda: ml(STEPS_PER_CALL))
+    ml_pos = None
+    if loss_positions is not None:
+        ml_pos = MinillmTrainer(cfg, weights, batch, tc, loss_positions=loss_positions)
+        model, jbatch = GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()}), ml.batch
+        full, at_pos = float(loss_fn(model, jbatch)[0]), float(loss_fn(model, jbatch, positions=loss_positions)[0])
+        same_loss = f"its loss equals the all-positions loss (rel diff {abs(at_pos - full) / abs(full):.0e})"
+        b.first_call(
+            f"{label}: chunk of {STEPS_PER_CALL} steps, loss positions {loss_positions}", lambda: ml_pos(STEPS_PER_CALL)
+        )
     for n in (1, STEPS_PER_CALL):
         b.log(f"training step, {label}, {n} step(s) per call")
-        t = b.times({"tl": lambda: tl(n), "ml": lambda: ml(n)}, budget=b.budget * (2 if n > 1 else 1))
+        fns = {"tl": lambda: tl(n), "ml": lambda: ml(n)}
+        if ml_pos is not None and n > 1:
+            fns["ml_pos"] = lambda: ml_pos(n)
+        t = b.times(fns, budget=b.budget * (2 if n > 1 else 1))
         t_tl, t_ml = t["tl"] / n, t["ml"] / n
         floor = b.floor(flops)
         target = f">= {target_ratio:g}x TL"
@@ -421,6 +517,25 @@ def bench_training(
                 how,
             )
         )
+        if "ml_pos" in t:
+            t_pos = t["ml_pos"] / n
+            at = ", ".join(map(str, loss_positions))
+            b.rows.append(
+                Row(
+                    "training step",
+                    f"{label}, {n} steps/call, minillm's trainer (logits at position {at} only)",
+                    t_tl,
+                    t_pos,
+                    train_step_flops(cfg, n_batch, n_pos, out_positions=len(loss_positions)),
+                    "per step",
+                    note=f"NOT the same work: minillm's trainer as train() runs it, loss_fn(positions=({at},)): "
+                    f"the last block's queries, W_O, MLP and the unembed at {len(loss_positions)} of {n_pos} "
+                    f"positions; TL's step computes the logits at all {n_pos}, so this ratio counts the "
+                    "library's trainer, not equal work; its floor counts its own (smaller) FLOPs; "
+                    f"{same_loss}; {n} steps per lax.scan call",
+                    tl_same_work=False,
+                )
+            )
 
 
 # --- 2. forward and run_with_cache --------------------------------------------------------------------
@@ -586,7 +701,7 @@ def bench_patching(b: Bench) -> None:
         b.first_call(f"attribution {label}", run_attr)
         b.first_call(f"attribution {label}, under jax.jit", run_attr_jit)
         t = b.times({"tl": run_tl, "ml": run_ml, "attr": run_attr, "attr_jit": run_attr_jit}, budget=b.budget * 2)
-        exact, ours_tl = np.asarray(run_ml()), run_tl().numpy()
+        exact, ours_tl = np.asarray(run_ml()), run_tl().cpu().numpy()
         estimate = np.asarray(run_attr())
         assert np.allclose(estimate, np.asarray(run_attr_jit()), atol=1e-5)
         effect = exact - corrupted_metric
@@ -743,7 +858,7 @@ def table(rows: list[Row], peak: float) -> list[list[str]]:
                 "-" if r.ratio is None else f"{r.ratio:.2f}x",
                 fmt_time(floor),
                 "-" if floor is None else f"{100 * floor / r.ml:.0f}%",
-                "-" if floor is None or r.tl is None else f"{100 * floor / r.tl:.0f}%",
+                "-" if floor is None or r.tl is None or not r.tl_same_work else f"{100 * floor / r.tl:.0f}%",
                 r.target,
                 r.verdict,
                 r.note,
@@ -786,24 +901,43 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats; print only, do not write RESULTS.md")
     ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
+    ap.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="the torch device TransformerLens runs on (JAX uses its default backend: a GPU when jax[cuda12] "
+        "is installed); bash bench/run_gpu.sh runs --device cuda",
+    )
     args = ap.parse_args()
+    global DEVICE, COMMAND
+    DEVICE = args.device
+    jax_device = jax.devices()[0]
+    print(f"JAX devices: {jax.devices()}; TransformerLens on torch device {DEVICE!r}", flush=True)
+    if DEVICE == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("--device cuda: torch sees no CUDA device (is the CUDA build of torch installed?)")
+        if jax_device.platform != "gpu":
+            msg = f"--device cuda: JAX runs on {jax_device.platform}, not a GPU (install jax[cuda12])"
+            if not args.quick:
+                sys.exit(msg)
+            print("warning: " + msg, flush=True)
+        # float32 as IEEE float32 on both sides, as on the CPU: XLA would use TF32 for float32 matmuls on
+        # a GPU by default (PyTorch does not), which is neither the same work nor equal within 1e-4
+        jax.config.update("jax_default_matmul_precision", "highest")
+        COMMAND = "bash bench/run_gpu.sh"
     load_before = os.getloadavg()
     started = datetime.datetime.now().astimezone()
 
-    jax_peak = matmul_peak_flops()
-    torch_peak = 0.0
-    for n in (1024, 2048):  # as matmul_peak_flops: the fastest of several
-        a, c = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, c)
-        for _ in range(10):
-            t0 = time.perf_counter()
-            torch.mm(a, c)
-            torch_peak = max(torch_peak, 2 * n**3 / (time.perf_counter() - t0))
+    sizes = PEAK_SIZES[DEVICE]
+    jax_peak = matmul_peak_flops(sizes)
+    torch_peak = torch_matmul_peak(sizes)  # as matmul_peak_flops: the fastest of several
+    torch_bf16_peak = torch_matmul_peak(sizes, torch.bfloat16) if DEVICE == "cuda" else None
     peak = max(jax_peak, torch_peak)
     b = Bench(args.quick, peak)
     b.log(
-        f"float32 matmul peak (best of 1024^3 and 2048^3): jax {jax_peak / 1e9:.1f}, "
+        f"float32 matmul peak (best of {' and '.join(f'{n}^3' for n in sizes)}): jax {jax_peak / 1e9:.1f}, "
         f"torch {torch_peak / 1e9:.1f} GFLOP/s; the floors use the larger"
+        + ("" if torch_bf16_peak is None else f" (torch bfloat16, for reference: {torch_bf16_peak / 1e9:.1f} GFLOP/s)")
     )
 
     # equivalence: same weights, same logits and activations
@@ -822,7 +956,8 @@ def main() -> None:
             f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: logits and "
             f"{len(checks[label]['results']) - 1} activations, worst {worst.name} rel diff {worst.rel_diff:.1e}"
         )
-    grok_batch = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3).split(0)[0]
+    grok_task = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
+    grok_batch = grok_task.split(0)[0]
     task = make_task("repeated_tokens", d_vocab=64, seq_len=64, min_len=4, max_len=31)
     induction_batch = jax.tree.map(np.asarray, task.sample(jax.random.key(0), 64))
     for label, cfg, batch in [
@@ -842,7 +977,16 @@ def main() -> None:
                     print(f"MISMATCH {label}: {r.name}: {r.rel_diff:.2e}")
         sys.exit("the two libraries disagree on the same weights: the timings would compare different work")
 
-    bench_training(b, f"grokking ({grok_batch.tokens.shape[0]} x 3)", GROK, GROK_TC, grok_batch, 1.0, 0.8)
+    bench_training(
+        b,
+        f"grokking ({grok_batch.tokens.shape[0]} x 3)",
+        GROK,
+        GROK_TC,
+        grok_batch,
+        1.0,
+        0.8,
+        loss_positions=grok_task.loss_positions,  # (2,): the "=" position, as train() computes the loss
+    )
     bench_training(b, "induction (64 x 64)", INDUCTION, INDUCTION_TC, induction_batch, 1.5, None)
     bench_forward(b, "grokking", GROK, np.asarray(grok_batch.tokens))
     bench_forward(b, "induction", INDUCTION, induction_batch.tokens)
@@ -872,6 +1016,7 @@ def main() -> None:
         checks,
         jax_peak,
         torch_peak,
+        torch_bf16_peak,
         started,
         load_before,
         load_after,
@@ -882,7 +1027,18 @@ def main() -> None:
 
 
 def write_results(
-    path, cells, b: Bench, checks, jax_peak, torch_peak, started, load_before, load_after, elapsed, targets
+    path,
+    cells,
+    b: Bench,
+    checks,
+    jax_peak,
+    torch_peak,
+    torch_bf16_peak,
+    started,
+    load_before,
+    load_after,
+    elapsed,
+    targets,
 ):
     v = versions()
     mem = ""
@@ -891,8 +1047,18 @@ def write_results(
             mem = f", {int(f.readline().split()[1]) / 2**20:.0f} GiB memory"
     except OSError:
         pass
+    sizes = " and ten ".join(f"{n}^3" for n in PEAK_SIZES[DEVICE])
+    if DEVICE == "cuda":
+        gpu = (
+            f"- GPU: {torch.cuda.get_device_name()}; TransformerLens on torch device cuda, JAX on "
+            f"{jax.devices()[0].device_kind} ({jax.devices()[0].platform}). Float32 matmuls as IEEE float32 "
+            "on both sides (JAX's default_matmul_precision 'highest', PyTorch's default; no TF32). Timers read "
+            "after torch.cuda.synchronize() and jax.block_until_ready."
+        )
+        if torch_bf16_peak is not None:
+            gpu += f" PyTorch's bfloat16 matmul peak, for reference: {torch_bf16_peak / 1e12:.0f} TFLOP/s."
     lines = [
-        "# minillm against TransformerLens",
+        "# minillm against TransformerLens" + (" (GPU)" if DEVICE == "cuda" else ""),
         "",
         f"Written by `{COMMAND}` (bench/vs_transformer_lens.py) on {started:%Y-%m-%d %H:%M %Z}; "
         f"run it again to regenerate this file. It took {elapsed / 60:.1f} minutes.",
@@ -903,11 +1069,13 @@ def write_results(
         "- Versions: "
         + ", ".join(f"{k} {val}" for k, val in v.items())
         + f"; torch threads {torch.get_num_threads()}.",
-        "- Float32 matmul peak (the fastest of ten 1024^3 and ten 2048^3 products): "
+        *([gpu] if DEVICE == "cuda" else []),
+        f"- Float32 matmul peak (the fastest of ten {sizes} products): "
         f"JAX {jax_peak / 1e9:.1f} GFLOP/s, PyTorch "
         f"{torch_peak / 1e9:.1f} GFLOP/s. The floor of a row is its matmul FLOPs (formulas in "
         f"`forward_flops` and beside it) over the larger, {b.peak / 1e9:.1f} GFLOP/s: the hardware's, not "
-        "either library's (PyTorch's own matmuls reach the lower figure on this CPU).",
+        f"either library's ({'PyTorch' if torch_peak < jax_peak else 'JAX'}'s own matmuls reach the lower "
+        "figure on this machine).",
         "",
         "Times are medians over interleaved calls (TransformerLens, minillm, TransformerLens, ...). "
         '"TL / minillm" above 1 means minillm is faster. minillm runs compiled (jax.jit; training in '
@@ -953,10 +1121,16 @@ def write_results(
         "- Patching floors count the work a sweep cannot avoid when each patch re-runs the model from the "
         "patched activation to the logits (`sweep_flops`); TransformerLens re-runs all layers for each patch. "
         "Attribution's floor is one forward and one backward pass (activation gradients only).",
-        "- Page faults per call (training rows): XLA on the CPU takes a call's buffers from the allocator "
-        "afresh on every call, and glibc hands buffers this large back to the kernel when they are freed, "
-        "so every call first-touches them again; PyTorch's steady state reuses its memory. This is the "
-        "cost of one compiled call per step that `steps_per_call` amortises.",
+        *(
+            [
+                "- Page faults per call (training rows): XLA on the CPU takes a call's buffers from the allocator "
+                "afresh on every call, and glibc hands buffers this large back to the kernel when they are freed, "
+                "so every call first-touches them again; PyTorch's steady state reuses its memory. This is the "
+                "cost of one compiled call per step that `steps_per_call` amortises."
+            ]
+            if DEVICE == "cpu"
+            else []
+        ),
         f"- Seeds: per seed-step times; {N_SEEDS} seeds together is minillm's vmapped chunk "
         "(`train(..., seeds=[...])`), in turn is one chunk per seed after another.",
     ]
