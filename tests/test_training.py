@@ -1,5 +1,6 @@
 """The training loop: it learns, it resumes bit-identically, seeds vmap, divergence stops cleanly."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -25,6 +26,15 @@ def test_tiny_model_learns_modular_addition():
     first, last = result.metrics[0], result.metrics[-1]
     assert last["step"] == 300 and last["train_acc"] >= 0.99
     assert last["train_loss"] < 0.1 * first["train_loss"]
+
+
+def test_training_in_bfloat16_learns_too():
+    """Mixed precision (GPTConfig.dtype="bfloat16"): float32 weights and optimizer, bfloat16 compute."""
+    tc = TrainConfig(steps=300, lr=1e-2, weight_decay=0.1, steps_per_call=50, eval_every=100)
+    result = train(dataclasses.replace(MOD_CFG, dtype="bfloat16"), MOD, tc, progress=False)
+    first, last = result.metrics[0], result.metrics[-1]
+    assert last["train_acc"] >= 0.95 and last["train_loss"] < 0.1 * first["train_loss"], last
+    assert result.model.embed.W_E[...].dtype == np.float32
 
 
 def test_a_run_with_a_target_stops_its_margin_after_reaching_it(tmp_path):
