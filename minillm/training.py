@@ -13,6 +13,10 @@ What happens, in order:
   optimizer state and step written atomically to `checkpoint.safetensors`.
 - Several seeds train at once as ONE compiled program: the step is `jax.vmap`-ed over a stack of
   models, optimizer states and data keys.
+- With `TrainConfig.target`, the run stops `target_margin` steps after the evaluation at which the
+  target was first reached (every seed's); with `loss_positions_only`, the loss computes logits at
+  the task's loss positions only. With `mesh=`, the batch (one seed) or the seeds are split over
+  several devices (minillm/sharding.py).
 
 The pieces live in their own modules: losses (minillm/losses.py), TrainConfig and the optimizer
 (minillm/optim.py), the compiled chunk (minillm/train_step.py), resumable train states

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_tokens
+from conftest import CONFIGS, random_tokens
 from flax import nnx
 
 from minillm import GPT
@@ -253,10 +253,12 @@ def test_bfloat16_forward_matches_float32_within_its_precision(cfg, tokens):
         half.run_with_hooks(tokens, [("blocks.0.hook_resid_pre", lambda x, hook: x.astype(jnp.float32))])
 
 
-def test_bfloat16_gradients_are_float32_and_close(cfg, tokens):
-    loss = _next_token_loss(cfg, tokens)
-    g32 = jax.tree.leaves(nnx.state(nnx.grad(loss)(GPT(cfg))))
-    g16 = jax.tree.leaves(nnx.state(nnx.grad(loss)(GPT(dataclasses.replace(cfg, dtype="bfloat16")))))
+@pytest.mark.parametrize("name", ["mlp_ln_gelu", "attn_only_noln"])  # with and without LayerNorm and MLP
+def test_bfloat16_gradients_are_float32_and_close(name):
+    cfg = CONFIGS[name]
+    grad = nnx.jit(nnx.grad(_next_token_loss(cfg, random_tokens(cfg))))
+    g32 = jax.tree.leaves(nnx.state(grad(GPT(cfg))))
+    g16 = jax.tree.leaves(nnx.state(grad(GPT(dataclasses.replace(cfg, dtype="bfloat16")))))
     assert all(g.dtype == jnp.float32 for g in g16)
     a, b = (np.concatenate([np.ravel(g) for g in gs]) for gs in (g32, g16))
     assert np.linalg.norm(a - b) < 0.05 * np.linalg.norm(a), np.linalg.norm(a - b) / np.linalg.norm(a)
@@ -276,10 +278,12 @@ def test_unknown_dtype_is_refused(cfg):
 
 
 # --- the fused attention path --------------------------------------------------------------------
-def test_fused_attention_gives_the_same_logits_and_gradients(cfg, tokens):
+@pytest.mark.parametrize("name", ["mlp_ln_gelu", "attn_only_noln"])
+def test_fused_attention_gives_the_same_logits_and_gradients(name):
     """attn_implementation="fused" (jax.nn.dot_product_attention, no pattern materialised) against
     the exact path: same logits and gradients up to rounding; a call that caches or hooks the
     pattern still gets it (that call takes the exact path)."""
+    cfg, tokens = CONFIGS[name], random_tokens(CONFIGS[name])
     exact = GPT(dataclasses.replace(cfg, attn_implementation="exact"))
     fused = GPT(dataclasses.replace(cfg, attn_implementation="fused"))
     t = jnp.asarray(tokens)
