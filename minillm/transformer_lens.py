@@ -115,6 +115,12 @@ def config_to_transformer_lens(cfg: GPTConfig) -> dict[str, Any]:
             f"to_transformer_lens: attention_rate={cfg.attention_rate} has no TransformerLens equivalent "
             "(it mixes the pattern with uniform attention)"
         )
+    if cfg.dtype != "float32":
+        raise ValueError(
+            f"to_transformer_lens: dtype={cfg.dtype!r} computes in {cfg.dtype} with float32 weights, softmax and "
+            "logits; TransformerLens' dtype casts the weights themselves, which computes other numbers. Export "
+            "GPT.from_state_dict(dataclasses.replace(cfg, dtype='float32'), model.state_dict()) instead"
+        )
     out = {
         "n_layers": cfg.n_layers,
         "d_model": cfg.d_model,

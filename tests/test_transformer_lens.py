@@ -68,6 +68,8 @@ def test_a_model_transformer_lens_cannot_express_is_refused_and_bad_files_are_na
     cfg = CONFIGS["mlp_ln_gelu"]
     with pytest.raises(ValueError, match="attention_rate"):
         GPT(dataclasses.replace(cfg, attention_rate=0.0)).to_transformer_lens()
+    with pytest.raises(ValueError, match="bfloat16"):
+        GPT(dataclasses.replace(cfg, dtype="bfloat16")).to_transformer_lens()
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"\x80\x04not safetensors")  # e.g. a pickle: never unpickled
     with pytest.raises(ValueError, match="safetensors"):
