@@ -30,7 +30,7 @@ import jax
 from flax import nnx
 
 from minillm import losses
-from minillm.hooks import ActivationCache, Hooks, _check_spec, _named, _resolve_spec, _selects, unknown_name_error
+from minillm.hooks import ActivationCache, Hooks, selected_names
 from minillm.inputs import check_attention_mask, check_resid, check_tokens, layer_range
 
 if TYPE_CHECKING:
@@ -51,23 +51,8 @@ def split_if_concrete(model: GPT, *inputs: Any) -> tuple[Any, Any] | None:
     return graphdef, state
 
 
-def cached_names(names_filter: Any, all_names: list[str], n_layers: int) -> tuple[str, ...] | bool:
-    """The hook names a names_filter selects, as a tuple in forward order (False: none). An unknown
-    name is refused here, as the eager pass refuses it after running."""
-    if names_filter is False:
-        return False
-    if names_filter is None:
-        return tuple(all_names)
-    _check_spec(names_filter, "names_filter")
-    spec = _resolve_spec(names_filter, n_layers)
-    for name in _named(spec):
-        if name not in all_names:
-            raise unknown_name_error(name, all_names)
-    return tuple(n for n in all_names if _selects(spec, n))
-
-
 @functools.partial(jax.jit, static_argnames=("graphdef", "names", "options"))
-def _run(graphdef, state, input, attention_mask, tokens, *, names, options):
+def _run(graphdef, state, input, attention_mask, targets, *, names, options):
     start_at_layer, stop_at_layer, return_type, loss_per_token = options
     model = nnx.merge(graphdef, state)
     hooks = Hooks(cache=names)
@@ -75,7 +60,7 @@ def _run(graphdef, state, input, attention_mask, tokens, *, names, options):
         input, hooks, start_at_layer=start_at_layer, stop_at_layer=stop_at_layer, attention_mask=attention_mask
     )
     if stop_at_layer is None:
-        out = losses.model_output(out, tokens, return_type, loss_per_token, attention_mask)
+        out = losses.model_output(out, targets, return_type, loss_per_token, attention_mask)
     return out, hooks.cache
 
 
@@ -90,28 +75,21 @@ def run_with_cache(
     remove_batch_dim: bool,
     start_at_layer: int | None,
     stop_at_layer: int | None,
-    tokens: Any,
+    targets: Any,
     attention_mask: Any,
 ) -> tuple[Any, ActivationCache]:
-    """GPT.run_with_cache without hooks, checked eagerly and run compiled (see the module docstring)."""
+    """GPT.run_with_cache without hooks, checked eagerly and run compiled (see the module docstring).
+    `targets`: the tokens the loss predicts, or None when the call returns no loss."""
     cfg = model.cfg
     layer_range(cfg, start_at_layer, stop_at_layer)  # refuses bad layers before compiling anything
     input = check_tokens(input, cfg) if start_at_layer is None else check_resid(input, cfg)
     if attention_mask is not None:
         attention_mask = check_attention_mask(attention_mask, input.shape[:2])
-    if return_type not in losses.RETURN_TYPES:
-        raise ValueError(f"return_type must be one of {losses.RETURN_TYPES}, got {return_type!r}")
-    if stop_at_layer is not None and return_type != "logits":
-        raise ValueError(f"with stop_at_layer the output is the residual stream, not {return_type!r}")
-    targets = tokens if tokens is not None else (input if start_at_layer is None else None)
-    wants_loss = stop_at_layer is None and return_type in ("loss", "both")
-    if wants_loss and targets is not None:
+    if targets is not None:
         targets = jax.numpy.asarray(targets)
         losses.check_next_tokens(targets, cfg.d_vocab_out)
-    elif not wants_loss:
-        targets = None
     all_names = model.hook_names()
-    names = cached_names(names_filter, all_names, cfg.n_layers)
+    names = selected_names(names_filter, all_names, cfg.n_layers)
     graphdef, state = split
     options = (start_at_layer, stop_at_layer, return_type, bool(loss_per_token))
     out, acts = _run(graphdef, state, input, attention_mask, targets, names=names, options=options)

@@ -162,6 +162,21 @@ def _named(spec: NameFilter) -> list[str]:
     return [spec] if isinstance(spec, str) else list(spec)
 
 
+def selected_names(names_filter: NameFilter | bool, all_names: Sequence[str], n_layers: int) -> tuple[str, ...] | bool:
+    """The hook names a names_filter selects, in forward order (False: none, None: all). A listed
+    name that is no hook point is refused here, before any pass (a Hooks pass refuses it after)."""
+    if names_filter is False:
+        return False
+    if names_filter is None:
+        return tuple(all_names)
+    _check_spec(names_filter, "names_filter")
+    spec = _resolve_spec(names_filter, n_layers)
+    for name in _named(spec):
+        if name not in all_names:
+            raise unknown_name_error(name, all_names)
+    return tuple(n for n in all_names if _selects(spec, n))
+
+
 # ---------------------------------------------------------------------------------------------
 # What one forward pass does at its hook points
 # ---------------------------------------------------------------------------------------------

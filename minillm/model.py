@@ -363,6 +363,13 @@ class GPT(WeightViews, nnx.Module):
         is the residual stream, and `tokens` gives the loss its targets); attention_mask [b, p]
         (0 at padding: no query attends to a padding key).
         """
+        if return_type not in losses.RETURN_TYPES:
+            raise ValueError(f"return_type must be one of {losses.RETURN_TYPES}, got {return_type!r}")
+        if stop_at_layer is not None and return_type != "logits":
+            raise ValueError(f"with stop_at_layer the output is the residual stream, not {return_type!r}")
+        wants_loss = stop_at_layer is None and return_type in ("loss", "both")
+        targets = tokens if tokens is not None else (input if start_at_layer is None else None)
+        targets = targets if wants_loss else None
         layers = dict(start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
         split = None if fwd_hooks else compiled.split_if_concrete(self, input, tokens, attention_mask)
         if split is not None:  # called from plain Python, no hooks: one cached compiled program
@@ -374,7 +381,7 @@ class GPT(WeightViews, nnx.Module):
                 return_type=return_type,
                 loss_per_token=loss_per_token,
                 remove_batch_dim=remove_batch_dim,
-                tokens=tokens,
+                targets=targets,
                 attention_mask=attention_mask,
                 **layers,
             )
@@ -385,10 +392,7 @@ class GPT(WeightViews, nnx.Module):
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         if stop_at_layer is not None:
-            if return_type != "logits":
-                raise ValueError(f"with stop_at_layer the output is the residual stream, not {return_type!r}")
             return out, cache
-        targets = tokens if tokens is not None else (input if start_at_layer is None else None)
         return losses.model_output(out, targets, return_type, loss_per_token, attention_mask), cache
 
     def loss_fn(

@@ -189,7 +189,8 @@ def train(
 
     if step == 0 and not metrics:
         log_eval(0, 0.0)
-    finished = step == tc.steps or step >= _target_stop(tc, metrics, n_seeds or 1)
+    last_step = min(tc.steps, _target_stop(tc, metrics, n_seeds or 1))  # moves only when metrics are logged
+    finished = step >= last_step
     bar = _progress_bar(tc.steps, step, progress)
     last_good = step
     try:
@@ -211,11 +212,12 @@ def train(
             step = start + n
             bar.update(n)
             bar.set_postfix(loss=f"{float(losses[-1].mean()):.4f}")
-            finished = step == tc.steps or step >= _target_stop(tc, metrics, n_seeds or 1)
+            finished = step >= last_step
             if step % tc.eval_every == 0 or finished:
                 log_eval(step, elapsed)
                 bar.set_postfix(loss=f"{metrics[-1]['train_loss']:.4f}", test_acc=f"{metrics[-1]['test_acc']:.3f}")
-                finished = finished or step >= _target_stop(tc, metrics, n_seeds or 1)
+                last_step = min(tc.steps, _target_stop(tc, metrics, n_seeds or 1))
+                finished = step >= last_step
             if step % tc.checkpoint_every == 0 or finished:
                 checkpoint(step, elapsed)
                 last_good = step

@@ -8,7 +8,7 @@ import pytest
 from conftest import random_tokens
 
 from minillm import act_name, hook_names
-from minillm.hooks import Hooks
+from minillm.hooks import Hooks, selected_names
 
 
 def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
@@ -242,3 +242,16 @@ def test_unembed_hooks_see_the_final_stream_and_the_logits(model, tokens):
     )
     doubled = model.run_with_hooks(tokens, [("unembed.hook_out", lambda x, hook: 2 * x)])
     np.testing.assert_allclose(doubled, 2 * logits, atol=1e-5)
+
+
+def test_selected_names_resolve_a_filter_in_forward_order(cfg):
+    names = hook_names(cfg)
+    assert selected_names(None, names, cfg.n_layers) == tuple(names)
+    assert selected_names(False, names, cfg.n_layers) is False
+    last = f"blocks.{cfg.n_layers - 1}.hook_resid_post"
+    assert selected_names(["blocks.-1.hook_resid_post", "hook_embed"], names, cfg.n_layers) == ("hook_embed", last)
+    assert selected_names(lambda n: n.endswith("resid_pre"), names, cfg.n_layers) == tuple(
+        f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)
+    )
+    with pytest.raises(KeyError, match="hook_embed"):
+        selected_names("hook_embd", names, cfg.n_layers)
