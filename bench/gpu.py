@@ -47,11 +47,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from minillm import GPTConfig  # noqa: E402
-from minillm.optim import TrainConfig, make_optimizer  # noqa: E402
-from minillm.recipes import get_recipe  # noqa: E402
 from minillm.tasks import Batch  # noqa: E402
-from minillm.train_step import init_train_state, make_train_chunk  # noqa: E402
 from minillm.training import train  # noqa: E402
+from minillm.training.optim import TrainConfig, make_optimizer  # noqa: E402
+from minillm.training.recipes import get_recipe  # noqa: E402
+from minillm.training.step import init_train_state, make_train_chunk  # noqa: E402
 
 EMBEDDINGS = ("embed.W_E", "pos_embed.W_pos")  # lookups, not matmuls: left out of N
 GROK_TARGET = 0.99

@@ -62,10 +62,10 @@ sys.path.insert(0, ROOT)
 from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E402
 from minillm import GPT, GPTConfig  # noqa: E402
 from minillm import patching as P  # noqa: E402
-from minillm.losses import loss_fn  # noqa: E402
-from minillm.optim import TrainConfig, make_optimizer  # noqa: E402
+from minillm.model.losses import loss_fn  # noqa: E402
 from minillm.tasks import Batch, make_task  # noqa: E402
-from minillm.train_step import init_train_state, make_train_chunk  # noqa: E402
+from minillm.training.optim import TrainConfig, make_optimizer  # noqa: E402
+from minillm.training.step import init_train_state, make_train_chunk  # noqa: E402
 
 COMMAND = "bash bench/run.sh"
 # The torch device TransformerLens runs on (--device); JAX uses its default backend.

@@ -21,7 +21,8 @@ LN(resid) = centered resid / scale * w + b, not resid. Fold the LayerNorm into t
 W_Q, W_K, W_V, W_in, W_U and their biases, the writing weights are centred, and what is left out is
 only the per-position scale 1/scale (a positive number per token, which rescales but does not rotate).
 
-Names and definitions follow TransformerLens (`HookedTransformer.QK`, `.OV`,
+`QK` and `OV` are the model's own (`model.QK`, minillm/model/weight_views.py). Names and definitions
+follow TransformerLens (`HookedTransformer.QK`, `.OV`,
 `.all_composition_scores`, `utils.composition_scores`); the model-level call is
 `all_composition_scores(model, mode)`, and `composition_scores(left, right)` is the utility.
 """
@@ -31,39 +32,20 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from minillm.factored_matrix import FactoredMatrix
 from minillm.model import GPT
+from minillm.model.factored_matrix import FactoredMatrix
+from minillm.model.weight_views import OV, QK  # W_Q W_K^T and W_V W_O of every head: [layer, head, d, d]
 
 Array = jax.Array
 
 COMPOSITION_MODES = ("Q", "K", "V")
 
 
-def _per_layer(weights: dict[str, Array], n_layers: int, name: str) -> Array:
-    """blocks.{l}.<name> stacked over layers: [layer, ...]."""
-    return jnp.stack([weights[f"blocks.{l}.{name}"] for l in range(n_layers)])
-
-
 def _embedding(model: GPT, include_pos: bool) -> Array:
     """W_E [d_vocab, d] or, with include_pos, TransformerLens' W_E_pos = [W_E; W_pos] [d_vocab + n_ctx, d]."""
-    weights = model.state_dict()
     if include_pos:
-        return jnp.concatenate([weights["embed.W_E"], weights["pos_embed.W_pos"]], axis=0)
-    return weights["embed.W_E"]
-
-
-def QK(model: GPT) -> FactoredMatrix:
-    """W_Q @ W_K^T for every head: [layer, head, d_model (query side), d_model (key side)], rank d_head."""
-    weights, n = model.state_dict(), model.cfg.n_layers
-    W_Q = _per_layer(weights, n, "attn.W_Q")  # [l, h, d, e]
-    W_K = _per_layer(weights, n, "attn.W_K")  # [l, h, d, e]
-    return FactoredMatrix(W_Q, jnp.swapaxes(W_K, -1, -2))
-
-
-def OV(model: GPT) -> FactoredMatrix:
-    """W_V @ W_O for every head: [layer, head, d_model (source), d_model (written)], rank d_head."""
-    weights, n = model.state_dict(), model.cfg.n_layers
-    return FactoredMatrix(_per_layer(weights, n, "attn.W_V"), _per_layer(weights, n, "attn.W_O"))
+        return jnp.concatenate([model.embed.W_E[...], model.pos_embed.W_pos[...]], axis=0)
+    return model.embed.W_E[...]
 
 
 def full_QK(model: GPT, include_pos: bool = False) -> FactoredMatrix:
@@ -86,7 +68,7 @@ def full_OV(model: GPT, include_pos: bool = False) -> FactoredMatrix:
     embedding -> head -> unembedding. With include_pos, rows run over W_E_pos = [W_E; W_pos]
     (row d_vocab + p is position p). Ignores LayerNorm unless the model was folded first.
     """
-    W_U = model.state_dict()["unembed.W_U"]  # [d, v_out]
+    W_U = model.unembed.W_U[...]  # [d, v_out]
     return _embedding(model, include_pos) @ OV(model) @ W_U
 
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from minillm.hooks import ActivationCache, act_name
-from minillm.inputs import check_indices
 from minillm.model import GPT
+from minillm.model.hooks import ActivationCache, act_name
+from minillm.model.inputs import check_indices
 
 PosSlice = None | int | slice | jax.Array
 

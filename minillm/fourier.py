@@ -35,9 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm.hooks import act_name
-from minillm.losses import MetricFn, cross_entropy, map_in_chunks
 from minillm.model import GPT
+from minillm.model.hooks import act_name
+from minillm.model.losses import cross_entropy, map_in_chunks
 from minillm.tasks import ModularArithmetic
 
 Array = jax.Array
@@ -597,7 +597,7 @@ def grokking_metrics(
     *,
     data_seed: int = 0,
     threshold: float = KEY_THRESHOLD,
-) -> dict[str, MetricFn]:
+) -> dict[str, Callable[[GPT], dict[str, float]]]:
     """Progress measures for `train(..., metric_fns=grokking_metrics(task))`, as in the paper's Fig. 7.
 
     One callback, "fourier", returning: restricted_loss (all pairs), excluded_loss (the train

@@ -20,9 +20,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from minillm.hooks import ActivationCache, act_name
-from minillm.inputs import check_indices
 from minillm.model import GPT
+from minillm.model.hooks import ActivationCache, act_name
+from minillm.model.inputs import check_indices
 
 KINDS = ("zero", "mean", "resample")
 

@@ -44,9 +44,9 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from minillm.hooks import ActivationCache, FwdHooks, act_name
-from minillm.inputs import check_tokens
 from minillm.model import GPT
+from minillm.model.hooks import ActivationCache, FwdHooks, act_name
+from minillm.model.inputs import check_tokens
 from minillm.sharding import check_mesh
 
 Metric = Callable[[jax.Array], jax.Array]

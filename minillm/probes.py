@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from minillm.hooks import act_name
 from minillm.model import GPT
+from minillm.model.hooks import act_name
 
 Array = jax.Array
 KINDS = ("linear", "logistic")

@@ -32,10 +32,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from minillm.checkpoint import CheckpointError, load_tensors, save_tensors
-from minillm.hooks import act_name
-from minillm.losses import cross_entropy, map_in_chunks
 from minillm.model import GPT
+from minillm.model.checkpoint import CheckpointError, load_tensors, save_tensors
+from minillm.model.hooks import act_name
+from minillm.model.losses import cross_entropy, map_in_chunks
 from minillm.tasks import Batch
 
 Array = jax.Array

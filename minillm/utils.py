@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from minillm.circuits import composition_scores
-from minillm.hooks import act_name as get_act_name
-from minillm.losses import next_token_loss as lm_cross_entropy_loss
+from minillm.model.hooks import act_name as get_act_name
+from minillm.model.losses import next_token_loss as lm_cross_entropy_loss
 
 __all__ = ["get_act_name", "to_numpy", "lm_cross_entropy_loss", "composition_scores"]
 

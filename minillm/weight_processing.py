@@ -30,8 +30,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from minillm.config import GPTConfig
 from minillm.model import GPT
+from minillm.model.config import GPTConfig
 
 Array = jax.Array
 Weights = dict[str, Array]

@@ -19,15 +19,20 @@ def weights(model):
     return {k: np.asarray(v) for k, v in model.state_dict().items()}
 
 
-def close(a, b, what, rtol=1e-4, atol=1e-4):
-    """Equal within float32 tolerance, except attn.b_K: its true gradient is 0 (a key bias adds the
-    same amount to every score of a query, which the softmax ignores), so what the backward pass
-    gives it is rounding noise, which Adam's first steps (update ~ lr * g / |g|) turn into moves of
-    ~lr whose sign depends on how a sum was split over devices. Other weights with near-zero
-    gradients move by up to ~4e-5 the same way (hence atol 1e-4; a wrong gradient moves ~lr = 1e-2)."""
+def close(a, b, what):
+    """Equal up to the order of float sums, as far as Adam lets that show. Adam's first step moves
+    every weight by ~lr * sign(g), however small g is, so an element whose true gradient is ~0 (all
+    of attn.b_K: a key bias adds the same amount to every score of a query, which the softmax
+    ignores; a few others by chance) moves by +-lr depending on how a sum was split over devices,
+    and the run carries that on. On an AMD EPYC, seed 7 of the 8-seed run ends with differences up
+    to 1.3e-3 (W_V) and a quarter of W_O beyond 1e-4. What a real bug does (a gradient not summed
+    over the devices, a seed given another's data) moves every element by ~lr = 1e-2. So, b_K
+    aside: the mean difference must stay below lr / 10 and none may reach lr / 4."""
     for k in a:
         if not k.endswith("attn.b_K"):
-            np.testing.assert_allclose(a[k], b[k], rtol=rtol, atol=atol, err_msg=f"{what}: {k}")
+            diff = np.abs(a[k] - b[k])
+            assert diff.mean() < 1e-3, f"{what}: {k}: mean difference {diff.mean():.2e}"
+            assert diff.max() < 2.5e-3, f"{what}: {k}: max difference {diff.max():.2e}"
     print(f"ok {what}", flush=True)
 
 
@@ -48,6 +53,7 @@ def main() -> int:
     close(weights(one.model), weights(sharded.model), "data parallel training (batch split over 8)")
 
     seeds = list(range(8))
+    tc = TrainConfig(steps=5, lr=1e-2, steps_per_call=5, eval_every=5)  # seed 7 drifts by ~lr after 10 steps
     stacked = train(cfg, task, tc, progress=False, seeds=seeds)
     split = train(cfg, task, tc, progress=False, seeds=seeds, mesh=mesh)
     shards = split.model.embed.W_E[...].sharding
@@ -68,7 +74,8 @@ def main() -> int:
         a = sweep(model, corrupted, cache, metric)
         b = sweep(model, corrupted, cache, metric, mesh=mesh)
         assert a.shape == b.shape
-        close({"sweep": np.asarray(a)}, {"sweep": np.asarray(b)}, f"patching {name} (patches split over 8)", 1e-5, 1e-6)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6, err_msg=f"patching {name}")
+        print(f"ok patching {name} (patches split over 8)", flush=True)
     return 0
 
 

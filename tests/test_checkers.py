@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm.checkers import check_copying_score, check_head_mean_ablation, check_previous_token_scores
+from minillm.lessons.checkers import check_copying_score, check_head_mean_ablation, check_previous_token_scores
 
 
 def right_prev(cache, n_layers):
@@ -46,8 +46,8 @@ def test_copying_score_checker():
 
 
 def test_fourier_checkers():
-    from minillm.checkers import check_excluded_logits, check_fourier_basis, check_key_frequencies
     from minillm.fourier import excluded_logits, fourier_basis, frequency_norms, select_key_frequencies
+    from minillm.lessons.checkers import check_excluded_logits, check_fourier_basis, check_key_frequencies
 
     check_fourier_basis(lambda p: fourier_basis(p)[0])
     with pytest.raises(AssertionError, match="Fourier basis"):  # unnormalised rows
@@ -61,7 +61,7 @@ def test_fourier_checkers():
 
 
 def test_probe_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
-    from minillm.checkers import check_r2, check_ridge_probe
+    from minillm.lessons.checkers import check_r2, check_ridge_probe
 
     def ridge(acts, labels, lam):
         mean_x, mean_y = acts.mean(0), labels.mean()
@@ -79,7 +79,7 @@ def test_probe_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
 
 
 def test_superposition_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
-    from minillm.checkers import check_importance_weighted_loss, check_superposition_model
+    from minillm.lessons.checkers import check_importance_weighted_loss, check_superposition_model
 
     check_superposition_model(lambda W, b, x: jax.nn.relu(x @ W.T @ W + b))
     with pytest.raises(AssertionError, match="toy model"):
@@ -93,7 +93,7 @@ def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
     """The model's own forward pass passes; one that forgets the final LayerNorm, or gives one
     stream too few, does not."""
     from minillm import GPT
-    from minillm.checkers import check_forward_from_state_dict
+    from minillm.lessons.checkers import check_forward_from_state_dict
 
     def via_model(weights, cfg, tokens, final_ln=True):
         model = GPT(cfg)
@@ -113,9 +113,9 @@ def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
 
 
 def test_universality_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
-    from minillm.checkers import check_distance_irrelevance, check_stacked_frequency_norms
     from minillm.clock_pizza import by_sum_and_difference, distance_irrelevance_of
     from minillm.fourier import frequency_norms
+    from minillm.lessons.checkers import check_distance_irrelevance, check_stacked_frequency_norms
 
     check_stacked_frequency_norms(lambda W, p: jax.vmap(lambda w: frequency_norms(w[:p], p))(W))
     with pytest.raises(AssertionError):

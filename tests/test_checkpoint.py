@@ -10,7 +10,7 @@ import safetensors.numpy
 from conftest import CONFIGS
 
 from minillm import GPT, CheckpointError, GPTConfig
-from minillm.checkpoint import load_tensors, save_tensors
+from minillm.model.checkpoint import load_tensors, save_tensors
 
 
 def test_save_then_load_gives_bit_identical_weights_and_logits(model, cfg, tokens, tmp_path):

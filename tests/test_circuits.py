@@ -9,7 +9,7 @@ import pytest
 
 from minillm import GPT, GPTConfig
 from minillm import circuits as C
-from minillm.factored_matrix import FactoredMatrix
+from minillm.model.factored_matrix import FactoredMatrix
 
 RTOL, ATOL = 1e-4, 1e-5
 

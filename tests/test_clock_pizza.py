@@ -18,7 +18,7 @@ from minillm.clock_pizza import (
     gradient_symmetricity,
 )
 from minillm.fourier import pair_logits
-from minillm.params import map_seeds, stack_models
+from minillm.model.params import map_seeds, stack_models
 from minillm.tasks import make_task
 
 P = 11

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minillm import GPT
-from minillm.hooks import Hooks
+from minillm.model.hooks import Hooks
 
 
 def test_compiled_calls_match_the_op_by_op_pass(model, tokens):
@@ -67,3 +67,27 @@ def test_cache_options_match_the_op_by_op_call(model, cfg, tokens):
     assert per_token.shape == (t.shape[0], t.shape[1] - 1)
     with pytest.raises(ValueError, match="return_type"):
         model(t, return_type="logit")
+
+
+def test_a_call_checks_its_inputs_once_whichever_path_runs_it(monkeypatch):
+    """The checks at the boundary run once per call, before the call chooses the compiled program or
+    the op-by-op pass (GPT.run_with_cache), and never again inside the forward pass."""
+    from minillm import GPTConfig
+    from minillm.model import inputs
+
+    calls = []
+    real = inputs.check_tokens
+    monkeypatch.setattr(inputs, "check_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = GPT(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=7, d_vocab=9, seed=5))
+    tokens = np.arange(7, dtype=np.int32)[None] % 9  # a shape no other test compiles
+    for call in (
+        lambda: model(tokens),  # compiled, and compiled for the first time
+        lambda: model(tokens),  # compiled, from the cache
+        lambda: model.run_with_hooks(tokens, [("hook_embed", lambda x, hook: x)]),  # op by op
+        lambda: jax.jit(lambda t: model(t))(tokens),  # while tracing
+    ):
+        calls.clear()
+        call()
+        assert len(calls) == 1
+    with pytest.raises(ValueError, match="token id 9"):
+        model(tokens * 0 + 9)

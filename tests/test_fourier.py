@@ -7,7 +7,7 @@ import pytest
 from minillm import GPT, GPTConfig
 from minillm import fourier as F
 from minillm.tasks import ModularArithmetic
-from minillm.training import evaluate
+from minillm.model.losses import evaluate
 
 
 def w(k: int, p: int) -> float:

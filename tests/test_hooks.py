@@ -8,7 +8,7 @@ import pytest
 from conftest import random_tokens
 
 from minillm import act_name, hook_names
-from minillm.hooks import Hooks, selected_names
+from minillm.model.hooks import Hooks, selected_names
 
 
 def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):

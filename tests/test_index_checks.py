@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from minillm import GPT, GPTConfig, act_name
 from minillm import decompose as D
 from minillm.circuits import OV, QK
-from minillm.inputs import layer_range
 from minillm.interventions import ablate, ablate_heads, ablate_neurons, selection_mask, steer
+from minillm.model.inputs import layer_range
 from minillm.sae import gather_activations
 
 CFG = GPTConfig(n_layers=2, d_model=8, n_heads=2, d_mlp=12, n_ctx=5, d_vocab=7, seed=0)

@@ -9,7 +9,7 @@ import pytest
 from conftest import CONFIGS
 
 from minillm import GPT
-from minillm.inputs import check_resid, check_tokens, layer_range
+from minillm.model.inputs import check_resid, check_tokens, layer_range
 
 CFG = CONFIGS["mlp_ln_gelu"]
 
@@ -79,7 +79,7 @@ def test_layer_ranges_outside_the_model_are_refused(small):
 
 
 def test_check_indices_refuses_what_jax_would_clamp():
-    from minillm.inputs import check_indices
+    from minillm.model.inputs import check_indices
 
     check_indices(slice(0, 99), 3, "x")  # slices are the caller's business, as in Python
     check_indices([-3, 2], 3, "x")  # negative counts from the end

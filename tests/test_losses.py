@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minillm import GPT, GPTConfig
-from minillm.losses import cross_entropy, evaluate, loss_fn, map_in_chunks, masked_cross_entropy
+from minillm.model.losses import cross_entropy, evaluate, loss_fn, map_in_chunks, masked_cross_entropy
 from minillm.tasks import make_task
 
 MOD = make_task("modular_arithmetic", p=17, frac_train=0.6)

@@ -12,8 +12,8 @@ from conftest import CONFIGS, random_tokens
 from flax import nnx
 
 from minillm import GPT
-from minillm.hooks import Hooks
-from minillm.losses import cross_entropy, loss_fn
+from minillm.model.hooks import Hooks
+from minillm.model.losses import cross_entropy, loss_fn
 from minillm.tasks import Batch
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from minillm.optim import TrainConfig, lr_schedule, make_optimizer
+from minillm.training.optim import TrainConfig, lr_schedule, make_optimizer
 
 
 def test_lr_schedule_warmup_then_cosine_to_a_tenth():

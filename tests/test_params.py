@@ -7,8 +7,8 @@ import pytest
 from conftest import CONFIGS
 
 from minillm import GPT, CheckpointError, GPTConfig
-from minillm.checkpoint import save_tensors
-from minillm.params import (
+from minillm.model.checkpoint import save_tensors
+from minillm.model.params import (
     load_state_dict,
     map_seeds,
     read_model,

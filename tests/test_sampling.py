@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import random_tokens
 
-from minillm.sampling import generate
+from minillm.model.sampling import generate
 
 
 def test_generate_greedy_matches_argmax_step_by_step(model, cfg):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from minillm import tasks as T
+from minillm.tasks.brackets import _uniform_dyck
 
 # Defaults plus a small non-default variant of each generator task.
 GENERATOR_TASKS = [
@@ -459,7 +460,7 @@ def test_brackets_labels_and_class_mix(task):
 
 def test_brackets_balanced_strings_are_uniform():
     # the generator of balanced strings (cycle lemma), for 3 pairs: 5 strings
-    steps = np.asarray(jax.jit(T._uniform_dyck, static_argnums=(1, 2))(jax.random.key(1), 5000, 3))
+    steps = np.asarray(jax.jit(_uniform_dyck, static_argnums=(1, 2))(jax.random.key(1), 5000, 3))
     counts: dict[str, int] = {}
     for row in steps:
         s = "".join("(" if x == 1 else ")" for x in row)

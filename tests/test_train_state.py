@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from minillm import CheckpointError, GPTConfig
-from minillm.optim import TrainConfig, make_optimizer
 from minillm.tasks import make_task
-from minillm.train_state import load_train_state, run_spec, save_train_state
-from minillm.train_step import init_train_state
+from minillm.training.optim import TrainConfig, make_optimizer
+from minillm.training.state import load_train_state, run_spec, save_train_state
+from minillm.training.step import init_train_state
 
 CFG = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=12, d_vocab_out=11)
 TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)

@@ -7,11 +7,11 @@ import numpy as np
 import optax
 
 from minillm import GPT, GPTConfig
-from minillm.losses import loss_fn
-from minillm.optim import TrainConfig, make_optimizer
-from minillm.params import unstack_models
+from minillm.model.losses import loss_fn
+from minillm.model.params import unstack_models
 from minillm.tasks import make_task
-from minillm.train_step import chunk_sizes, init_train_state, make_train_chunk, task_batches
+from minillm.training.optim import TrainConfig, make_optimizer
+from minillm.training.step import chunk_sizes, init_train_state, make_train_chunk, task_batches
 
 CFG = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=12, d_vocab_out=11)
 TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)

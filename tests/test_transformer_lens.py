@@ -10,7 +10,7 @@ import safetensors.numpy
 from conftest import CONFIGS
 
 from minillm import GPT
-from minillm.transformer_lens import config_from_transformer_lens
+from minillm.model.transformer_lens import config_from_transformer_lens
 
 
 class FakeTensor:

@@ -174,7 +174,7 @@ plt.show()
 # `check_forward_from_state_dict` runs your function on two fresh models and compares every stream.
 
 # %%
-from minillm.checkers import check_forward_from_state_dict
+from minillm.lessons.checkers import check_forward_from_state_dict
 
 
 def my_forward(weights, cfg, tokens):

@@ -34,7 +34,7 @@ from minillm.circuits import all_composition_scores, full_OV, ov_copying_score
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
 from minillm.lessons import checkpoint
-from minillm.losses import cross_entropy, evaluate
+from minillm.model.losses import cross_entropy, evaluate
 from minillm.plots import plot_attention_patterns, plot_head_heatmap, plot_training_curves
 from minillm.tasks import make_task
 from minillm.weight_processing import process_weights
@@ -154,7 +154,7 @@ assert scores["induction"][0].max() < 0.1, "layer 0 cannot do induction alone: i
 # `cache["pattern", layer]` has shape `[batch, head, query, key]`. Then run the checker.
 
 # %%
-from minillm.checkers import check_previous_token_scores
+from minillm.lessons.checkers import check_previous_token_scores
 
 
 def previous_token_scores(cache, n_layers):
@@ -250,7 +250,7 @@ assert (single[0] / clean).min() < 1.5, "and some layer-0 heads play no part"
 # with head `head` replaced, at every position, by its mean over the *batch* of `reference_z`.
 
 # %%
-from minillm.checkers import check_head_mean_ablation
+from minillm.lessons.checkers import check_head_mean_ablation
 
 
 def mean_ablate(z, hook, head, reference_z):
@@ -298,7 +298,7 @@ assert min(top1) > 0.85 and min(copying) > 0.9
 # (`[head, d_model, d_head]`), `.W_O` (`[head, d_head, d_model]`) and `model.unembed.W_U`.
 
 # %%
-from minillm.checkers import check_copying_score
+from minillm.lessons.checkers import check_copying_score
 
 
 def copying_fraction(model, layer, head):

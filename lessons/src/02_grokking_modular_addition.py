@@ -104,7 +104,7 @@ assert random_keys == []
 # sin(w_1 x), cos(w_2 x), sin(w_2 x), ... for x = 0 .. p−1, each row normalised to unit length.
 
 # %%
-from minillm.checkers import check_fourier_basis
+from minillm.lessons.checkers import check_fourier_basis
 
 
 def my_fourier_basis(p):
@@ -134,7 +134,7 @@ check_fourier_basis(my_fourier_basis)
 # times the mean of those, strongest first.
 
 # %%
-from minillm.checkers import check_key_frequencies
+from minillm.lessons.checkers import check_key_frequencies
 
 
 def my_key_frequencies(W_E, p):
@@ -254,7 +254,7 @@ assert max(drops.values()) > 0.3, "and losing the strongest one breaks the model
 # projection onto each in turn.
 
 # %%
-from minillm.checkers import check_excluded_logits
+from minillm.lessons.checkers import check_excluded_logits
 
 
 def my_excluded_logits(logits, freqs):

@@ -108,7 +108,7 @@ def ridge_probe(acts, labels, lam):
 
 
 # %%
-from minillm.checkers import check_ridge_probe
+from minillm.lessons.checkers import check_ridge_probe
 
 check_ridge_probe(ridge_probe)
 
@@ -131,7 +131,7 @@ def r2(labels, predictions):
 
 
 # %%
-from minillm.checkers import check_r2
+from minillm.lessons.checkers import check_r2
 
 check_r2(r2)
 

@@ -60,7 +60,7 @@ def importance_weighted_loss(x, x_hat, importance):
 
 
 # %%
-from minillm.checkers import check_importance_weighted_loss, check_superposition_model
+from minillm.lessons.checkers import check_importance_weighted_loss, check_superposition_model
 
 check_superposition_model(toy_model)
 check_importance_weighted_loss(importance_weighted_loss)

@@ -32,7 +32,7 @@ from minillm import GPT
 from minillm import fourier as F
 from minillm.clock_pizza import by_sum_and_difference, correct_logits, distance_irrelevance, gradient_symmetricity
 from minillm.lessons import checkpoint
-from minillm.params import map_seeds, stack_models
+from minillm.model.params import map_seeds, stack_models
 from minillm.plots import plot_training_curves
 from minillm.tasks import make_task
 
@@ -93,7 +93,7 @@ assert clock_acc.min() > 0.99 and pizza_acc.min() > 0.99
 # rather than a Python loop.
 
 # %%
-from minillm.checkers import check_stacked_frequency_norms
+from minillm.lessons.checkers import check_stacked_frequency_norms
 
 
 def stacked_frequency_norms(W_E_stack, p): ...  # your code here
@@ -246,7 +246,7 @@ plt.show()
 # pairs. Use population standard deviations, NumPy's default.
 
 # %%
-from minillm.checkers import check_distance_irrelevance
+from minillm.lessons.checkers import check_distance_irrelevance
 
 
 def my_distance_irrelevance(correct): ...  # your code here

@@ -3,7 +3,7 @@
 Nothing here lists names: one abstract forward pass (`jax.eval_shape`, no arithmetic done) of a
 model whose weights are only shapes records every name the model's code reaches and the shape of
 its activation. So this catalogue cannot drift from the model; the tests compare it with the
-table in ../shared/CONVENTIONS.md.
+table in docs/conventions.md.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from minillm.config import GPTConfig
-from minillm.hooks import record_hook_shapes, unknown_name_error
-from minillm.model import GPT
+from minillm.model.config import GPTConfig
+from minillm.model.hooks import record_hook_shapes, unknown_name_error
+from minillm.model.network import Transformer
 
 
 @functools.lru_cache(maxsize=64)
 def hook_shapes(cfg: GPTConfig, batch: int = 1, pos: int = 1) -> dict[str, tuple[int, ...]]:
     """{hook name: activation shape} for tokens [batch, pos], in the order the forward pass reaches them."""
     tokens = jax.ShapeDtypeStruct((batch, pos), jnp.int32)
-    return record_hook_shapes(GPT.forward, nnx.eval_shape(lambda: GPT(cfg)), tokens)
+    return record_hook_shapes(Transformer.forward, nnx.eval_shape(lambda: Transformer(cfg)), tokens)
 
 
 def hook_names(cfg: GPTConfig) -> list[str]:

@@ -5,7 +5,8 @@ for the models of the lessons that dispatch, not the arithmetic, is the cost (an
 slower than TransformerLens'). So a call from plain Python is split in two:
 
 1. the checks at the boundary, eagerly, on the concrete values (token ids in range, a 0/1
-   attention mask, known hook names, layers in range), exactly as the uncompiled call makes them;
+   attention mask, known hook names, layers in range): `GPT.run_with_cache` makes them once,
+   before it chooses this path or the op-by-op one;
 2. one `jax.jit`-compiled function of (weights, inputs), cached by JAX per model structure, input
    shapes and dtypes, the names to cache and the call's options, and reused by every later call.
    The weights are an argument, not a constant: training or `load_state_dict` never makes a call
@@ -29,19 +30,18 @@ from typing import TYPE_CHECKING, Any
 import jax
 from flax import nnx
 
-from minillm import losses
-from minillm.hooks import ActivationCache, Hooks, selected_names
-from minillm.inputs import check_attention_mask, check_resid, check_tokens, layer_range
+from minillm.model import losses
+from minillm.model.hooks import ActivationCache, Hooks
 
 if TYPE_CHECKING:
-    from minillm.model import GPT
+    from minillm.model.network import Transformer
 
 
 def _is_traced(x: Any) -> bool:
     return isinstance(x, (jax.core.Tracer, jax.ShapeDtypeStruct))
 
 
-def split_if_concrete(model: GPT, *inputs: Any) -> tuple[Any, Any] | None:
+def split_if_concrete(model: Transformer, *inputs: Any) -> tuple[Any, Any] | None:
     """(graphdef, state) of a model whose weights and inputs are all concrete; None while tracing."""
     if any(_is_traced(x) for x in jax.tree.leaves(inputs)):
         return None
@@ -64,37 +64,24 @@ def _run(graphdef, state, input, attention_mask, targets, *, names, options):
     return out, hooks.cache
 
 
-def run_with_cache(
-    model: GPT,
+def run(
     split: tuple[Any, Any],
-    input: Any,
-    names_filter: Any,
+    input: jax.Array,
+    attention_mask: jax.Array | None,
+    names: tuple[str, ...] | bool,
+    all_names: list[str],
     *,
-    return_type: str | None,
-    loss_per_token: bool,
-    remove_batch_dim: bool,
     start_at_layer: int | None,
     stop_at_layer: int | None,
-    targets: Any,
-    attention_mask: Any,
+    return_type: str | None,
+    loss_per_token: bool,
+    targets: jax.Array | None,
 ) -> tuple[Any, ActivationCache]:
-    """GPT.run_with_cache without hooks, checked eagerly and run compiled (see the module docstring).
-    `targets`: the tokens the loss predicts, or None when the call returns no loss."""
-    cfg = model.cfg
-    layer_range(cfg, start_at_layer, stop_at_layer)  # refuses bad layers before compiling anything
-    input = check_tokens(input, cfg) if start_at_layer is None else check_resid(input, cfg)
-    if attention_mask is not None:
-        attention_mask = check_attention_mask(attention_mask, input.shape[:2])
-    if targets is not None:
-        targets = jax.numpy.asarray(targets)
-        losses.check_next_tokens(targets, cfg.d_vocab_out)
-    all_names = model.hook_names()
-    names = selected_names(names_filter, all_names, cfg.n_layers)
+    """A checked call without hooks (GPT.run_with_cache has made the checks), run compiled: the
+    output and the cache of `names` (hooks.selected_names; False: none). `split` is
+    split_if_concrete's (graphdef, state); `targets` the tokens the loss predicts, or None."""
     graphdef, state = split
     options = (start_at_layer, stop_at_layer, return_type, bool(loss_per_token))
     out, acts = _run(graphdef, state, input, attention_mask, targets, names=names, options=options)
     # jit returns a dict sorted by key: put the activations back in forward order
-    cache = ActivationCache({n: acts[n] for n in all_names if n in acts}, all_names)
-    if remove_batch_dim:
-        cache = cache.remove_batch_dim()
-    return out, cache
+    return out, ActivationCache({n: acts[n] for n in all_names if n in acts}, all_names)

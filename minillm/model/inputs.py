@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm.config import GPTConfig
+from minillm.model.config import GPTConfig
 
 
 def check_tokens(tokens: Any, cfg: GPTConfig) -> jax.Array:
@@ -76,6 +76,41 @@ def check_indices(index: Any, size: int, what: str) -> None:
     bad = values[(values < -size) | (values >= size)]
     if bad.size:
         raise IndexError(f"{what}: index {int(bad.flat[0])} is out of range for a size of {size}")
+
+
+def check_positions(positions: Any, n_pos: int, stop_at_layer: int | None = None) -> tuple[int, ...]:
+    """forward's output_positions: a non-empty tuple of positions in [-n_pos, n_pos), made non-negative."""
+    if stop_at_layer is not None:
+        raise ValueError("output_positions gives logits; with stop_at_layer there are none")
+    if not isinstance(positions, (tuple, list)) or not positions:
+        raise TypeError(f"output_positions must be a non-empty tuple of ints, got {positions!r}")
+    check_indices(np.asarray(positions), n_pos, "output_positions")
+    return tuple(int(i) % n_pos for i in positions)
+
+
+def check_forward_input(
+    cfg: GPTConfig,
+    input: Any,
+    *,
+    start_at_layer: int | None = None,
+    stop_at_layer: int | None = None,
+    attention_mask: Any = None,
+) -> tuple[jax.Array, jax.Array | None]:
+    """Every check a model call makes before it runs, once, whichever path then runs it (compiled
+    or op by op): the layers, the tokens (or the residual stream, with start_at_layer) and the
+    attention mask. Returns (input, attention_mask) as JAX arrays."""
+    layer_range(cfg, start_at_layer, stop_at_layer)
+    input = check_tokens(input, cfg) if start_at_layer is None else check_resid(input, cfg)
+    if attention_mask is None:
+        return input, None
+    mask = check_attention_mask(attention_mask, input.shape[:2])
+    if cfg.attention_dir == "bidirectional":
+        raise ValueError(
+            "attention_mask with bidirectional attention: TransformerLens then masks no key (it only shifts "
+            "the position embeddings), minillm would; refused rather than give other numbers. Mask padding "
+            "keys with a hook on hook_attn_scores instead."
+        )
+    return input, mask
 
 
 def layer_range(cfg: GPTConfig, start_at_layer: int | None, stop_at_layer: int | None) -> range:

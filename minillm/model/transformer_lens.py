@@ -5,7 +5,7 @@
     tl = HookedTransformer(HookedTransformerConfig(**cfg_dict))
     tl.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
 
-The weight names and shapes are the same in both libraries (../shared/CONVENTIONS.md); a
+The weight names and shapes are the same in both libraries (docs/conventions.md); a
 HookedTransformer's state dict also holds two buffers per attention layer (`IGNORE`, `mask`),
 which are dropped here and rebuilt by TransformerLens (hence strict=False above). The config is read
 from a `HookedTransformerConfig`, its `to_dict()`, or any dict with its field names. Anything in it
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import safetensors.numpy
 
-from minillm.config import GPTConfig
+from minillm.model.config import GPTConfig
 
 # TransformerLens config fields read into GPTConfig (same names, same meaning).
 _SAME = ("n_layers", "d_model", "n_ctx", "d_head", "n_heads", "d_vocab", "eps", "attn_only")

@@ -17,10 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm.checkpoint import CheckpointError, load_tensors, save_tensors
-from minillm.config import GPTConfig
-from minillm.optim import TrainConfig
+from minillm.model.checkpoint import CheckpointError, load_tensors, save_tensors
+from minillm.model.config import GPTConfig
 from minillm.tasks import Task
+from minillm.training.optim import TrainConfig
 
 
 def _flatten(prefix: str, tree: Any) -> tuple[dict[str, np.ndarray], list[str]]:

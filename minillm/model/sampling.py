@@ -15,14 +15,19 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
-from minillm.inputs import check_tokens
+from minillm.model.inputs import check_tokens
 
 if TYPE_CHECKING:
-    from minillm.model import GPT
+    from minillm.model.network import Transformer
 
 
 def generate(
-    model: GPT, prompt: jax.Array, max_new_tokens: int, *, key: jax.Array | None = None, temperature: float = 1.0
+    model: Transformer,
+    prompt: jax.Array,
+    max_new_tokens: int,
+    *,
+    key: jax.Array | None = None,
+    temperature: float = 1.0,
 ) -> jax.Array:
     """Sample `max_new_tokens` after `prompt` [b, p]; temperature 0 is greedy. Returns [b, p + new]."""
     cfg = model.cfg
@@ -46,12 +51,14 @@ def generate(
 
 
 @functools.partial(jax.jit, static_argnums=(3, 4, 5))
-def _sample(model: GPT, prompt: jax.Array, key: jax.Array, n_prompt: int, total: int, temperature: float) -> jax.Array:
+def _sample(
+    model: Transformer, prompt: jax.Array, key: jax.Array, n_prompt: int, total: int, temperature: float
+) -> jax.Array:
     buffer = jnp.zeros((prompt.shape[0], total), jnp.int32).at[:, :n_prompt].set(prompt)
 
     def step(t, carry):
         buffer, key = carry
-        logits = model(buffer)[:, t - 1]  # [b, v_out]: the prediction for position t
+        logits = model.forward(buffer)[:, t - 1]  # [b, v_out]: the prediction for position t
         key, sub = jax.random.split(key)
         if temperature == 0:
             new = jnp.argmax(logits, axis=-1)

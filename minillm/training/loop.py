@@ -14,13 +14,13 @@ What happens, in order:
 - Several seeds train at once as ONE compiled program: the step is `jax.vmap`-ed over a stack of
   models, optimizer states and data keys.
 - With `TrainConfig.target`, the run stops `target_margin` steps after the evaluation at which the
-  target was first reached (every seed's); with `loss_positions_only`, the loss computes logits at
-  the task's loss positions only. With `mesh=`, the batch (one seed) or the seeds are split over
-  several devices (minillm/sharding.py).
+  target was first reached (every seed's; with target_margin None it only reports it). With
+  `loss_positions_only`, the loss computes logits at the task's loss positions only. With
+  `mesh=`, the batch (one seed) or the seeds are split over several devices (minillm/sharding.py).
 
-The pieces live in their own modules: losses (minillm/losses.py), TrainConfig and the optimizer
-(minillm/optim.py), the compiled chunk (minillm/train_step.py), resumable train states
-(minillm/train_state.py). Their public names are importable from here too, as before.
+The pieces live beside this file: TrainConfig and the optimizer (optim.py), the compiled chunk of
+steps (step.py), resumable train states (state.py); the loss itself is the model's
+(minillm/model/losses.py).
 
 Reproducibility: a step's batch depends only on (seed, step), through `fold_in`, and the chunk
 boundaries only on absolute step numbers, so a run that is killed and resumed from its last
@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -43,30 +43,17 @@ import numpy as np
 from jax.sharding import Mesh
 
 from minillm import sharding
-from minillm.checkpoint import write_atomic
-from minillm.config import GPTConfig
-from minillm.losses import MetricFn, cross_entropy, evaluate, loss_fn, masked_cross_entropy  # noqa: F401 (re-exported)
 from minillm.model import GPT
-from minillm.optim import TrainConfig, lr_schedule, make_optimizer
-from minillm.params import unstack_models
+from minillm.model.checkpoint import write_atomic
+from minillm.model.config import GPTConfig
+from minillm.model.losses import evaluate, loss_fn
+from minillm.model.params import unstack_models
 from minillm.tasks import Task
-from minillm.train_state import load_train_state, run_spec, save_train_state
-from minillm.train_step import chunk_sizes, init_train_state, make_train_chunk, task_batches  # noqa: F401
+from minillm.training.optim import TrainConfig, lr_schedule, make_optimizer
+from minillm.training.state import load_train_state, run_spec, save_train_state
+from minillm.training.step import chunk_sizes, init_train_state, make_train_chunk, task_batches
 
-__all__ = [
-    "train",
-    "TrainResult",
-    "TrainingDiverged",
-    "TrainConfig",
-    "MetricFn",
-    "chunk_sizes",
-    "lr_schedule",
-    "make_optimizer",
-    "cross_entropy",
-    "masked_cross_entropy",
-    "loss_fn",
-    "evaluate",
-]
+MetricFn = Callable[[GPT], dict[str, float]]  # a metric callback of train(): model -> {name: value}
 
 
 class TrainingDiverged(RuntimeError):
@@ -234,8 +221,9 @@ def train(
 
 def _target_stop(tc: TrainConfig, metrics: list[dict[str, Any]], n_seeds: int) -> float:
     """The step at which a run with tc.target stops: target_margin steps after the first evaluation
-    at which every seed has reached the target (inf until then, or without a target)."""
-    if tc.target is None:
+    at which every seed has reached the target (inf until then, without a target, or with a target
+    that is only reported: target_margin None)."""
+    if tc.target is None or tc.target_margin is None:
         return np.inf
     name, value = tc.target
     first: dict[Any, int] = {}

@@ -14,14 +14,19 @@ They are read-only copies. Outside `jax.jit` they are NumPy arrays, so that `mod
 2-layer model raises IndexError as in PyTorch (a JAX array would clamp it to the last layer and
 return plausible numbers) and `model.W_Q[0, 1] = ...` raises instead of editing a copy (change
 weights with `load_state_dict`). Inside a traced function they are JAX arrays. GPT inherits them;
-this module imports nothing from the model.
+this module imports nothing from the model. `stack_layers`, `QK` and `OV` are the functions the
+views and minillm.circuits share: per-layer weights are stacked here and nowhere else.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from minillm.model.factored_matrix import FactoredMatrix
 
 
 def _view(x: jax.Array) -> jax.Array | np.ndarray:
@@ -33,13 +38,29 @@ def _view(x: jax.Array) -> jax.Array | np.ndarray:
     return out
 
 
+def stack_layers(model: Any, part: str, name: str) -> jax.Array:
+    """The weight blocks.{l}.<part>.<name> of every layer, stacked: [n_layers, ...] (JAX, traced or not)."""
+    if part == "mlp" and model.cfg.attn_only:
+        raise AttributeError(f"{name}: this model is attention-only (attn_only=True), it has no MLPs")
+    return jnp.stack([getattr(getattr(block, part), name)[...] for block in model.blocks])
+
+
+def QK(model: Any) -> FactoredMatrix:
+    """W_Q @ W_K^T for every head: [layer, head, d_model (query side), d_model (key side)], rank d_head."""
+    W_K = stack_layers(model, "attn", "W_K")  # [l, h, d, e]
+    return FactoredMatrix(stack_layers(model, "attn", "W_Q"), jnp.swapaxes(W_K, -1, -2))
+
+
+def OV(model: Any) -> FactoredMatrix:
+    """W_V @ W_O for every head: [layer, head, d_model (source), d_model (written)], rank d_head."""
+    return FactoredMatrix(stack_layers(model, "attn", "W_V"), stack_layers(model, "attn", "W_O"))
+
+
 class WeightViews:
     """Mixin for GPT: the stacked weight properties. Needs `self.blocks`, `self.embed`, ... and `self.cfg`."""
 
     def _stacked(self, part: str, name: str) -> jax.Array:
-        if part == "mlp" and self.cfg.attn_only:
-            raise AttributeError(f"{name}: this model is attention-only (attn_only=True), it has no MLPs")
-        return _view(jnp.stack([getattr(getattr(block, part), name)[...] for block in self.blocks]))
+        return _view(stack_layers(self, part, name))
 
     # attention
     W_Q = property(lambda self: self._stacked("attn", "W_Q"), doc="[n_layers, n_heads, d_model, d_head]")
@@ -65,16 +86,5 @@ class WeightViews:
     W_U = property(lambda self: _view(self.unembed.W_U[...]), doc="[d_model, d_vocab_out]")
     b_U = property(lambda self: _view(self.unembed.b_U[...]), doc="[d_vocab_out]")
 
-    @property
-    def QK(self):
-        """W_Q W_K^T of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
-        from minillm.circuits import QK
-
-        return QK(self)
-
-    @property
-    def OV(self):
-        """W_V W_O of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]."""
-        from minillm.circuits import OV
-
-        return OV(self)
+    QK = property(QK, doc="W_Q W_K^T of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]")
+    OV = property(OV, doc="W_V W_O of every head: FactoredMatrix [n_layers, n_heads, d_model, d_model]")

@@ -21,13 +21,13 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from minillm.config import GPTConfig
-from minillm.losses import loss_fn
 from minillm.model import GPT
-from minillm.optim import TrainConfig
-from minillm.params import stack_models
+from minillm.model.config import GPTConfig
+from minillm.model.losses import loss_fn
+from minillm.model.params import stack_models
 from minillm.sharding import constrain_leading
 from minillm.tasks import Batch, Task
+from minillm.training.optim import TrainConfig
 
 BatchFn = Callable[[Any, jax.Array, jax.Array], Batch]  # (data, data_key, step) -> the step's batch
 LossFn = Callable[[GPT, Batch], tuple[jax.Array, Any]]  # (model, batch) -> (loss, aux)

@@ -30,10 +30,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     seed: int = 0  # initialises the model and draws the batches
     data_seed: int = 0  # the train/test split
-    # Stop early: once the logged metric target[0] reaches target[1] at an evaluation (every seed's,
-    # in a multi-seed run), train target_margin more steps and stop; `steps` is then the most it runs.
+    # The run's goal: the logged metric target[0] reaching target[1]. Once it does at an evaluation
+    # (every seed's, in a multi-seed run), the run trains target_margin more steps and stops (`steps`
+    # is then the most it runs); target_margin=None reports the target and runs every step.
     target: tuple[str, float] | None = None
-    target_margin: int = 0
+    target_margin: int | None = 0
     # Compute the logits only at the task's loss_positions (Task.loss_positions; modular addition
     # reads 1 position of 3): the same loss for less work, but rounded differently, so a run with it
     # follows another trajectory than one without. Off by default so that the recipes that shipped
@@ -55,8 +56,8 @@ class TrainConfig:
             if not (len(self.target) == 2 and isinstance(self.target[0], str)):
                 raise ValueError(f"TrainConfig: target must be (metric name, value), got {self.target!r}")
             object.__setattr__(self, "target", (self.target[0], float(self.target[1])))
-        if not isinstance(self.target_margin, int) or self.target_margin < 0:
-            raise ValueError(f"TrainConfig: target_margin must be an int >= 0, got {self.target_margin!r}")
+        if self.target_margin is not None and (not isinstance(self.target_margin, int) or self.target_margin < 0):
+            raise ValueError(f"TrainConfig: target_margin must be an int >= 0 or None, got {self.target_margin!r}")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

@@ -14,13 +14,10 @@ from typing import TYPE_CHECKING, Any
 import jax
 import jax.numpy as jnp
 
-from minillm.hooks import Hooks
-from minillm.tasks import Batch
-
 if TYPE_CHECKING:
-    from minillm.model import GPT
+    from minillm.model.network import Transformer
 
-MetricFn = Callable[["GPT"], dict[str, float]]  # a metric callback of train(): model -> {name: value}
+Batch = Any  # minillm.tasks.Batch: a NamedTuple of tokens, targets and mask [b, p]; only its fields are read here
 
 
 def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -74,20 +71,17 @@ RETURN_TYPES = ("logits", "loss", "both", None)
 
 def model_output(
     logits: jax.Array,
-    tokens: jax.Array | None,
+    targets: jax.Array | None,
     return_type: str | None,
     loss_per_token: bool = False,
     attention_mask: jax.Array | None = None,
 ) -> Any:
     """What a model call returns for TransformerLens' `return_type`: the logits, the next-token loss,
-    both (logits, loss), or None."""
-    if return_type not in RETURN_TYPES:
-        raise ValueError(f"return_type must be one of {RETURN_TYPES}, got {return_type!r}")
+    both (logits, loss), or None. `targets`: the tokens the loss predicts (GPT.run_with_cache has
+    checked the return type and worked them out)."""
     if return_type is None or return_type == "logits":
         return None if return_type is None else logits
-    if tokens is None:
-        raise ValueError("the loss needs the tokens: with start_at_layer, pass tokens=...")
-    loss = next_token_loss(logits, jnp.asarray(tokens), attention_mask, loss_per_token)
+    loss = next_token_loss(logits, targets, attention_mask, loss_per_token)
     return loss if return_type == "loss" else (logits, loss)
 
 
@@ -100,14 +94,14 @@ def masked_cross_entropy(logits: jax.Array, batch: Batch) -> tuple[jax.Array, ja
     return loss, accuracy
 
 
-def loss_fn(model: GPT, batch: Batch, positions: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
+def loss_fn(model: Transformer, batch: Batch, positions: tuple[int, ...] | None = None) -> tuple[jax.Array, jax.Array]:
     """masked_cross_entropy of the model on a batch. `positions` (a task's loss_positions: the mask
     is 0 everywhere else) computes the logits there only, which gives the same loss for less work."""
     if positions is None:
-        return masked_cross_entropy(model(batch.tokens), batch)
-    logits = model.forward(batch.tokens, Hooks(), output_positions=positions)  # [b, len(positions), v]
+        return masked_cross_entropy(model.forward(batch.tokens), batch)
+    logits = model.forward(batch.tokens, output_positions=positions)  # [b, len(positions), v]
     at = jnp.asarray(positions)
-    return masked_cross_entropy(logits, Batch(batch.tokens[:, at], batch.targets[:, at], batch.mask[:, at]))
+    return masked_cross_entropy(logits, batch._replace(targets=batch.targets[:, at], mask=batch.mask[:, at]))
 
 
 def map_in_chunks(fn: Callable[[Any], Any], xs: Any, chunk_size: int) -> Any:
@@ -127,7 +121,7 @@ def map_in_chunks(fn: Callable[[Any], Any], xs: Any, chunk_size: int) -> Any:
     return jax.lax.map(fn, chunks)
 
 
-def evaluate(model: GPT, batch: Batch, chunk_size: int = 128) -> tuple[jax.Array, jax.Array]:
+def evaluate(model: Transformer, batch: Batch, chunk_size: int = 128) -> tuple[jax.Array, jax.Array]:
     """Masked loss and accuracy over a large batch, computed `chunk_size` sequences at a time.
 
     The same numbers as `loss_fn` on the whole batch (padding rows have mask 0). Jit it, or call
@@ -135,7 +129,7 @@ def evaluate(model: GPT, batch: Batch, chunk_size: int = 128) -> tuple[jax.Array
     """
 
     def sums(chunk: Batch):
-        logits = model(chunk.tokens)
+        logits = model.forward(chunk.tokens)
         nll = cross_entropy(logits, chunk.targets)
         correct = logits.argmax(-1) == chunk.targets
         return (nll * chunk.mask).sum(), (correct * chunk.mask).sum(), chunk.mask.sum()

@@ -1,9 +1,15 @@
-"""The GPT: a decoder-only transformer in which every intermediate tensor has a name.
+"""The network: a decoder-only transformer in which every intermediate tensor has a name.
 
-Read it top to bottom: LayerNorm, Attention, MLP, Block, then GPT. Each activation is passed
-through `hook("name", tensor)` on the line that computes it; by default that call returns the
-tensor unchanged, and `run_with_cache` / `run_with_hooks` decide, per call, what it records or
-replaces (minillm/hooks.py). Weight names and shapes are TransformerLens' (../shared/CONVENTIONS.md).
+Read it top to bottom: LayerNorm, Attention, MLP, Block, the embeddings, then Transformer, which
+holds `__init__` and `forward` and nothing else. Each activation passes through
+`hook("name", tensor)` on the line that computes it; by default that call returns the tensor
+unchanged, and the call that built the `Hooks` (minillm/model/hooks.py) decides what it records
+or replaces. The weight and hook names and shapes are TransformerLens' (docs/conventions.md).
+
+This file is only the network. The calls a user makes (`model(tokens)`, `run_with_cache`,
+`run_with_hooks`, `model.W_Q`, `GPT.load`, ...) live on `GPT` (minillm/model/gpt.py), which is
+this class plus the services it hands work to; those services take this class, never `GPT`.
+`forward` trusts its inputs: `GPT`'s calls check them first (minillm/model/inputs.py).
 
 Shape letters: b batch, p position (q query, k key), h head, d d_model, e d_head, m d_mlp,
 v vocab.
@@ -21,17 +27,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
-from minillm import compiled, losses, params, sampling, transformer_lens
-from minillm.config import GPTConfig
-from minillm.hooks import ActivationCache, FwdHooks, Hooks, HookScope, NameFilter
-from minillm.inputs import check_attention_mask, check_indices, check_resid, check_tokens, layer_range
-from minillm.weight_views import WeightViews
+from minillm.model.config import GPTConfig
+from minillm.model.hooks import Hooks, HookScope
+from minillm.model.inputs import check_positions, layer_range
 
 Array = jax.Array
-Layer = int | None  # start_at_layer / stop_at_layer: None is the model's first / last
 
 
 def _normal(rngs: nnx.Rngs, cfg: GPTConfig, *shape: int) -> nnx.Param:
@@ -241,34 +243,12 @@ class Unembed(nnx.Module):
         return hook("hook_out", logits + self.b_U)
 
 
-def _check_positions(positions: Any, n_pos: int) -> tuple[int, ...]:
-    """A non-empty tuple of positions in [-n_pos, n_pos), made non-negative."""
-    if not isinstance(positions, (tuple, list)) or not positions:
-        raise TypeError(f"output_positions must be a non-empty tuple of ints, got {positions!r}")
-    check_indices(np.asarray(positions), n_pos, "output_positions")
-    return tuple(int(i) % n_pos for i in positions)
-
-
-class GPT(WeightViews, nnx.Module):
-    """A GPT whose every activation can be cached or replaced by name.
-
-    model = GPT(cfg)                       # weights drawn from cfg.seed (or seed=..., a key or int)
-    logits = model(tokens)                 # int tokens [b, p] (never 1-D) -> logits [b, p, d_vocab_out]
-    logits, cache = model.run_with_cache(tokens, names_filter=None)
-    logits = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)])
-
-    model.W_Q, model.OV, ...: TransformerLens' stacked weight views (minillm/weight_views.py).
-    Each call also takes start_at_layer=l (the input is then the residual stream [b, p, d] entering
-    block l) and stop_at_layer=l (it returns the residual stream entering block l, not the logits).
-
-    Precision (cfg.dtype): the weights are float32; with "bfloat16" or "float16" every activation
-    is in that dtype except hook_scale (LayerNorm statistics), hook_attn_scores and hook_pattern
-    (the softmax) and the logits (unembed.hook_out), which are float32, as is every loss.
-    """
+class Transformer(nnx.Module):
+    """The network: embeddings, n_layers blocks, the final LayerNorm and the unembedding."""
 
     def __init__(self, cfg: GPTConfig, *, seed: int | Array | None = None):
         if not isinstance(cfg, GPTConfig):
-            raise TypeError(f"GPT expects a GPTConfig, got {type(cfg).__name__}")
+            raise TypeError(f"{type(self).__name__} expects a GPTConfig, got {type(cfg).__name__}")
         rngs = nnx.Rngs(params=cfg.seed if seed is None else seed)
         self.cfg = cfg
         self.embed = Embed(cfg, rngs)
@@ -280,44 +260,34 @@ class GPT(WeightViews, nnx.Module):
     def forward(
         self,
         input: Array,
-        hooks: Hooks,
+        hooks: Hooks | None = None,
         *,
-        start_at_layer: Layer = None,
-        stop_at_layer: Layer = None,
+        start_at_layer: int | None = None,
+        stop_at_layer: int | None = None,
         attention_mask: Array | None = None,
         output_positions: tuple[int, ...] | None = None,
     ) -> Array:
-        """The forward pass with explicit hooks (the public calls below build them): tokens [b, p] -> logits.
+        """tokens [b, p] -> logits [b, p, v_out], running `hooks` (default: none) at every hook point.
 
-        output_positions (a tuple of ints): logits at these positions only, [b, len, v_out]. The
-        last block then attends from these positions only and runs its MLP, the final LayerNorm and
-        the unembedding there: the trainer's loss on a task that reads one answer position
-        (modular addition reads 1 of 3) skips the work on logits nobody reads. Hook points after
-        the last block's keys and values then hold those positions only.
+        start_at_layer=l: the input is the residual stream [b, p, d] entering block l.
+        stop_at_layer=l: return the residual stream entering block l instead of the logits.
+        output_positions (a tuple of ints): logits at these positions only, [b, len, v_out]. The last
+        block then attends from these positions only and runs its MLP, the final LayerNorm and the
+        unembedding there, so a loss that reads one answer position skips the work nobody reads.
         """
+        hooks = Hooks() if hooks is None else hooks
         layers = layer_range(self.cfg, start_at_layer, stop_at_layer)
-        shape = np.shape(input)[:2]
         if output_positions is not None:
-            if stop_at_layer is not None:
-                raise ValueError("output_positions gives logits; with stop_at_layer there are none")
-            output_positions = _check_positions(output_positions, shape[1])
-        mask = None if attention_mask is None else check_attention_mask(attention_mask, shape)
-        if mask is not None and self.cfg.attention_dir == "bidirectional":
-            raise ValueError(
-                "attention_mask with bidirectional attention: TransformerLens then masks no key (it only shifts "
-                "the position embeddings), minillm would; refused rather than give other numbers. Mask padding "
-                "keys with a hook on hook_attn_scores instead."
-            )
+            output_positions = check_positions(output_positions, input.shape[1], stop_at_layer)
         if start_at_layer is None:
-            tokens = check_tokens(input, self.cfg)
-            embed = hooks("hook_embed", self.embed(tokens))  # [b, p, d]
-            pos_embed = hooks("hook_pos_embed", self.pos_embed(tokens, mask))  # [b, p, d]
-            resid = embed + pos_embed
+            embed = hooks("hook_embed", self.embed(input))  # [b, p, d]
+            pos_embed = hooks("hook_pos_embed", self.pos_embed(input, attention_mask))  # [b, p, d]
+            resid = embed + pos_embed  # [b, p, d]
         else:
-            resid = check_resid(input, self.cfg)
+            resid = input  # [b, p, d]
         for l in layers:
-            last = output_positions is not None and l == layers[-1]
-            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), mask, output_positions if last else None)
+            last = output_positions if l == layers[-1] else None
+            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), attention_mask, last)
         if output_positions is not None and not layers:
             resid = resid[:, jnp.asarray(output_positions)]
         if stop_at_layer is not None:
@@ -325,132 +295,3 @@ class GPT(WeightViews, nnx.Module):
         if self.ln_final is not None:
             resid = self.ln_final(resid, hooks.scope("ln_final"))
         return self.unembed(resid, hooks.scope("unembed"))  # [b, p, v_out]
-
-    def __call__(self, input: Array, return_type: str | None = "logits", **kwargs: Any) -> Any:
-        """Logits [b, p, v_out] of tokens [b, p]; return_type="loss" / "both" / None and the other
-        keywords as in run_with_cache."""
-        return self.run_with_hooks(input, (), return_type=return_type, **kwargs)
-
-    def run_with_hooks(self, input: Array, fwd_hooks: FwdHooks = (), **kwargs: Any) -> Any:
-        """Logits of a forward pass in which each `fn(activation, hook)` runs at its hook point(s).
-
-        A name in a pair may be a hook name, a list of names, or a predicate on names. `fn` returns a
-        replacement of the same shape and dtype, or None to leave the activation as it is. The
-        keywords are run_with_cache's.
-        """
-        return self.run_with_cache(input, names_filter=False, fwd_hooks=fwd_hooks, **kwargs)[0]
-
-    def run_with_cache(
-        self,
-        input: Array,
-        names_filter: NameFilter = None,
-        *,
-        fwd_hooks: FwdHooks = (),
-        return_type: str | None = "logits",
-        loss_per_token: bool = False,
-        remove_batch_dim: bool = False,
-        start_at_layer: Layer = None,
-        stop_at_layer: Layer = None,
-        tokens: Array | None = None,
-        attention_mask: Array | None = None,
-    ) -> tuple[Any, ActivationCache]:
-        """Logits and the activations that `names_filter` selects (None: every hook point, False: none).
-
-        With `fwd_hooks`, the cache holds the activations of the hooked run (after each hook). As in
-        TransformerLens: return_type "logits", "loss" (next-token loss, [b, p - 1] with
-        loss_per_token), "both" (logits, loss) or None; remove_batch_dim (batch 1 only);
-        start_at_layer / stop_at_layer (negative counts from the end; with start_at_layer the input
-        is the residual stream, and `tokens` gives the loss its targets); attention_mask [b, p]
-        (0 at padding: no query attends to a padding key).
-        """
-        if return_type not in losses.RETURN_TYPES:
-            raise ValueError(f"return_type must be one of {losses.RETURN_TYPES}, got {return_type!r}")
-        if stop_at_layer is not None and return_type != "logits":
-            raise ValueError(f"with stop_at_layer the output is the residual stream, not {return_type!r}")
-        wants_loss = stop_at_layer is None and return_type in ("loss", "both")
-        targets = tokens if tokens is not None else (input if start_at_layer is None else None)
-        targets = targets if wants_loss else None
-        layers = dict(start_at_layer=start_at_layer, stop_at_layer=stop_at_layer)
-        split = None if fwd_hooks else compiled.split_if_concrete(self, input, tokens, attention_mask)
-        if split is not None:  # called from plain Python, no hooks: one cached compiled program
-            return compiled.run_with_cache(
-                self,
-                split,
-                input,
-                names_filter,
-                return_type=return_type,
-                loss_per_token=loss_per_token,
-                remove_batch_dim=remove_batch_dim,
-                targets=targets,
-                attention_mask=attention_mask,
-                **layers,
-            )
-        hooks = Hooks(fwd_hooks, cache=names_filter, n_layers=self.cfg.n_layers)
-        out = self.forward(input, hooks, attention_mask=attention_mask, **layers)
-        hooks.check(self.hook_names)
-        cache = hooks.activation_cache(self.hook_names())
-        if remove_batch_dim:
-            cache = cache.remove_batch_dim()
-        if stop_at_layer is not None:
-            return out, cache
-        return losses.model_output(out, targets, return_type, loss_per_token, attention_mask), cache
-
-    def loss_fn(
-        self, logits: Array, tokens: Array, attention_mask: Array | None = None, per_token: bool = False
-    ) -> Array:
-        """TransformerLens' next-token cross-entropy (minillm.losses.next_token_loss)."""
-        return losses.next_token_loss(logits, jnp.asarray(tokens), attention_mask, per_token)
-
-    def hook_names(self) -> list[str]:
-        """Every hook point of this model, in forward order: what one abstract pass reaches."""
-        from minillm.hook_points import hook_names  # it reads the names off this class
-
-        return hook_names(self.cfg)
-
-    def generate(
-        self, prompt: Array, max_new_tokens: int, *, key: Array | None = None, temperature: float = 1.0
-    ) -> Array:
-        """Sample after `prompt` [b, p]; temperature 0 is greedy. See minillm/sampling.py."""
-        return sampling.generate(self, prompt, max_new_tokens, key=key, temperature=temperature)
-
-    # --- weights (minillm/params.py) -----------------------------------------------------------
-    def state_dict(self) -> dict[str, Array]:
-        """The weights, flat, under TransformerLens' names: {"blocks.0.attn.W_Q": [h, d, e], ...}."""
-        return params.state_dict(self)
-
-    def load_state_dict(self, weights: dict[str, Any]) -> None:
-        """Replace the weights in place; names, shapes and dtypes must match exactly."""
-        params.load_state_dict(self, weights)
-
-    @classmethod
-    def from_state_dict(cls, cfg: GPTConfig, weights: dict[str, Any]) -> GPT:
-        """A model with these weights; no random weights are drawn (only their shapes are traced)."""
-        model = nnx.eval_shape(lambda: cls(cfg))
-        params.load_state_dict(model, weights)
-        return model
-
-    def save(self, path: str, metadata: dict[str, str] | None = None) -> None:
-        """Write weights and config to one safetensors file, atomically (minillm/checkpoint.py)."""
-        params.save_model(self, path, metadata)
-
-    @classmethod
-    def load(cls, path: str) -> GPT:
-        """Read a model written by `save`; a truncated, corrupt or mismatched file is refused."""
-        return params.load_model(cls, path)
-
-    @classmethod
-    def load_seeds(cls, directory: str) -> dict[int, GPT]:
-        """{seed: model} from a multi-seed run (`python -m train ... --seeds N`), in order of seed."""
-        return params.load_seeds(cls, directory)
-
-    # --- TransformerLens (minillm/transformer_lens.py) -----------------------------------------
-    @classmethod
-    def from_transformer_lens(cls, state_dict: Any, tl_cfg: Any) -> GPT:
-        """A HookedTransformer's weights (its state dict, or a .safetensors file) and config."""
-        cfg = transformer_lens.config_from_transformer_lens(tl_cfg)
-        return cls.from_state_dict(cfg, transformer_lens.weights_from_transformer_lens(state_dict))
-
-    def to_transformer_lens(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(state dict of NumPy arrays, HookedTransformerConfig kwargs) that build this model there."""
-        cfg = transformer_lens.config_to_transformer_lens(self.cfg)
-        return {k: np.asarray(v) for k, v in self.state_dict().items()}, cfg

@@ -21,7 +21,7 @@ ENV = "MINILLM_CHECKPOINTS"
 def _candidates() -> list[Path]:
     found = [Path(os.environ[ENV])] if os.environ.get(ENV) else []
     found += [Path.cwd() / "checkpoints", Path.cwd() / "lessons" / "checkpoints"]
-    found.append(Path(__file__).resolve().parents[1] / "lessons" / "checkpoints")  # the checkout
+    found.append(Path(__file__).resolve().parents[2] / "lessons" / "checkpoints")  # the checkout
     return found
 
 

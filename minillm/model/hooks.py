@@ -10,7 +10,7 @@ The list of names is not written down anywhere but in the model: a pass notes ea
 reaches, so the names a call asks for are checked against what that pass really reached (an
 unknown or unreachable name raises, naming the nearest real ones), and `GPT.hook_names()` is
 one abstract pass (`jax.eval_shape`) with a `Hooks` that asks for everything. The names and
-shapes are TransformerLens' (../shared/CONVENTIONS.md).
+shapes are TransformerLens' (docs/conventions.md).
 
 This module imports nothing from minillm: the model imports it, never the other way round.
 """

@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from minillm.inputs import check_indices
+from minillm.model.inputs import check_indices
 
 Array = jax.Array
 

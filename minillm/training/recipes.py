@@ -7,6 +7,7 @@ evaluation, the target that says the run worked, and a summary that shows what t
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -14,28 +15,52 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm import GPT, GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
-from minillm.losses import MetricFn, evaluate
-from minillm.optim import TrainConfig
+from minillm.model import GPT, GPTConfig
+from minillm.model.losses import evaluate
 from minillm.tasks import Task, make_task
+from minillm.training.loop import MetricFn
+from minillm.training.optim import TrainConfig
 
 
 @dataclass
 class Recipe:
+    """A model, a task and how to train it. `train.target` (metric, value) says when the run worked;
+    `make_metrics(task, data_seed)` gives the progress measures logged at every evaluation, measured
+    on the split the run trains on (`train.data_seed`)."""
+
     name: str
     title: str  # one line for --help
     about: str  # what grows, and where the hyperparameters come from
     task: Task
     model: GPTConfig
     train: TrainConfig
-    target_metric: str  # the run worked when this logged metric reaches target_value
-    target_value: float
-    make_metrics: Callable[[Task], dict[str, MetricFn]] = field(default=lambda task: {})
+    make_metrics: Callable[[Task, int], dict[str, MetricFn]] = field(default=lambda task, data_seed: {})
     n_seeds: int | None = None  # train this many seeds together by default (--seeds overrides)
+
+    def __post_init__(self):
+        if self.train.target is None:
+            raise ValueError(f"recipe {self.name}: its TrainConfig needs a target (metric, value)")
+
+    @property
+    def target_metric(self) -> str:
+        return self.train.target[0]
+
+    @property
+    def target_value(self) -> float:
+        return self.train.target[1]
+
+    def metrics(self) -> dict[str, MetricFn]:
+        """The progress measures of this recipe's run, on the split it trains on."""
+        return self.make_metrics(self.task, self.train.data_seed)
 
     def reached(self, row: dict) -> bool:
         return row.get(self.target_metric, -np.inf) >= self.target_value
+
+
+def _target(tc: TrainConfig, metric: str, value: float) -> TrainConfig:
+    """tc with a target that is reported, not stopped at: the run goes all its steps."""
+    return dataclasses.replace(tc, target=(metric, value), target_margin=None)
 
 
 def _model_for(task: Task, **kw) -> GPTConfig:
@@ -43,11 +68,11 @@ def _model_for(task: Task, **kw) -> GPTConfig:
 
 
 # --- progress measures ------------------------------------------------------------------------
-def induction_metrics(task: Task) -> dict[str, MetricFn]:
+def induction_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
     """Best layer-0 previous-token score, best last-layer induction score, and the test loss on the
     positions that only induction can predict (the copy)."""
     probe = repeated_random_tokens(jax.random.key(1234), 32, 20, task.d_vocab)
-    (_, _), (test, test_repeat_mask) = task.split_with_repeat_mask(0)
+    (_, _), (test, test_repeat_mask) = task.split_with_repeat_mask(data_seed)
     test_repeat = test._replace(mask=jnp.asarray(test_repeat_mask, jnp.float32))
 
     @jax.jit
@@ -64,20 +89,20 @@ def induction_metrics(task: Task) -> dict[str, MetricFn]:
     return {"induction": measure}
 
 
-def grokking_progress_metrics(task: Task) -> dict[str, MetricFn]:
+def grokking_progress_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
     """Nanda et al.'s progress measures: restricted and excluded loss (with the key frequencies found
     from the weights at each evaluation), the sum of squared weights, and the Gini coefficient of the
     embedding's Fourier norms (minillm.fourier.grokking_metrics)."""
     from minillm.fourier import grokking_metrics
 
-    return grokking_metrics(task)
+    return grokking_metrics(task, data_seed=data_seed)
 
 
-def bracket_depth_metrics(task: Task) -> dict[str, MetricFn]:
+def bracket_depth_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
     """How close the model's P(")") comes to the exact one (BracketDepth.close_probability) on the
     test strings: prob_r2, the fraction of the exact probability's variance it matches, and
     excess_loss, its test loss above the best possible one (nats)."""
-    _, test = task.split(0)
+    _, test = task.split(data_seed)
     tokens = jnp.asarray(test.tokens)
     exact = task.close_probability(test.tokens)[:, :-1]  # [b, p - 1]: every position with a next bracket
     closes = np.asarray(test.targets)[:, :-1] == 1
@@ -185,8 +210,6 @@ def _recipes() -> dict[str, Recipe]:
                     loss_positions_only=True,
                     **grok_common,
                 ),
-                "test_acc",
-                0.99,
                 grokking_progress_metrics,
             ),
             Recipe(
@@ -196,9 +219,7 @@ def _recipes() -> dict[str, Recipe]:
                 "generalising that made grokking famous (several thousand steps).",
                 mod,
                 grok_model,
-                TrainConfig(steps=6000, lr=1e-3, **grok_common),
-                "test_acc",
-                0.99,
+                _target(TrainConfig(steps=6000, lr=1e-3, **grok_common), "test_acc", 0.99),
                 grokking_progress_metrics,
             ),
             Recipe(
@@ -213,9 +234,7 @@ def _recipes() -> dict[str, Recipe]:
                 "gradient symmetricity 0.13 to 0.69. Lesson 5 compares the seeds and the pizza family.",
                 mod59,
                 _model_for(mod59, **universality_model),
-                universality_train,
-                "test_acc",
-                0.99,
+                _target(universality_train, "test_acc", 0.99),
                 n_seeds=8,
             ),
             Recipe(
@@ -230,9 +249,7 @@ def _recipes() -> dict[str, Recipe]:
                 "as trained.",
                 mod59,
                 _model_for(mod59, **universality_model, attention_rate=0.0),
-                universality_train,
-                "test_acc",
-                0.99,
+                _target(universality_train, "test_acc", 0.99),
                 n_seeds=8,
             ),
             Recipe(
@@ -245,9 +262,7 @@ def _recipes() -> dict[str, Recipe]:
                 "circuit form in planning (a faster decay stalls it half formed).",
                 rep,
                 _model_for(rep, **induction_model),
-                induction_train,
-                "induction_score",
-                0.8,
+                _target(induction_train, "induction_score", 0.8),
                 induction_metrics,
             ),
             Recipe(
@@ -260,9 +275,7 @@ def _recipes() -> dict[str, Recipe]:
                 "low loss on the repeat; the lesson shows that it fails once the copy moves.",
                 fixed,
                 _model_for(fixed, **induction_model),
-                induction_train,
-                "repeat_acc",
-                0.9,
+                _target(induction_train, "repeat_acc", 0.9),
                 induction_metrics,
             ),
             Recipe(
@@ -272,9 +285,7 @@ def _recipes() -> dict[str, Recipe]:
                 "have the right counts in the wrong order or never dip below zero but end unbalanced).",
                 brackets,
                 _model_for(brackets, **small),
-                TrainConfig(steps=1000, **small_train),
-                "test_acc",
-                0.95,
+                _target(TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
             ),
             Recipe(
                 "bracket_depth",
@@ -286,9 +297,7 @@ def _recipes() -> dict[str, Recipe]:
                 "probability of ')' to R^2 0.99 within ~600 steps (measured here).",
                 depth,
                 _model_for(depth, **small),
-                TrainConfig(steps=1500, **small_train),
-                "prob_r2",
-                0.98,
+                _target(TrainConfig(steps=1500, **small_train), "prob_r2", 0.98),
                 bracket_depth_metrics,
             ),
             Recipe(
@@ -302,9 +311,7 @@ def _recipes() -> dict[str, Recipe]:
                 "model (d_model 64, 4 heads, d_mlp 256, GELU) at lr 1e-3 (betas 0.9/0.98, wd 0.1, cosine to 5%).",
                 facts,
                 facts_model,
-                facts_train,
-                "test_acc",
-                0.99,
+                _target(facts_train, "test_acc", 0.99),
             ),
             Recipe(
                 "factual_recall_plain",
@@ -314,9 +321,7 @@ def _recipes() -> dict[str, Recipe]:
                 "names by their token type and the final position's MLPs look the fact up: no early site.",
                 facts_plain,
                 facts_model,
-                facts_train,
-                "test_acc",
-                0.99,
+                _target(facts_train, "test_acc", 0.99),
             ),
             Recipe(
                 "sorting",
@@ -324,9 +329,7 @@ def _recipes() -> dict[str, Recipe]:
                 "Sort 8 values from 32 (a 2-layer model learns it from attention to the next larger value).",
                 sorting,
                 _model_for(sorting, **small),
-                TrainConfig(steps=1500, **small_train),
-                "test_acc",
-                0.95,
+                _target(TrainConfig(steps=1500, **small_train), "test_acc", 0.95),
             ),
             Recipe(
                 "reversal",
@@ -334,9 +337,7 @@ def _recipes() -> dict[str, Recipe]:
                 "Reverse 8 values from 32: a positional attention pattern.",
                 reversal,
                 _model_for(reversal, **small),
-                TrainConfig(steps=1000, **small_train),
-                "test_acc",
-                0.95,
+                _target(TrainConfig(steps=1000, **small_train), "test_acc", 0.95),
             ),
             Recipe(
                 "associative_recall",
@@ -349,20 +350,22 @@ def _recipes() -> dict[str, Recipe]:
                 "and a single query per sequence stalls at ~0.2 (too few loss positions).",
                 recall,
                 _model_for(recall, n_layers=2, d_model=64, n_heads=4, attn_only=True),
-                TrainConfig(
-                    steps=1500,
-                    lr=3e-3,
-                    weight_decay=0.01,
-                    warmup_steps=200,
-                    schedule="cosine",
-                    decay_steps=20000,
-                    batch_size=128,
-                    steps_per_call=50,
-                    eval_every=100,
-                    checkpoint_every=500,
+                _target(
+                    TrainConfig(
+                        steps=1500,
+                        lr=3e-3,
+                        weight_decay=0.01,
+                        warmup_steps=200,
+                        schedule="cosine",
+                        decay_steps=20000,
+                        batch_size=128,
+                        steps_per_call=50,
+                        eval_every=100,
+                        checkpoint_every=500,
+                    ),
+                    "test_acc",
+                    0.95,
                 ),
-                "test_acc",
-                0.95,
             ),
         ]
     }
@@ -384,7 +387,7 @@ def summarize(recipe: Recipe, model: GPT, n: int = 6) -> str:
         _, (test, repeat) = task.split_with_repeat_mask(recipe.train.data_seed)
         return _summarize_copies(task, model, test, np.asarray(repeat), n)
     if hasattr(task, "close_probability"):
-        return _summarize_depth(task, model, n)
+        return _summarize_depth(task, model, n, recipe.train.data_seed)
     _, test = task.split(recipe.train.data_seed)
     tokens, targets, mask = (np.asarray(x[:n]) for x in test)
     predictions = np.asarray(model(tokens).argmax(-1))
@@ -422,10 +425,10 @@ def _summarize_copies(task: Task, model: GPT, test, repeat: np.ndarray, n: int) 
     return "\n".join(lines)
 
 
-def _summarize_depth(task: Task, model: GPT, n: int) -> str:
+def _summarize_depth(task: Task, model: GPT, n: int, data_seed: int) -> str:
     """Bracket depth: the next bracket is random, its probability is not. Show the model's P(")")
     against the exact one along a few test strings."""
-    _, test = task.split(0)
+    _, test = task.split(data_seed)
     tokens = np.asarray(test.tokens[: min(n, 3)])
     ours = np.asarray(jax.nn.softmax(model(tokens), axis=-1)[..., 1])
     exact = task.close_probability(tokens)

@@ -1,7 +1,7 @@
 """Checkers for the lessons' exercises: call one on your own function, and it compares your
 answer with minillm's on a fresh model and inputs, then says what is wrong, if anything.
 
-    from minillm.checkers import check_previous_token_scores
+    from minillm.lessons.checkers import check_previous_token_scores
     check_previous_token_scores(my_previous_token_scores)
 """
 
@@ -13,11 +13,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm.config import GPTConfig
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.fourier import excluded_logits, fourier_basis
 from minillm.interventions import ablate_heads
 from minillm.model import GPT
+from minillm.model.config import GPTConfig
 
 
 def _test_model(seed: int = 0) -> GPT:

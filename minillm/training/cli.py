@@ -1,8 +1,8 @@
-"""python -m minillm.train <recipe> --out DIR [--seed N] [--steps N] [--seeds N] [--resume]
+"""minillm-train <recipe> --out DIR [--seed N] [--steps N] [--seeds N] [--resume]
 
-(also `minillm-train ...` after pip install, and `python -m train ...` in a checkout)
+(the same command as `python -m minillm.training ...`)
 
-Trains one toy model from a recipe (minillm/recipes.py) and writes to DIR: model.safetensors (or one
+Trains one toy model from a recipe (minillm/training/recipes.py) and writes to DIR: model.safetensors (or one
 model_seed{s}.safetensors per seed), checkpoint.safetensors (to resume), metrics.jsonl, run.json
 and curves.png. Then prints the time per step, the step at which the recipe's target was reached,
 and a few test examples with the model's answers.
@@ -18,11 +18,11 @@ import time
 
 
 def main(argv=None) -> int:
-    from minillm.recipes import RECIPES
+    from minillm.training.recipes import RECIPES
 
     listing = "\n".join(f"  {name:<24}{r.title}" for name, r in RECIPES.items())
     parser = argparse.ArgumentParser(
-        prog="python -m minillm.train",
+        prog="minillm-train",
         description=__doc__ + "\nrecipes:\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,8 +41,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from minillm.plots import plot_training_curves
-    from minillm.recipes import get_recipe, summarize
-    from minillm.training import train
+    from minillm.training.loop import train
+    from minillm.training.recipes import get_recipe, summarize
 
     recipe = get_recipe(args.recipe)
     tc = recipe.train
@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         recipe.task,
         tc,
         out,
-        metric_fns=recipe.make_metrics(recipe.task),
+        metric_fns=recipe.metrics(),
         seeds=seeds,
         resume=args.resume,
         progress=not args.no_progress,

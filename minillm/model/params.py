@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from minillm.checkpoint import CheckpointError, load_tensors, save_tensors
-from minillm.config import GPTConfig
+from minillm.model.checkpoint import CheckpointError, load_tensors, save_tensors
+from minillm.model.config import GPTConfig
 
 
 def state_dict(model: nnx.Module) -> dict[str, jax.Array]:

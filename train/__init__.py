@@ -1,1 +1,0 @@
-"""Training recipes for minillm toy models: `python -m train --help`."""
