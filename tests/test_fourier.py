@@ -6,8 +6,8 @@ import pytest
 
 from minillm import GPT, GPTConfig
 from minillm import fourier as F
-from minillm.tasks import ModularArithmetic
 from minillm.model.losses import evaluate
+from minillm.tasks import ModularArithmetic
 
 
 def w(k: int, p: int) -> float:
