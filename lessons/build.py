@@ -5,6 +5,11 @@ notebook in jupytext, VS Code and Colab tooling: `# %% [markdown]` starts a mark
 lines are comments), `# %%` a code cell, and `# %% tags=["solution"]` a code cell that Jupyter
 shows collapsed (an exercise's solution). Sources diff and review like code; the .ipynb files
 beside this script are generated from them (without outputs), and a test checks they are in sync.
+
+An exercise is three cells, in this order: the stub (`raise NotImplementedError("your code here")`),
+the check (`check_...(fn)` from minillm/lessons/checkers.py, which runs the student's function and,
+on a stub still empty, says so without stopping the notebook), and the solution, which defines the
+function again and runs the same check on it; tests/test_lessons.py holds every lesson to that.
 """
 
 from __future__ import annotations

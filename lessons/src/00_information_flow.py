@@ -27,8 +27,8 @@
 # notebook stops.
 #
 # Runs in about a minute on a laptop CPU, from the checkpoints in `checkpoints/factual_recall/` and
-# `checkpoints/factual_recall_plain/`. They are made by `python -m train factual_recall` and
-# `python -m train factual_recall_plain`, and the last cell retrains them.
+# `checkpoints/factual_recall_plain/`. They are made by `minillm-train factual_recall` and
+# `minillm-train factual_recall_plain`, and the last cell retrains them.
 
 # %%
 import json
@@ -41,7 +41,7 @@ import numpy as np
 from minillm import GPT, act_name
 from minillm.decompose import accumulated_resid, decompose_resid, stack_head_results
 from minillm.interventions import ablate, add_noise
-from minillm.lessons import checkpoint
+from minillm.lessons import checkpoint, retrain
 from minillm.patching import get_act_patch_block_every
 from minillm.plots import plot_attention_patterns, plot_causal_trace, plot_training_curves
 from minillm.tasks import make_task
@@ -172,14 +172,25 @@ plt.show()
 # - a final LayerNorm before the unembedding.
 #
 # `check_forward_from_state_dict` runs your function on two fresh models and compares every stream.
+#
+# **How the exercises work.** Every exercise is three cells. The first is a stub for you to fill in:
+# until you do, it raises `NotImplementedError`. The second checks your function: it prints
+# `correct`, or raises an error that says what is wrong, or, while the stub is still empty, tells
+# you so and lets the notebook go on. The third, collapsed, is a solution: open it if you are
+# stuck. Running it replaces your function with the solution and checks that too, so the cells
+# after an exercise work either way.
+
+
+# %%
+def my_forward(weights, cfg, tokens):
+    """-> (streams [n_layers + 1, b, p, d], logits [b, p, d_vocab_out])"""
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_forward_from_state_dict
 
-
-def my_forward(weights, cfg, tokens):
-    """-> (streams [n_layers + 1, b, p, d], logits [b, p, d_vocab_out])"""
-    ...  # your code here
+check_forward_from_state_dict(my_forward)
 
 
 # %% tags=["solution"]
@@ -212,9 +223,12 @@ def my_forward(weights, cfg, tokens):
     return jnp.stack(streams), logits
 
 
-# %%
 check_forward_from_state_dict(my_forward)
 
+# %% [markdown]
+# Your function (or the solution, whichever ran last) on the trained model, against its own cache:
+
+# %%
 streams, my_logits = my_forward(model.state_dict(), model.cfg, tokens)
 from_cache = [cache["resid_pre", 0]] + [cache["resid_post", l] for l in range(model.cfg.n_layers)]
 worst = max(float(jnp.abs(mine - theirs).max()) for mine, theirs in zip(streams, from_cache))
@@ -457,7 +471,7 @@ assert 0.7 < min(late_edges, late_attention) < 0.99, "a small backup, far from l
 #
 # ## A cautionary twin: the model without distractors
 #
-# Why the stray names among the fillers? `python -m train factual_recall_plain` trains the same
+# Why the stray names among the fillers? `minillm-train factual_recall_plain` trains the same
 # model on the same facts with plain filler, where the only names in a sequence are the subject's.
 # Its accuracy is as good, but the same causal trace tells a different story.
 
@@ -518,16 +532,11 @@ assert plain_trace[1][0, END] > 0.5, "layer-0 attention at the end reads both ra
 # relation's attribute.
 #
 # **Retrain the models yourself** (about two minutes each on a CPU) by setting `RETRAIN = True`;
-# point `GPT.load` at the `checkpoints_retrained` directories to repeat the lesson on them.
+# point `GPT.load` at the `checkpoints_retrained` directories to repeat the lesson on them
+# (`retrain` prints where each model is and how to load it).
 
 # %%
 RETRAIN = False
 if RETRAIN:
-    import subprocess
-    import sys
-
     for recipe in ("factual_recall", "factual_recall_plain"):
-        subprocess.run(
-            [sys.executable, "-m", "minillm.train", recipe, "--out", f"checkpoints_retrained/{recipe}"],
-            check=True,
-        )
+        retrain(recipe)

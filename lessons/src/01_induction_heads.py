@@ -19,7 +19,7 @@
 # allows, and why it is not an induction head.
 #
 # Runs in about a minute on a laptop CPU, from the checkpoint shipped in `checkpoints/induction/`
-# (made by `python -m train induction`; the last cell retrains it).
+# (made by `minillm-train induction`; the last cell retrains it).
 
 # %%
 import json
@@ -33,7 +33,7 @@ from minillm import GPT
 from minillm.circuits import all_composition_scores, full_OV, ov_copying_score
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.interventions import ablate_heads
-from minillm.lessons import checkpoint
+from minillm.lessons import checkpoint, retrain
 from minillm.model.losses import cross_entropy, evaluate
 from minillm.plots import plot_attention_patterns, plot_head_heatmap, plot_training_curves
 from minillm.tasks import make_task
@@ -151,14 +151,21 @@ assert scores["induction"][0].max() < 0.1, "layer 0 cannot do induction alone: i
 #
 # Write `previous_token_scores(cache, n_layers)` returning a `[layer, head]` array: for each head, the
 # attention from position q to position q - 1, averaged over the batch and over q = 1 .. n-1.
-# `cache["pattern", layer]` has shape `[batch, head, query, key]`. Then run the checker.
+# `cache["pattern", layer]` has shape `[batch, head, query, key]`.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def previous_token_scores(cache, n_layers):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_previous_token_scores
 
-
-def previous_token_scores(cache, n_layers):
-    raise NotImplementedError("your code here")
+check_previous_token_scores(previous_token_scores)
 
 
 # %% tags=["solution"]
@@ -171,7 +178,6 @@ def previous_token_scores(cache, n_layers):
     return jnp.stack(scores)
 
 
-# %%
 check_previous_token_scores(previous_token_scores)
 
 # %% [markdown]
@@ -248,13 +254,20 @@ assert (single[0] / clean).min() < 1.5, "and some layer-0 heads play no part"
 #
 # Write `mean_ablate(z, hook, head, reference_z)` returning `z` (shape `[batch, pos, head, d_head]`)
 # with head `head` replaced, at every position, by its mean over the *batch* of `reference_z`.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def mean_ablate(z, hook, head, reference_z):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_head_mean_ablation
 
-
-def mean_ablate(z, hook, head, reference_z):
-    raise NotImplementedError("your code here")
+check_head_mean_ablation(mean_ablate)
 
 
 # %% tags=["solution"]
@@ -262,7 +275,6 @@ def mean_ablate(z, hook, head, reference_z):
     return z.at[:, :, head].set(reference_z[:, :, head].mean(axis=0))
 
 
-# %%
 check_head_mean_ablation(mean_ablate)
 
 # %% [markdown]
@@ -296,13 +308,20 @@ assert min(top1) > 0.85 and min(copying) > 0.9
 # Write `copying_fraction(model, layer, head)`: the fraction of input tokens whose largest entry in
 # the head's full OV circuit is on the diagonal. Use `model.embed.W_E`, `model.blocks[layer].attn.W_V`
 # (`[head, d_model, d_head]`), `.W_O` (`[head, d_head, d_model]`) and `model.unembed.W_U`.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def copying_fraction(model, layer, head):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_copying_score
 
-
-def copying_fraction(model, layer, head):
-    raise NotImplementedError("your code here")
+check_copying_score(copying_fraction)
 
 
 # %% tags=["solution"]
@@ -312,7 +331,6 @@ def copying_fraction(model, layer, head):
     return float((full.argmax(-1) == jnp.arange(full.shape[0])).mean())
 
 
-# %%
 check_copying_score(copying_fraction)
 
 # %% [markdown]
@@ -340,7 +358,7 @@ assert all(acc > 0.9 for acc in results.values())
 #
 # The classic probe, a random half repeated once, is a poor *training* set: the copy is always 31
 # positions back, so a head can attend by **position** (to q - 30) instead of by content, and never
-# needs an induction circuit. `python -m train induction_shortcut` trains the same model, with the
+# needs an induction circuit. `minillm-train induction_shortcut` trains the same model, with the
 # same settings, on exactly that layout. It learns the repeat perfectly, and the induction detector,
 # run on the training layout, even scores its layer-0 heads high: the stripe at q - 30 *is* the
 # induction stripe when the period is 31. Change the period to 30, or move the copy, and the head still
@@ -400,15 +418,10 @@ assert shortcut_acc < 0.2 < 0.9 < results["gap up to 20"]
 # it attend to, and what do the induction heads read from it?
 #
 # **Retrain the model yourself** (a minute or two on a CPU) by setting `RETRAIN = True`; every cell
-# above then works on your model if you point `GPT.load` at `checkpoints_retrained/induction/`.
+# above then works on your model if you point `GPT.load` at `checkpoints_retrained/induction/`
+# (`retrain` prints where the model is and how to load it).
 
 # %%
 RETRAIN = False
 if RETRAIN:
-    import subprocess
-    import sys
-
-    subprocess.run(
-        [sys.executable, "-m", "minillm.train", "induction", "--out", "checkpoints_retrained/induction"],
-        check=True,
-    )
+    retrain("induction")

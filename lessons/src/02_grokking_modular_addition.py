@@ -15,7 +15,7 @@
 #    cos(w_k(a+b−c)) = cos(w_k(a+b))cos(w_k c) + sin(w_k(a+b))sin(w_k c), which peaks exactly when
 #    c = a+b mod p.
 #
-# We check each step on a model trained by `python -m train modular_addition` (shipped in
+# We check each step on a model trained by `minillm-train modular_addition` (shipped in
 # `checkpoints/modular_addition/`), assert what we see, and then watch the *progress measures* of the
 # paper, logged during training, show that the circuit forms long before the test accuracy moves.
 #
@@ -24,7 +24,7 @@
 # training, full batch, AdamW with weight decay 1.0 and betas (0.9, 0.98). **One change:** learning
 # rate 8e-3 instead of 1e-3, which groks in several hundred steps instead of several thousand (about
 # a minute on a laptop CPU instead of ten); the algorithm is the same (the paper's settings are
-# `python -m train modular_addition_paper`). The run stops 500 steps after the test accuracy first
+# `minillm-train modular_addition_paper`). The run stops 500 steps after the test accuracy first
 # passes 99%, which leaves weight decay time to clean the circuit up.
 
 # %%
@@ -36,7 +36,7 @@ import numpy as np
 
 from minillm import GPT
 from minillm import fourier as F
-from minillm.lessons import checkpoint
+from minillm.lessons import checkpoint, retrain
 from minillm.plots import plot_fourier_norms, plot_training_curves
 from minillm.tasks import make_task
 
@@ -102,13 +102,20 @@ assert random_keys == []
 #
 # Write `my_fourier_basis(p)` returning a `[p, p]` array whose rows are the constant, then cos(w_1 x),
 # sin(w_1 x), cos(w_2 x), sin(w_2 x), ... for x = 0 .. p−1, each row normalised to unit length.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def my_fourier_basis(p):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_fourier_basis
 
-
-def my_fourier_basis(p):
-    raise NotImplementedError("your code here")
+check_fourier_basis(my_fourier_basis)
 
 
 # %% tags=["solution"]
@@ -123,7 +130,6 @@ def my_fourier_basis(p):
     return basis / np.linalg.norm(basis, axis=1, keepdims=True)
 
 
-# %%
 check_fourier_basis(my_fourier_basis)
 
 # %% [markdown]
@@ -132,13 +138,20 @@ check_fourier_basis(my_fourier_basis)
 # Write `my_key_frequencies(W_E, p)`: transform `W_E[:p]` into the Fourier basis, add up the squared
 # norms of the cos and sin rows of each frequency k = 1 .. p//2, and return the frequencies above 4
 # times the mean of those, strongest first.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def my_key_frequencies(W_E, p):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_key_frequencies
 
-
-def my_key_frequencies(W_E, p):
-    raise NotImplementedError("your code here")
+check_key_frequencies(my_key_frequencies)
 
 
 # %% tags=["solution"]
@@ -150,7 +163,6 @@ def my_key_frequencies(W_E, p):
     return keys
 
 
-# %%
 check_key_frequencies(my_key_frequencies)
 
 # %% [markdown]
@@ -252,13 +264,20 @@ assert max(drops.values()) > 0.3, "and losing the strongest one breaks the model
 # along cos(w_k(a+b)) and sin(w_k(a+b)), and return the rest. Hint: those two functions of (a, b),
 # normalised, are orthogonal to each other and to every other frequency's, so you can subtract the
 # projection onto each in turn.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def my_excluded_logits(logits, freqs):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_excluded_logits
 
-
-def my_excluded_logits(logits, freqs):
-    raise NotImplementedError("your code here")
+check_excluded_logits(my_excluded_logits)
 
 
 # %% tags=["solution"]
@@ -273,7 +292,6 @@ def my_excluded_logits(logits, freqs):
     return out
 
 
-# %%
 check_excluded_logits(my_excluded_logits)
 
 # %% [markdown]
@@ -346,15 +364,10 @@ assert gini_t[-1] > gini_t[steps == memorised][0] + 0.2, "and the embedding beco
 #   still looks like memorisation.
 #
 # **Retrain** (about a minute and a half on a 2-core CPU) by setting `RETRAIN = True` and pointing
-# `GPT.load` above at `checkpoints_retrained/modular_addition`.
+# `GPT.load` above at `checkpoints_retrained/modular_addition` (`retrain` prints where the model is
+# and how to load it).
 
 # %%
 RETRAIN = False
 if RETRAIN:
-    import subprocess
-    import sys
-
-    subprocess.run(
-        [sys.executable, "-m", "minillm.train", "modular_addition", "--out", "checkpoints_retrained/modular_addition"],
-        check=True,
-    )
+    retrain("modular_addition")

@@ -17,7 +17,7 @@
 #    and breaks it when we remove it. A direction that only *predicts* the variable need not.
 #
 # Runs in about a minute on a laptop CPU, from the checkpoint in `checkpoints/bracket_depth/`
-# (made by `python -m train bracket_depth`; the last cell retrains it).
+# (made by `minillm-train bracket_depth`; the last cell retrains it).
 
 # %%
 import json
@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from minillm import GPT, act_name
-from minillm.lessons import checkpoint
+from minillm.lessons import checkpoint, retrain
 from minillm.plots import plot_attention_patterns, plot_probe_scores, plot_training_curves
 from minillm.probes import fit_probe, mass_mean_direction, probe_sweep
 from minillm.tasks import make_task
@@ -91,12 +91,21 @@ fig = plot_training_curves(metrics, extra=["prob_r2"], title="bracket_depth")
 # `(X^T X + lam I) w = X^T y` on the centred data, and recover the bias from the means.
 # (`minillm.probes.fit_probe` does this, standardising the activations first and choosing `lam`
 # by generalised cross-validation.)
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
 
 
 # %%
 def ridge_probe(acts, labels, lam):
     """acts [n, d], labels [n] -> (w [d], b)."""
     raise NotImplementedError("your code here")
+
+
+# %%
+from minillm.lessons.checkers import check_ridge_probe
+
+check_ridge_probe(ridge_probe)
 
 
 # %% tags=["solution"]
@@ -107,9 +116,6 @@ def ridge_probe(acts, labels, lam):
     return w, mean_y - mean_x @ w
 
 
-# %%
-from minillm.lessons.checkers import check_ridge_probe
-
 check_ridge_probe(ridge_probe)
 
 # %% [markdown]
@@ -118,6 +124,9 @@ check_ridge_probe(ridge_probe)
 # A probe is judged on examples it was not fitted on, with the coefficient of determination
 # `R^2 = 1 - sum((y - prediction)^2) / sum((y - mean(y))^2)`: 1 is perfect, 0 is no better than
 # predicting the mean, and it goes negative for a probe that has memorised its training set.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
 
 
 # %%
@@ -125,16 +134,20 @@ def r2(labels, predictions):
     raise NotImplementedError("your code here")
 
 
-# %% tags=["solution"]
-def r2(labels, predictions):
-    return 1 - ((labels - predictions) ** 2).sum() / ((labels - labels.mean()) ** 2).sum()
-
-
 # %%
 from minillm.lessons.checkers import check_r2
 
 check_r2(r2)
 
+
+# %% tags=["solution"]
+def r2(labels, predictions):
+    return 1 - ((labels - predictions) ** 2).sum() / ((labels - labels.mean()) ** 2).sum()
+
+
+check_r2(r2)
+
+# %%
 # Your probe on the residual stream between the two layers, for the depth at position 12:
 train, _ = task.split(0)
 name = act_name("resid_pre", 1)
@@ -336,6 +349,7 @@ print(f"the current bracket from the final stream: held-out R^2 {bracket_probe.s
       f"removing its direction changes P(')') by {change:.4f} on average")  # fmt: skip
 assert bracket_probe.score > 0.9 and change < 0.02
 
+# %% [markdown]
 # ## What we found
 #
 # - A probe per position said every layer "knows" the depth, and so did the untrained model: at a
@@ -349,17 +363,12 @@ assert bracket_probe.score > 0.9 and change < 0.02
 #
 # ## Retrain the model
 #
-# The checkpoint came from `python -m train bracket_depth --out lessons/checkpoints/bracket_depth`
+# The checkpoint came from `minillm-train bracket_depth --out lessons/checkpoints/bracket_depth`
 # (under a minute on a laptop CPU). Set `RETRAIN = True` to run the same recipe here; every cell
-# above then works on your model if you point `GPT.load` at `checkpoints_retrained/bracket_depth`.
+# above then works on your model if you point `GPT.load` at `checkpoints_retrained/bracket_depth`
+# (`retrain` prints where the model is and how to load it).
 
 # %%
 RETRAIN = False
 if RETRAIN:
-    import subprocess
-    import sys
-
-    subprocess.run(
-        [sys.executable, "-m", "minillm.train", "bracket_depth", "--out", "checkpoints_retrained/bracket_depth"],
-        check=True,
-    )
+    retrain("bracket_depth")

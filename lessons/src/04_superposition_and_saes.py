@@ -37,6 +37,10 @@ from minillm.tasks import make_task
 # where one feature lives in the 2-D hidden space.
 #
 # ### Exercise 1: the model and its loss
+#
+# Write both functions in the next cell, then run the check below it: it says `correct` or what is
+# wrong. If you are stuck, open the collapsed solution after the check (running it replaces your
+# functions).
 
 
 # %%
@@ -50,6 +54,13 @@ def importance_weighted_loss(x, x_hat, importance):
     raise NotImplementedError("your code here")
 
 
+# %%
+from minillm.lessons.checkers import check_importance_weighted_loss, check_superposition_model
+
+check_superposition_model(toy_model)
+check_importance_weighted_loss(importance_weighted_loss)
+
+
 # %% tags=["solution"]
 def toy_model(W, b, x):
     return jax.nn.relu(x @ W.T @ W + b)
@@ -58,9 +69,6 @@ def toy_model(W, b, x):
 def importance_weighted_loss(x, x_hat, importance):
     return (importance * (x - x_hat) ** 2).sum(-1).mean()
 
-
-# %%
-from minillm.lessons.checkers import check_importance_weighted_loss, check_superposition_model
 
 check_superposition_model(toy_model)
 check_importance_weighted_loss(importance_weighted_loss)

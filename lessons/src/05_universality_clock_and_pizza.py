@@ -18,7 +18,7 @@
 # We train 8 seeds of each family *as one vmapped program*, which no PyTorch tool does, then compare
 # them with the Fourier tools of lesson 2 run on all seeds at once. Zhong et al.'s task: a + b mod
 # 59 with 80% of the pairs for training, on lesson 2's one-layer model. The recipes are
-# `python -m train clock` and `python -m train pizza`, and the checkpoints are shipped in
+# `minillm-train clock` and `minillm-train pizza`, and the checkpoints are shipped in
 # `checkpoints/clock/` and `checkpoints/pizza/`. The notebook runs in about a minute on a CPU.
 
 # %%
@@ -28,11 +28,10 @@ import jax
 import matplotlib.pyplot as plt
 import numpy as np
 
-from minillm import GPT
+from minillm import GPT, map_seeds, stack_models
 from minillm import fourier as F
 from minillm.clock_pizza import by_sum_and_difference, correct_logits, distance_irrelevance, gradient_symmetricity
-from minillm.lessons import checkpoint
-from minillm.model.params import map_seeds, stack_models
+from minillm.lessons import checkpoint, retrain
 from minillm.plots import plot_training_curves
 from minillm.tasks import make_task
 
@@ -91,12 +90,20 @@ assert clock_acc.min() > 0.99 and pizza_acc.min() > 0.99
 # and the result has shape [n_seeds, p//2 + 1]: for each seed, the norm of W_E[:p] at each frequency
 # (index 0 the constant), as `fourier.frequency_norms(W_E[:p], p)` gives for one seed. Use `jax.vmap`
 # rather than a Python loop.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def stacked_frequency_norms(W_E_stack, p):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_stacked_frequency_norms
 
-
-def stacked_frequency_norms(W_E_stack, p): ...  # your code here
+check_stacked_frequency_norms(stacked_frequency_norms)
 
 
 # %% tags=["solution"]
@@ -104,9 +111,12 @@ def stacked_frequency_norms(W_E_stack, p):
     return jax.vmap(lambda W_E: F.frequency_norms(W_E[:p], p))(W_E_stack)
 
 
-# %%
 check_stacked_frequency_norms(stacked_frequency_norms)
 
+# %% [markdown]
+# Your function (or the solution, whichever ran last) on the 8 seeds of each family:
+
+# %%
 clock_norms = np.asarray(stacked_frequency_norms(clock.embed.W_E[...], p))  # [8, 30]
 pizza_norms = np.asarray(stacked_frequency_norms(pizza.embed.W_E[...], p))
 clock_keys = [sorted(F.select_key_frequencies(norms)) for norms in clock_norms]
@@ -244,12 +254,20 @@ plt.show()
 # [p, p] indexed [a, b]. Arrange it by s = a + b and d = a − b (mod p). For each d, take the
 # standard deviation over s, then average over d. Divide by the standard deviation over all
 # pairs. Use population standard deviations, NumPy's default.
+#
+# Write it in the next cell, then run the check below it: it says `correct` or what is wrong. If you
+# are stuck, open the collapsed solution after the check (running it replaces your function).
+
+
+# %%
+def my_distance_irrelevance(correct):
+    raise NotImplementedError("your code here")
+
 
 # %%
 from minillm.lessons.checkers import check_distance_irrelevance
 
-
-def my_distance_irrelevance(correct): ...  # your code here
+check_distance_irrelevance(my_distance_irrelevance)
 
 
 # %% tags=["solution"]
@@ -262,7 +280,6 @@ def my_distance_irrelevance(correct):
     return table.std(axis=0).mean() / table.std()
 
 
-# %%
 check_distance_irrelevance(my_distance_irrelevance)
 
 # %% [markdown]
@@ -323,16 +340,11 @@ assert np.median(clock_di) > 0.7 and np.median(pizza_di) < 0.65
 # (`GPTConfig(attention_rate=0.5)`).
 #
 # **Retrain the models yourself** by setting `RETRAIN = True`. Each family takes about 25 minutes
-# on a 2-core CPU. Then point `GPT.load_seeds` at the `checkpoints_retrained` directories.
+# on a 2-core CPU. Then point `GPT.load_seeds` at the `checkpoints_retrained` directories
+# (`retrain` prints where the models are and how to load them).
 
 # %%
 RETRAIN = False
 if RETRAIN:
-    import subprocess
-    import sys
-
     for recipe in ("clock", "pizza"):
-        subprocess.run(
-            [sys.executable, "-m", "minillm.train", recipe, "--out", f"checkpoints_retrained/{recipe}"],
-            check=True,
-        )
+        retrain(recipe)

@@ -6,5 +6,6 @@ their exercises, and the one call that retrains a lesson's model.
 """
 
 from minillm.lessons.checkpoints import ENV, checkpoint
+from minillm.lessons.retrain import retrain
 
-__all__ = ["ENV", "checkpoint"]
+__all__ = ["ENV", "checkpoint", "retrain"]

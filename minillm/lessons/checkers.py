@@ -2,11 +2,19 @@
 answer with minillm's on a fresh model and inputs, then says what is wrong, if anything.
 
     from minillm.lessons.checkers import check_previous_token_scores
-    check_previous_token_scores(my_previous_token_scores)
+    check_previous_token_scores(previous_token_scores)
+
+An exercise is three cells: the stub, whose body is `raise NotImplementedError("your code here")`
+until the student writes it; the check, which runs the student's function; and the solution
+(collapsed), which defines the function again and runs the same check on it. Every checker is an
+`@exercise`: on a stub that is still empty it prints where to go on (write it, or open the
+solution) and returns, so that running the notebook in order does not stop there; on a wrong
+answer it raises an AssertionError that says what is wrong; on a right one it prints "correct".
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -18,6 +26,53 @@ from minillm.fourier import excluded_logits, fourier_basis
 from minillm.interventions import ablate_heads
 from minillm.model import GPT
 from minillm.model.config import GPTConfig
+
+
+def _unwritten(error: NotImplementedError, fn: Callable) -> str | None:
+    """The name of the student's function that raised `error` (fn itself, or a function fn calls
+    that sits beside it, e.g. an earlier exercise), or None when the error came from elsewhere."""
+    tb, innermost = error.__traceback__, None
+    while tb is not None:
+        innermost, tb = tb.tb_frame, tb.tb_next
+    code = getattr(fn, "__code__", None)
+    if innermost is None or not (innermost.f_code is code or innermost.f_globals is getattr(fn, "__globals__", None)):
+        return None
+    return innermost.f_code.co_name
+
+
+def exercise(check: Callable[[Callable], None]) -> Callable[[Callable], None]:
+    """Make `check(fn)` an exercise checker: a stub that still raises NotImplementedError gets a
+    message instead of a traceback, and a function that returns None is wrong (a missing `return`)."""
+
+    @functools.wraps(check)
+    def run(fn: Callable) -> None:
+        name = getattr(fn, "__name__", "your function")
+
+        @functools.wraps(fn)
+        def answer(*args, **kwargs):
+            result = fn(*args, **kwargs)
+            if result is None:
+                raise AssertionError(f"`{name}` returned None: is its `return` missing?")
+            return result
+
+        try:
+            check(answer)
+        except NotImplementedError as error:
+            missing = _unwritten(error, fn)
+            if missing is None:
+                raise
+            if missing == name:
+                print(
+                    f"`{name}` is not written yet: write it above and run this cell again, "
+                    "or open the solution in the next cell."
+                )
+            else:
+                print(
+                    f"`{missing}`, which `{name}` calls, is not written yet: write it (or run its solution), "
+                    "then run this cell again."
+                )
+
+    return run
 
 
 def _test_model(seed: int = 0) -> GPT:
@@ -37,6 +92,7 @@ def _compare(name: str, got, expected, atol: float = 1e-4) -> None:
     print(f"{name}: correct.")
 
 
+@exercise
 def check_previous_token_scores(fn: Callable) -> None:
     """fn(cache, n_layers) -> [layer, head]: the mean attention from each position to the one before."""
     for seed in (0, 1):
@@ -46,6 +102,7 @@ def check_previous_token_scores(fn: Callable) -> None:
         _compare("previous-token scores", fn(cache, model.cfg.n_layers), head_scores(model, tokens)["previous_token"])
 
 
+@exercise
 def check_head_mean_ablation(fn: Callable) -> None:
     """fn(activation_z, hook, head, reference_z) -> the z with `head` replaced by its mean over
     the reference batch (and over nothing else)."""
@@ -60,6 +117,7 @@ def check_head_mean_ablation(fn: Callable) -> None:
         _compare(f"logits with L{layer}H{head} mean-ablated", theirs, ours)
 
 
+@exercise
 def check_copying_score(fn: Callable) -> None:
     """fn(model, layer, head) -> the fraction of input tokens whose largest entry in the head's
     full OV circuit W_E W_V W_O W_U (rows: input token, columns: output token) is on the diagonal."""
@@ -73,6 +131,7 @@ def check_copying_score(fn: Callable) -> None:
             _compare(f"copying score of L{layer}H{head}", fn(model, layer, head), expected)
 
 
+@exercise
 def check_fourier_basis(fn: Callable) -> None:
     """fn(p) -> [p, p] array whose rows are const, cos 1, sin 1, cos 2, sin 2, ... over x = 0..p-1,
     each normalised to unit length."""
@@ -80,6 +139,7 @@ def check_fourier_basis(fn: Callable) -> None:
         _compare(f"Fourier basis for p = {p}", fn(p), fourier_basis(p)[0], atol=1e-5)
 
 
+@exercise
 def check_key_frequencies(fn: Callable) -> None:
     """fn(W_E, p) -> the key frequencies, most important first: those whose (cos + sin) squared norm in
     W_E[:p] is above 4 times the mean over frequencies 1..p//2."""
@@ -96,6 +156,7 @@ def check_key_frequencies(fn: Callable) -> None:
         print(f"key frequencies for p = {p}: correct.")
 
 
+@exercise
 def check_excluded_logits(fn: Callable) -> None:
     """fn(logits [p, p, c], freqs) -> the logits with their cos(w_k (a + b)) and sin(w_k (a + b))
     components removed for each k in freqs (the constant over (a, b) kept)."""
@@ -105,6 +166,7 @@ def check_excluded_logits(fn: Callable) -> None:
         _compare(f"excluded logits for p = {p}", fn(logits, freqs), excluded_logits(logits, freqs), atol=1e-4)
 
 
+@exercise
 def check_ridge_probe(fn: Callable) -> None:
     """fn(acts [n, d], labels [n], lam) -> (w [d], b): the ridge regression that minimises
     sum((acts @ w + b - labels)^2) + lam * |w|^2 (the bias b is not penalised)."""
@@ -120,6 +182,7 @@ def check_ridge_probe(fn: Callable) -> None:
         _compare(f"ridge bias (n={n}, d={d}, lam={lam})", np.float64(got_b), mean_y - mean_x @ w, atol=1e-3)
 
 
+@exercise
 def check_r2(fn: Callable) -> None:
     """fn(labels [n], predictions [n]) -> R^2 = 1 - sum((labels - predictions)^2) / sum((labels - mean)^2)."""
     rng = np.random.default_rng(8)
@@ -134,6 +197,7 @@ def check_r2(fn: Callable) -> None:
         _compare(f"R^2 of {name} predictions", np.float64(fn(labels, pred)), expected, atol=1e-6)
 
 
+@exercise
 def check_superposition_model(fn: Callable) -> None:
     """fn(W [m, n], b [n], x [batch, n]) -> x' = ReLU(x W^T W + b) [batch, n]: the toy model of
     superposition (Elhage et al. 2022), n features squeezed into m dimensions and read back out."""
@@ -144,6 +208,7 @@ def check_superposition_model(fn: Callable) -> None:
         _compare(f"toy model output (m={m}, n={n})", fn(jnp.asarray(W), jnp.asarray(b), jnp.asarray(x)), expected)
 
 
+@exercise
 def check_importance_weighted_loss(fn: Callable) -> None:
     """fn(x [batch, n], x_hat [batch, n], importance [n]) -> the mean over the batch of
     sum_i importance_i * (x_i - x_hat_i)^2."""
@@ -159,6 +224,7 @@ def check_importance_weighted_loss(fn: Callable) -> None:
     )
 
 
+@exercise
 def check_forward_from_state_dict(fn: Callable) -> None:
     """fn(weights, cfg, tokens) -> (streams [n_layers + 1, b, p, d], logits [b, p, v_out]): the forward
     pass rebuilt from `model.state_dict()` by hand. streams[0] is the residual stream entering block 0
@@ -181,6 +247,7 @@ def check_forward_from_state_dict(fn: Callable) -> None:
         _compare(f"logits ({what})", got_logits, logits, atol=1e-4)
 
 
+@exercise
 def check_stacked_frequency_norms(fn: Callable) -> None:
     """fn(W_E_stack [n_seeds, d_vocab, d_model], p) -> [n_seeds, p//2 + 1]: each seed's per-frequency
     norms of its number embeddings W_E[:p] (index 0 the constant), as fourier.frequency_norms gives
@@ -194,6 +261,7 @@ def check_stacked_frequency_norms(fn: Callable) -> None:
         _compare(f"frequency norms of {n_seeds} seeds (p = {p})", fn(stack, p), expected, atol=1e-4)
 
 
+@exercise
 def check_distance_irrelevance(fn: Callable) -> None:
     """fn(correct [p, p]) -> distance irrelevance: arrange the right-answer logits [a, b] by s = a + b
     and d = a - b (mod p); the mean over d of their standard deviation over s, divided by their
