@@ -1,21 +1,115 @@
-"""The README's example runs as written."""
+"""The README's code blocks: each is marked on the line above it, and the marked ones run as written.
 
+Every fenced block in README.md is preceded by one of two HTML comments (invisible on GitHub):
+
+    <!-- tested: tests/test_readme.py::test_ten_line_example -->   the named test below executes it
+    <!-- not tested: why not -->                                    an install command, a TPU command, ...
+
+So the prose around the blocks can be edited freely: a test finds its block by the marker, never by
+its place in the file. A block without a marker, a marker that names no test here, a test named by
+two markers, or a named test that never reads its block fails `test_every_block_is_marked`.
+"""
+
+from __future__ import annotations
+
+import inspect
 import pathlib
 import re
+import sys
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
+TESTED = re.compile(r"<!-- tested: tests/test_readme\.py::(\w+) -->")
+NOT_TESTED = re.compile(r"<!-- not tested: \S.*-->")
 
 
-def test_readme_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks, "README has no python example"
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+def readme_blocks() -> list[tuple[int, str, str, str]]:
+    """(line number, the line above the fence, language, code) of every fenced block in the README."""
+    text = README.read_text()
+    blocks = []
+    for match in FENCE.finditer(text):
+        above = text[: max(match.start() - 1, 0)].rpartition("\n")[2]  # the whole line above the fence
+        blocks.append((text.count("\n", 0, match.start()) + 1, above.strip(), match.group(1), match.group(2)))
+    return blocks
+
+
+def readme_block(test_name: str) -> str:
+    """The code of the block marked `<!-- tested: tests/test_readme.py::<test_name> -->`."""
+    found = [code for _, above, _, code in readme_blocks() if (m := TESTED.fullmatch(above)) and m[1] == test_name]
+    assert len(found) == 1, f"README.md has {len(found)} blocks marked for {test_name}, expected 1"
+    return found[0]
+
+
+def run_block(test_name: str) -> dict:
+    namespace: dict = {"__name__": "readme"}
+    exec(compile(readme_block(test_name), f"README.md ({test_name})", "exec"), namespace)
+    return namespace
+
+
+def test_every_block_is_marked():
+    blocks = readme_blocks()
+    assert blocks, "README.md has no code blocks"
+    tests_here = {name: fn for name, fn in inspect.getmembers(sys.modules[__name__], inspect.isfunction)}
+    named = []
+    for line, above, _, _ in blocks:
+        tested = TESTED.fullmatch(above)
+        assert tested or NOT_TESTED.fullmatch(above), (
+            f"README.md line {line}: a code block without a marker on the line above it; write "
+            "'<!-- tested: tests/test_readme.py::<test> -->' or '<!-- not tested: <why> -->'"
+        )
+        if tested:
+            name = tested[1]
+            assert name.startswith("test_") and name in tests_here, (
+                f"README.md line {line}: the marker names {name}, which is not a test in tests/test_readme.py"
+            )
+            source = inspect.getsource(tests_here[name])
+            assert f'_block("{name}")' in source, f"README.md line {line}: {name} does not read the block marked for it"
+            named.append(name)
+    assert len(named) == len(set(named)), f"a test is named by two markers: {named}"
+    # and no marker floats away from its block: every marker line sits right above one
+    lines = [line.strip() for line in README.read_text().splitlines()]
+    markers = [line for line in lines if TESTED.fullmatch(line) or NOT_TESTED.fullmatch(line)]
+    assert len(markers) == len(blocks), "a marker in README.md is not on the line just above a code block"
+
+
+def test_the_marker_rule_catches_what_it_should(monkeypatch, tmp_path):
+    readme = tmp_path / "README.md"
+    monkeypatch.setattr(sys.modules[__name__], "README", readme)
+    for bad in (
+        "text\n\n```python\nx = 1\n```\n",  # no marker
+        "<!-- tested: tests/test_readme.py::test_nothing_of_that_name -->\n```python\nx = 1\n```\n",
+        "<!-- not tested: why -->\n\n```python\nx = 1\n```\n",  # a blank line between marker and block
+    ):
+        readme.write_text(bad)
+        with pytest.raises(AssertionError):
+            test_every_block_is_marked()
+
+
+def test_ten_line_example():
+    namespace = run_block("test_ten_line_example")
     assert namespace["sweep"].shape == (32, 50)
     assert namespace["patched"].shape == (1, 32, 50)
 
 
+def test_transformer_lens_example():
+    namespace = run_block("test_transformer_lens_example")
+    assert namespace["final"].shape == (32, 64)
+    assert namespace["W_Q"].shape == (2, 4, 64, 16)
+    assert namespace["labels"][-1] == "final_post"
+    assert namespace["tl_cfg"]["n_layers"] == 2
+
+
+def test_training_example(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    namespace = run_block("test_training_example")
+    assert (tmp_path / "runs" / "sort" / "model_seed1.safetensors").exists()
+    assert len(namespace["result"].models()) == 2
+
+
 def test_ci_runs_the_readme_test_command():
-    command = re.search(r"Install and run the tests.*?```bash\n(.*?)\n```", README.read_text(), re.S).group(1)
-    ci = (README.parent / ".ci" / "run").read_text()
-    assert command in ci
+    command = readme_block("test_ci_runs_the_readme_test_command").strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert command in ci.splitlines()
