@@ -9,8 +9,8 @@ with a message that says so, instead of giving a model with silently wrong weigh
 Saving writes a temporary file in the same folder, flushes it to disk, then renames it over the
 target: the rename is atomic, so a crash mid-save leaves the previous good file in place.
 
-A leaf module: it knows tensors and files, not models (minillm/params.py writes models with it,
-minillm/train_state.py training states).
+A leaf module: it knows tensors and files, not models (minillm/model/params.py writes models with it,
+minillm/training/state.py training states).
 """
 
 from __future__ import annotations
@@ -47,6 +47,9 @@ def write_atomic(path: str, data: bytes) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes the file private (0600); a saved model is an ordinary file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -159,7 +159,7 @@ class GPT(WeightViews, Transformer):
 
     @classmethod
     def load_seeds(cls, directory: str) -> dict[int, GPT]:
-        """{seed: model} from a multi-seed run (`python -m train ... --seeds N`), in order of seed."""
+        """{seed: model} from a multi-seed run (`minillm-train ... --seeds N`), in order of seed."""
         return params.load_seeds(cls, directory)
 
     # --- TransformerLens (minillm/model/transformer_lens.py) -----------------------------------------

@@ -2,7 +2,7 @@
 
 `state_dict(model)` flattens an nnx model's parameters under TransformerLens' names
 ("blocks.0.attn.W_Q"); `load_state_dict` writes them back after checking every name, shape and
-dtype. A model file is a checkpoint (minillm/checkpoint.py) of that dict with the config in its
+dtype. A model file is a checkpoint (minillm/model/checkpoint.py) of that dict with the config in its
 header. Several seeds of one config are trained and studied as one "stacked" model, whose every
 weight has a leading [n_seeds] axis, so that `jax.vmap` runs them all in one program.
 

@@ -2,7 +2,7 @@
 
 Each recipe names the model, the task, the training config, the progress measures logged at every
 evaluation, the target that says the run worked, and a summary that shows what the model learned.
-`python -m minillm.train <name> --out DIR` runs one (minillm/train.py; `python -m train` in a checkout).
+`minillm-train <name> --out DIR` runs one (cli.py); train/README.md lists them.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training checkpoints: model, optimizer state, data keys and step in one file, to resume from.
 
-A train state is a checkpoint (minillm/checkpoint.py: safetensors, a digest, atomic writes) of
+A train state is a checkpoint (minillm/model/checkpoint.py: safetensors, a digest, atomic writes) of
 the flattened pytrees, with their tree paths and the run's spec (config, task, training config,
 seeds) in the header. Resuming refuses a file whose structure or spec differs from the run's
 (only `steps` may change), so a run never continues from someone else's state.
