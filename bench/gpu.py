@@ -4,10 +4,11 @@ accuracy, and 8 seeds trained together against one.
     python bench/gpu.py                  # on a GPU: all three, writes bench/GPU.md
     python bench/gpu.py --quick          # tiny sizes, any device: a check that it runs (CPU: < 2 minutes)
     bash bench/run_gpu.sh                # installs bench/.venv-gpu (jax[cuda12]), runs this after the TL table
+    bash bench/device_check.sh OUTDIR    # offline GPU machine: this with --json (kept part by part), and more
 
 (a) MFU: GPTConfig(n_layers=12, d_model=768, n_heads=12, d_mlp=3072, n_ctx=1024, d_vocab=50304,
-    gelu, bfloat16 compute), AdamW (minillm.optim.make_optimizer) in minillm's compiled chunk of
-    steps (minillm.train_step.make_train_chunk) on one fixed batch of random tokens. Model FLOPs per
+    gelu, bfloat16 compute), AdamW (minillm.training.optim.make_optimizer) in minillm's compiled chunk of
+    steps (minillm.training.step.make_train_chunk) on one fixed batch of random tokens. Model FLOPs per
     step (PaLM's count, as nanoGPT's estimate_mfu):
         6 * N * T  +  12 * n_layers * n_ctx * d_model * T
     T = tokens per step (batch x n_ctx); N = every parameter but the embedding lookups W_E and W_pos
@@ -31,6 +32,7 @@ import atexit
 import dataclasses
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import shutil
@@ -192,12 +194,28 @@ def bench_seeds(args) -> list[dict]:
 # --- output --------------------------------------------------------------------------------------
 def versions() -> str:
     out = [f"python {platform.python_version()}"]
-    for pkg in ("jax", "jaxlib", "jax-cuda12-plugin", "flax", "optax", "minillm-jax"):
+    for pkg in ("jax", "jaxlib", "jax-cuda12-plugin", "jax-cuda13-plugin", "flax", "optax", "minillm-jax"):
         try:
             out.append(f"{pkg} {importlib.metadata.version(pkg)}")
         except importlib.metadata.PackageNotFoundError:
             pass
     return ", ".join(out)
+
+
+def write_json(path: str, results: dict) -> None:
+    """The results so far as JSON (metrics rows left out), replaced after each part: a run stopped
+    by a time limit keeps what it finished (bench/device_check.sh reads it)."""
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k != "metrics"}
+        if isinstance(x, (list, tuple)):
+            return [strip(v) for v in x]
+        return x
+
+    with open(path + ".tmp", "w") as f:
+        json.dump(strip(results), f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
 
 
 def verdict(ok: bool) -> str:
@@ -302,6 +320,8 @@ def main() -> None:
         "--attn", default=None, help="attn_implementation(s) for the MFU run, comma-separated (default auto,exact)"
     )
     ap.add_argument("--seed-steps", type=int, default=500, help="steps of the 8-seeds-against-1 runs")
+    ap.add_argument("--parts", default="mfu,grok,seeds", help="which of (a) mfu, (b) grok, (c) seeds to run")
+    ap.add_argument("--json", default=None, help="also write the figures as JSON here, rewritten after each part")
     args = ap.parse_args()
     args.quick_steps = 10  # grokking and seeds runs under --quick (a full-batch step is ~0.1 s on 2 cores)
     if args.batch is None:
@@ -329,16 +349,39 @@ def main() -> None:
 
     started = datetime.datetime.now().astimezone()
     t_start = time.perf_counter()
-    print(f"(a) training step MFU, peak {args.peak_tflops:g} TFLOP/s", flush=True)
-    mfu = []
-    for attn in args.attn.split(","):
+    parts = {p.strip() for p in args.parts.split(",")}
+    results = {
+        "device": device,
+        "platform": dev.platform,
+        "device_kind": dev.device_kind,
+        "versions": versions(),
+        "quick": args.quick,
+        "peak_tflops": args.peak_tflops,
+        "targets": {"grok_s": GROK_TARGET_S, "grok_acc": GROK_TARGET, "seeds_ratio": SEEDS_TARGET},
+        "mfu": [],
+        "grok": [],
+        "seeds": [],
+    }
+
+    def save() -> None:
+        results["elapsed"] = time.perf_counter() - t_start
+        if args.json:
+            write_json(args.json, results)
+
+    save()
+    mfu = results["mfu"]
+    if "mfu" in parts:
+        print(f"(a) training step MFU, peak {args.peak_tflops:g} TFLOP/s", flush=True)
+    for attn in args.attn.split(",") if "mfu" in parts else []:
         try:
             m = bench_mfu(args, attn.strip())
         except Exception as e:  # e.g. out of memory with the materialised pattern: report, go on
             print(f"  attention {attn}: failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
             mfu.append({"attn": attn, "error": type(e).__name__})
+            save()
             continue
         mfu.append(m)
+        save()
         print(
             f"  attention {m['attn']}: {m['n_params'] / 1e6:.1f}M params (N = {m['n_matmul'] / 1e6:.1f}M), batch "
             f"{m['batch']} x {m['cfg'].n_ctx}: {fmt_s(m['per_step'])} per step, {m['tokens_per_s']:,.0f} tokens/s, "
@@ -346,15 +389,24 @@ def main() -> None:
             f"{m['memory']}, loss {m['loss'][0]:.3f} -> {m['loss'][1]:.3f})",
             flush=True,
         )
-    print(f"(b) grokking to test_acc >= {GROK_TARGET} (modular_addition recipe)", flush=True)
-    grok = bench_grokking(args)
-    print(f"(c) {N_SEEDS} seeds against 1", flush=True)
-    seeds = bench_seeds(args)
+    for key, title, bench in [
+        ("grok", f"(b) grokking to test_acc >= {GROK_TARGET} (modular_addition recipe)", bench_grokking),
+        ("seeds", f"(c) {N_SEEDS} seeds against 1", bench_seeds),
+    ]:
+        if key not in parts:
+            continue
+        print(title, flush=True)
+        try:
+            results[key] = bench(args)
+        except Exception as e:  # report, go on to the next part
+            print(f"  failed: {type(e).__name__}: {str(e)[:300]}", flush=True)
+            results[key + "_error"] = f"{type(e).__name__}: {str(e)[:300]}"
+        save()
     elapsed = time.perf_counter() - t_start
     print(f"{elapsed:.0f} s in all", flush=True)
     if args.out:
         with open(args.out, "w") as f:
-            f.write(report(args, device, mfu, grok, seeds, started, elapsed))
+            f.write(report(args, device, mfu, results["grok"], results["seeds"], started, elapsed))
         print(f"wrote {args.out}", flush=True)
 
 

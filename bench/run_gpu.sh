@@ -4,6 +4,10 @@
 #     bash bench/run_gpu.sh            # writes bench/RESULTS_GPU.md and bench/GPU.md
 #     bash bench/run_gpu.sh --quick    # fewer repeats and tiny sizes, prints only
 #
+# This one needs a network (it installs). On a GPU machine without one, whose Python has JAX with its CUDA
+# plugin already: bash bench/device_check.sh OUTDIR (under 8 minutes, results as files in OUTDIR; the
+# TransformerLens rows too with --wheels DIR, filled beforehand by `python bench/device_check.py pack DIR`).
+#
 # Installs, once, its own environment in bench/.venv-gpu (needs PyPI and a few GB of disk): jax[cuda12]
 # (JAX's CUDA 12 build with its NVIDIA libraries from PyPI), torch 2.10.0 (the last release whose PyPI
 # wheel is built for CUDA 12; 2.11 and later bring CUDA 13 libraries beside JAX's CUDA 12 ones),
@@ -58,7 +62,11 @@ if jax.default_backend() != "gpu":
 EOF
 
 status=0
-XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" bench/vs_transformer_lens.py --device cuda --out bench/RESULTS_GPU.md \
+OUTFILE=(--out bench/RESULTS_GPU.md)
+if [ "${#QUICK[@]}" -gt 0 ]; then
+    OUTFILE=()  # --quick prints only
+fi
+XLA_PYTHON_CLIENT_PREALLOCATE=false "$PY" bench/vs_transformer_lens.py --device cuda ${OUTFILE[@]+"${OUTFILE[@]}"} \
     ${QUICK[@]+"${QUICK[@]}"} || status=$?
 "$PY" bench/gpu.py ${QUICK[@]+"${QUICK[@]}"} || status=$?
 exit "$status"

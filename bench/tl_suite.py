@@ -29,12 +29,12 @@ import torch
 warnings.filterwarnings("ignore")
 import transformer_lens.patching as tlp  # noqa: E402
 import transformer_lens.utils as tl_utils  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
 from transformer_lens import head_detector as tl_heads  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
+from bench.tl import hooked_transformer, rel_diff  # noqa: E402
 from minillm import GPT, GPTConfig, utils  # noqa: E402
 from minillm import decompose as D  # noqa: E402
 from minillm import patching as P  # noqa: E402
@@ -57,24 +57,10 @@ CONFIGS = {
 RTOL = 1e-4
 
 
-def to_tl(model: GPT, **overrides) -> HookedTransformer:
-    """The same model in TransformerLens, through minillm's own to_transformer_lens."""
-    weights, cfg = model.to_transformer_lens()
-    tl = HookedTransformer(HookedTransformerConfig(**{**cfg, "device": "cpu", "dtype": torch.float32, **overrides}))
-    tl.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()}, strict=False)
-    return tl.eval()
-
-
 def close(ours, theirs, rtol: float = RTOL) -> None:
-    a = np.asarray(ours, np.float64)
-    b = theirs.detach().numpy().astype(np.float64) if hasattr(theirs, "detach") else np.asarray(theirs, np.float64)
-    if a.shape != b.shape:
-        raise AssertionError(f"shapes differ: minillm {a.shape}, TransformerLens {b.shape}")
-    finite = np.isfinite(b)
-    if not (np.isfinite(a) == finite).all():
-        raise AssertionError("the non-finite entries differ")
-    scale = max(float(np.abs(b[finite]).max()) if finite.any() else 0.0, 1e-30)
-    err = float(np.abs(a[finite] - b[finite]).max() / scale) if finite.any() else 0.0
+    err, why = rel_diff(ours, theirs)
+    if why is not None:
+        raise AssertionError(why)
     if err > rtol:
         raise AssertionError(f"max relative difference {err:.2e} > {rtol}")
 
@@ -286,7 +272,7 @@ def main() -> int:
     torch.set_grad_enabled(False)
     for cfg_name, cfg in CONFIGS.items():
         model = GPT(cfg)
-        tl = to_tl(model, use_attn_result=True)
+        tl = hooked_transformer(model, use_attn_result=True)
         tokens = np.random.default_rng(0).integers(0, cfg.d_vocab, (4, cfg.n_ctx)).astype(np.int64)
         tokens[:, 6:] = tokens[:, : cfg.n_ctx - 6]  # a repeat, so that head detectors have something
         for check in CHECKS:

@@ -3,9 +3,10 @@
     bash bench/run.sh            # installs bench/.venv-tl, runs this, writes bench/RESULTS.md
     bash bench/run.sh --quick    # fewer repeats, prints the table only (for development)
     bash bench/run_gpu.sh        # on a GPU machine: --device cuda, writes bench/RESULTS_GPU.md
+    bash bench/run.sh --check-only   # the equivalence checks only (bench/device_check.sh: --json, --out)
 
-Both libraries get the same configs and the same weights (minillm's `state_dict()` copied into a
-`HookedTransformer` built from a matching `HookedTransformerConfig`), and the script first checks
+Both libraries get the same configs and the same weights (minillm's own export,
+`model.to_transformer_lens()`, loaded into a `HookedTransformer`: bench/tl.py), and the script first checks
 that they then agree on the logits and on every activation both cache, so that what is timed is the
 same work. Then, for each benchmark, the median time of each library (the calls interleaved, so that
 background load hits both alike), their ratio, and the floor: the work's matmul FLOPs (counted
@@ -13,7 +14,7 @@ below, formulas in `forward_flops`) over this machine's measured float32 matmul 
 
 How each side runs, and why:
 - minillm as its users run it for speed: the training step is minillm's own compiled chunk of steps
-  (`minillm.train_step.make_train_chunk`, what `train()` calls) with optax AdamW; forward and
+  (`minillm.training.step.make_train_chunk`, what `train()` calls) with optax AdamW; forward and
   `run_with_cache` under `jax.jit` (eager calls are shown too, as a notebook makes them); patching
   with `minillm.patching`. Compilation is excluded from the medians and reported apart.
 - TransformerLens as its users run it: eager PyTorch, `torch.optim.AdamW` with the same
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import sys
@@ -54,18 +56,20 @@ import torch.nn.functional as F
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # HookedTransformer's 3.x notice
 import transformer_lens.patching as tlp  # noqa: E402
-from transformer_lens import HookedTransformer, HookedTransformerConfig  # noqa: E402
+from transformer_lens import HookedTransformer  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E402
+from bench.tl import hooked_transformer, rel_diff  # noqa: E402
 from minillm import GPT, GPTConfig  # noqa: E402
 from minillm import patching as P  # noqa: E402
 from minillm.model.losses import loss_fn  # noqa: E402
 from minillm.tasks import Batch, make_task  # noqa: E402
 from minillm.training.optim import TrainConfig, make_optimizer  # noqa: E402
 from minillm.training.step import init_train_state, make_train_chunk  # noqa: E402
+from minillm.utils import to_numpy  # noqa: E402
 
 COMMAND = "bash bench/run.sh"
 # The torch device TransformerLens runs on (--device); JAX uses its default backend.
@@ -174,43 +178,7 @@ def attribution_flops(cfg: GPTConfig, batch: int, n_pos: int) -> float:
     return 2 * forward_flops(cfg, batch, n_pos)
 
 
-# --- the same model in both libraries ------------------------------------------------------------
-def tl_config(cfg: GPTConfig, **overrides) -> HookedTransformerConfig:
-    """The HookedTransformerConfig of a minillm GPTConfig (the field names are the same)."""
-    kw = dict(
-        n_layers=cfg.n_layers,
-        d_model=cfg.d_model,
-        n_ctx=cfg.n_ctx,
-        d_head=cfg.d_head,
-        n_heads=cfg.n_heads,
-        d_mlp=cfg.d_mlp,
-        d_vocab=cfg.d_vocab,
-        d_vocab_out=cfg.d_vocab_out,
-        act_fn=cfg.act_fn,
-        normalization_type=cfg.normalization_type,
-        attn_only=cfg.attn_only,
-        positional_embedding_type="standard",
-        eps=cfg.eps,
-        device=DEVICE,
-        seed=cfg.seed,
-        dtype=torch.float32,
-    )
-    kw.update(overrides)
-    return HookedTransformerConfig(**kw)
-
-
-def tl_from_minillm(model: GPT, **overrides) -> HookedTransformer:
-    """A HookedTransformer with minillm's weights: same names, same shapes. TransformerLens' own
-    buffers (each attention's IGNORE value and causal-mask cache) are left as it built them."""
-    tl = HookedTransformer(tl_config(model.cfg, **overrides))
-    weights = {k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in model.state_dict().items()}
-    missing, unexpected = tl.load_state_dict(weights, strict=False)
-    buffers = [k for k in missing if not k.endswith((".IGNORE", ".mask"))]
-    if unexpected or buffers:
-        raise RuntimeError(f"state_dict mismatch: TransformerLens lacks {unexpected}, minillm lacks {buffers}")
-    return tl.eval()
-
-
+# --- torch on DEVICE (bench/tl.py builds the same model in TransformerLens) ------------------------
 def torch_tokens(tokens) -> torch.Tensor:
     return torch.from_numpy(np.array(tokens, dtype=np.int64)).to(DEVICE)
 
@@ -251,24 +219,17 @@ class Comparison:
     ok: bool
 
 
-def compare_arrays(name: str, ours, theirs: torch.Tensor, rtol: float, scale: float = 0.0) -> Comparison:
-    """max |ours - theirs| / max(max |theirs|, scale) over the finite entries, which must sit at the
-    same places (non-finite entries must be equal)."""
-    a, b = np.asarray(ours, np.float64), theirs.detach().cpu().numpy().astype(np.float64)
-    if a.shape != b.shape:
-        return Comparison(f"{name} (shapes {a.shape} vs {b.shape})", float("inf"), False)
-    fa, fb = np.isfinite(a), np.isfinite(b)
-    if not (fa == fb).all() or not (a[~fa] == b[~fb]).all():  # the masked -inf scores must agree
-        return Comparison(f"{name} (non-finite entries differ)", float("inf"), False)
-    scale = max(np.abs(b[fb]).max() if fb.any() else 0.0, scale, 1e-30)
-    rel = float(np.abs(a[fa] - b[fb]).max() / scale) if fa.any() else 0.0
-    return Comparison(name, rel, rel <= rtol)
+def compare_arrays(name: str, ours, theirs, rtol: float, scale: float = 0.0) -> Comparison:
+    """max |ours - theirs| / max(max |theirs|, scale) over the finite entries (bench.tl.rel_diff)."""
+    rel, why = rel_diff(ours, theirs, scale)
+    return Comparison(name if why is None else f"{name} ({why})", rel, rel <= rtol)
 
 
 def check_equivalence(model: GPT, tokens: np.ndarray, rtol: float = 1e-4) -> dict:
     """Logits and every activation both libraries cache, on the same weights and tokens."""
     logits, cache = model.run_with_cache(jnp.asarray(tokens))
-    tl = tl_from_minillm(model, use_attn_result=True)  # TransformerLens computes hook_result only then
+    # use_attn_result: TransformerLens computes hook_result only then
+    tl = hooked_transformer(model, device=DEVICE, use_attn_result=True)
     with torch.no_grad():
         tl_logits, tl_cache = tl.run_with_cache(torch_tokens(tokens))
     tl_names = set(tl_cache.keys())
@@ -288,7 +249,7 @@ def check_gradients(cfg: GPTConfig, batch: Batch, rtol: float = 1e-4) -> dict:
     TransformerLens (the masked cross-entropy of TLTrainer, loss.backward()), on the same weights."""
     model = GPT(cfg)
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(model, jax.tree.map(jnp.asarray, batch))
-    trainer = TLTrainer(tl_from_minillm(model), batch, TrainConfig())
+    trainer = TLTrainer(hooked_transformer(model, device=DEVICE), batch, TrainConfig())
     tl_loss = trainer.loss()
     tl_loss.backward()
     results = [compare_arrays("loss", loss, tl_loss, rtol)]
@@ -475,7 +436,9 @@ def bench_training(
     flops = train_step_flops(cfg, n_batch, n_pos)
     ml = MinillmTrainer(cfg, weights, batch, tc)
     tl = TLTrainer(
-        tl_from_minillm(GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()})), batch, tc
+        hooked_transformer(GPT.from_state_dict(cfg, {k: jnp.asarray(v) for k, v in weights.items()}), device=DEVICE),
+        batch,
+        tc,
     )
     b.first_call(f"{label}: chunk of 1 step", lambda: ml(1))
     b.first_call(f"{label}: chunk of {STEPS_PER_CALL} steps", lambda: ml(STEPS_PER_CALL))
@@ -541,8 +504,8 @@ def bench_training(
 # --- 2. forward and run_with_cache --------------------------------------------------------------------
 def bench_forward(b: Bench, label: str, cfg: GPTConfig, tokens: np.ndarray) -> None:
     model = GPT(cfg)
-    tl = tl_from_minillm(model)
-    tl_cache_model = tl_from_minillm(model, use_attn_result=True)  # caches hook_result, like minillm
+    tl = hooked_transformer(model, device=DEVICE)
+    tl_cache_model = hooked_transformer(model, device=DEVICE, use_attn_result=True)  # caches hook_result, like minillm
     tt, jt = torch_tokens(tokens), jnp.asarray(tokens)
     fwd = jax.jit(lambda m, t: m(t))
     cached = jax.jit(lambda m, t: m.run_with_cache(t))
@@ -652,7 +615,7 @@ def bench_patching(b: Bench) -> None:
         logp = logits[:, q0:q1].log_softmax(-1)
         return logp.gather(-1, ttargets[..., None]).mean()
 
-    tl = tl_from_minillm(model)
+    tl = hooked_transformer(model, device=DEVICE)
     tl_clean, tl_corrupted = torch_tokens(clean), torch_tokens(corrupted)
     with torch.no_grad():
         _, tl_clean_cache = tl.run_with_cache(tl_clean)
@@ -701,7 +664,7 @@ def bench_patching(b: Bench) -> None:
         b.first_call(f"attribution {label}", run_attr)
         b.first_call(f"attribution {label}, under jax.jit", run_attr_jit)
         t = b.times({"tl": run_tl, "ml": run_ml, "attr": run_attr, "attr_jit": run_attr_jit}, budget=b.budget * 2)
-        exact, ours_tl = np.asarray(run_ml()), run_tl().cpu().numpy()
+        exact, ours_tl = np.asarray(run_ml()), to_numpy(run_tl())
         estimate = np.asarray(run_attr())
         assert np.allclose(estimate, np.asarray(run_attr_jit()), atol=1e-5)
         effect = exact - corrupted_metric
@@ -758,8 +721,8 @@ def bench_seeds(b: Bench, batch: Batch) -> None:
     one = MinillmTrainer(INDUCTION, GPT(INDUCTION).state_dict(), batch, INDUCTION_TC)
     in_turn = [MinillmTrainer(INDUCTION, GPT(INDUCTION, seed=s).state_dict(), batch, INDUCTION_TC) for s in seeds]
     together = MinillmTrainer(INDUCTION, None, batch, INDUCTION_TC, seeds=seeds)
-    tl_one = TLTrainer(tl_from_minillm(GPT(INDUCTION)), batch, INDUCTION_TC)
-    tl_turn = [TLTrainer(tl_from_minillm(GPT(INDUCTION, seed=s)), batch, INDUCTION_TC) for s in seeds]
+    tl_one = TLTrainer(hooked_transformer(GPT(INDUCTION), device=DEVICE), batch, INDUCTION_TC)
+    tl_turn = [TLTrainer(hooked_transformer(GPT(INDUCTION, seed=s), device=DEVICE), batch, INDUCTION_TC) for s in seeds]
     b.first_call(f"{N_SEEDS} seeds vmapped, chunk of {n} steps", lambda: together(n))
 
     def ml_turn():
@@ -899,16 +862,24 @@ def markdown_table(cells: list[list[str]]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats; print only, do not write RESULTS.md")
-    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"), help="where to write the results")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats; print only (unless --out is given)")
+    ap.add_argument(
+        "--out", default=None, help="where to write the results (default bench/RESULTS.md; none with --quick)"
+    )
+    ap.add_argument("--json", default=None, help="also write the rows as JSON here, rewritten after each section")
+    ap.add_argument(
+        "--check-only", action="store_true", help="only the equivalence checks (same weights, same numbers): no timings"
+    )
     ap.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="the torch device TransformerLens runs on (JAX uses its default backend: a GPU when jax[cuda12] "
-        "is installed); bash bench/run_gpu.sh runs --device cuda",
+        help="the torch device TransformerLens runs on (JAX uses its default backend: a GPU when jax[cuda13] or "
+        "jax[cuda12] is installed); bash bench/run_gpu.sh and bench/device_check.sh run --device cuda",
     )
     args = ap.parse_args()
+    if args.out is None and not args.quick and not args.check_only:
+        args.out = os.path.join(HERE, "RESULTS.md")
     global DEVICE, COMMAND
     DEVICE = args.device
     jax_device = jax.devices()[0]
@@ -917,7 +888,7 @@ def main() -> None:
         if not torch.cuda.is_available():
             sys.exit("--device cuda: torch sees no CUDA device (is the CUDA build of torch installed?)")
         if jax_device.platform != "gpu":
-            msg = f"--device cuda: JAX runs on {jax_device.platform}, not a GPU (install jax[cuda12])"
+            msg = f"--device cuda: JAX runs on {jax_device.platform}, not a GPU (install jax[cuda13] or jax[cuda12])"
             if not args.quick:
                 sys.exit(msg)
             print("warning: " + msg, flush=True)
@@ -929,16 +900,24 @@ def main() -> None:
     started = datetime.datetime.now().astimezone()
 
     sizes = PEAK_SIZES[DEVICE]
-    jax_peak = matmul_peak_flops(sizes)
-    torch_peak = torch_matmul_peak(sizes)  # as matmul_peak_flops: the fastest of several
-    torch_bf16_peak = torch_matmul_peak(sizes, torch.bfloat16) if DEVICE == "cuda" else None
+    jax_peak = torch_peak = 0.0
+    torch_bf16_peak = None
+    if not args.check_only:
+        jax_peak = matmul_peak_flops(sizes)
+        torch_peak = torch_matmul_peak(sizes)  # as matmul_peak_flops: the fastest of several
+        torch_bf16_peak = torch_matmul_peak(sizes, torch.bfloat16) if DEVICE == "cuda" else None
     peak = max(jax_peak, torch_peak)
     b = Bench(args.quick, peak)
-    b.log(
-        f"float32 matmul peak (best of {' and '.join(f'{n}^3' for n in sizes)}): jax {jax_peak / 1e9:.1f}, "
-        f"torch {torch_peak / 1e9:.1f} GFLOP/s; the floors use the larger"
-        + ("" if torch_bf16_peak is None else f" (torch bfloat16, for reference: {torch_bf16_peak / 1e9:.1f} GFLOP/s)")
-    )
+    if not args.check_only:
+        b.log(
+            f"float32 matmul peak (best of {' and '.join(f'{n}^3' for n in sizes)}): jax {jax_peak / 1e9:.1f}, "
+            f"torch {torch_peak / 1e9:.1f} GFLOP/s; the floors use the larger"
+            + (
+                ""
+                if torch_bf16_peak is None
+                else f" (torch bfloat16, for reference: {torch_bf16_peak / 1e9:.1f} GFLOP/s)"
+            )
+        )
 
     # equivalence: same weights, same logits and activations
     b.log("equivalence check: minillm weights in a HookedTransformer")
@@ -970,28 +949,32 @@ def main() -> None:
             f"  {label}: {'OK' if checks[label]['ok'] else 'FAILED'}: loss and "
             f"{len(checks[label]['results']) - 1} gradients, worst {worst.name} rel diff {worst.rel_diff:.1e}"
         )
-    if not all(c["ok"] for c in checks.values()):
+    ok = all(c["ok"] for c in checks.values())
+    save_json(args.json, b, checks, args.check_only)
+    if not ok:
         for label, c in checks.items():
             for r in c["results"]:
                 if not r.ok:
                     print(f"MISMATCH {label}: {r.name}: {r.rel_diff:.2e}")
         sys.exit("the two libraries disagree on the same weights: the timings would compare different work")
+    if args.check_only:
+        b.log("the two libraries agree on the same weights (--check-only: no timings)")
+        return
 
-    bench_training(
-        b,
-        f"grokking ({grok_batch.tokens.shape[0]} x 3)",
-        GROK,
-        GROK_TC,
-        grok_batch,
-        1.0,
-        0.8,
-        loss_positions=grok_task.loss_positions,  # (2,): the "=" position, as train() computes the loss
-    )
-    bench_training(b, "induction (64 x 64)", INDUCTION, INDUCTION_TC, induction_batch, 1.5, None)
-    bench_forward(b, "grokking", GROK, np.asarray(grok_batch.tokens))
-    bench_forward(b, "induction", INDUCTION, induction_batch.tokens)
-    bench_patching(b)
-    bench_seeds(b, induction_batch)
+    grok_label = f"grokking ({grok_batch.tokens.shape[0]} x 3)"
+    # (2,): the "=" position, as train() computes the loss
+    grok_positions = grok_task.loss_positions
+    sections = [
+        lambda: bench_training(b, grok_label, GROK, GROK_TC, grok_batch, 1.0, 0.8, loss_positions=grok_positions),
+        lambda: bench_training(b, "induction (64 x 64)", INDUCTION, INDUCTION_TC, induction_batch, 1.5, None),
+        lambda: bench_forward(b, "grokking", GROK, np.asarray(grok_batch.tokens)),
+        lambda: bench_forward(b, "induction", INDUCTION, induction_batch.tokens),
+        lambda: bench_patching(b),
+        lambda: bench_seeds(b, induction_batch),
+    ]
+    for section in sections:
+        section()
+        save_json(args.json, b, checks)  # what is done so far survives a time limit
 
     cells = table(b.rows, b.peak)
     print()
@@ -1007,7 +990,7 @@ def main() -> None:
     load_after = os.getloadavg()
     elapsed = time.perf_counter() - b.t0
     print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f}; {elapsed:.0f} s in all")
-    if args.quick:
+    if not args.out:
         return
     write_results(
         args.out,
@@ -1024,6 +1007,41 @@ def main() -> None:
         targets_summary(b.rows, b.peak),
     )
     print(f"wrote {args.out}")
+
+
+def save_json(path: str | None, b: Bench, checks: dict, check_only: bool = False) -> None:
+    """The equivalence verdict and the rows so far (seconds, FLOPs, floor, target, verdict), for
+    bench/device_check.sh: rewritten after each section, so a run stopped by a time limit keeps them."""
+    if not path:
+        return
+    out = {
+        "device": DEVICE,
+        "jax_device": str(jax.devices()[0]),
+        "check_only": check_only,
+        "checks_ok": all(c["ok"] for c in checks.values()),
+        "checks": {k: {"ok": c["ok"], "worst": max(r.rel_diff for r in c["results"])} for k, c in checks.items()},
+        "peak": b.peak,
+        "rows": [
+            {
+                "section": r.section,
+                "name": r.name,
+                "unit": r.unit,
+                "tl": r.tl,
+                "ml": r.ml,
+                "ratio": r.ratio,
+                "flops": r.flops,
+                "floor": b.floor(r.flops),
+                "target": r.target,
+                "verdict": r.verdict,
+                "note": r.note,
+            }
+            for r in b.rows
+        ],
+        "compile": b.compile,
+    }
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(path + ".tmp", path)
 
 
 def write_results(
@@ -1058,7 +1076,9 @@ def write_results(
         if torch_bf16_peak is not None:
             gpu += f" PyTorch's bfloat16 matmul peak, for reference: {torch_bf16_peak / 1e12:.0f} TFLOP/s."
     lines = [
-        "# minillm against TransformerLens" + (" (GPU)" if DEVICE == "cuda" else ""),
+        "# minillm against TransformerLens"
+        + (" (GPU)" if DEVICE == "cuda" else "")
+        + (" (--quick: fewer repeats)" if b.quick else ""),
         "",
         f"Written by `{COMMAND}` (bench/vs_transformer_lens.py) on {started:%Y-%m-%d %H:%M %Z}; "
         f"run it again to regenerate this file. It took {elapsed / 60:.1f} minutes.",
@@ -1091,8 +1111,8 @@ def write_results(
         "",
         "## Same weights, same numbers",
         "",
-        "minillm's `state_dict()` loaded into a `HookedTransformer` built from the matching "
-        "`HookedTransformerConfig` (`use_attn_result=True` so that it computes `hook_result`); the largest "
+        "minillm's weights and config, as `model.to_transformer_lens()` exports them, in a `HookedTransformer` "
+        "(`use_attn_result=True` so that it computes `hook_result`); the largest "
         "difference relative to the largest magnitude of each tensor (finite entries; the masked `-inf` "
         "attention scores must match exactly). The gradient rows compare minillm's training loss and "
         "`jax.grad` with the benchmark's PyTorch loss and `loss.backward()` on the training batches, "
