@@ -9,19 +9,9 @@ utils.composition_scores(left, right)
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
-
 from minillm.circuits import composition_scores
 from minillm.model.hooks import act_name as get_act_name
 from minillm.model.losses import next_token_loss as lm_cross_entropy_loss
+from minillm.model.transformer_lens import to_numpy
 
 __all__ = ["get_act_name", "to_numpy", "lm_cross_entropy_loss", "composition_scores"]
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """A NumPy copy of an array, a JAX array, a torch tensor (via its own .numpy()), a list or a number."""
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.array(x)

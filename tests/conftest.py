@@ -1,37 +1,46 @@
-"""Shared fixtures: small configs of every kind the model can be (attention-only or with MLPs,
-with or without LayerNorm), and random token batches for them."""
+"""Shared fixtures, made from the configs in tests/helpers.py:
+
+cfg        each of the representative four configs in turn (helpers.DEFAULT): attention-only and
+           with an MLP, with and without LayerNorm, GELU and ReLU (the quick run, -m "not slow",
+           takes the first three)
+every_cfg  each of the nine kinds in turn (helpers.CONFIGS), adding LNPre, bidirectional
+           attention, bfloat16, fused attention and attention_rate < 1: for the tests about
+           numbers that every kind must get right (a shape test needs only `cfg`)
+configs    all nine by name, for a test that needs one kind in particular
+model      GPT(cfg)
+tokens     random tokens [3, 10] for cfg
+"""
+
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import pytest
+from helpers import CONFIGS, DEFAULT, random_tokens
 
 from minillm import GPT, GPTConfig
 
-CONFIGS = {
-    "attn_only_ln": GPTConfig(n_layers=2, d_model=32, n_ctx=12, d_vocab=23, n_heads=4, attn_only=True, seed=1),
-    "attn_only_noln": GPTConfig(
-        n_layers=2, d_model=32, n_ctx=12, d_vocab=23, n_heads=4, attn_only=True, normalization_type=None, seed=2
-    ),
-    "mlp_ln_gelu": GPTConfig(
-        n_layers=2, d_model=32, n_ctx=12, d_vocab=23, n_heads=4, d_mlp=48, act_fn="gelu", d_vocab_out=17, seed=3
-    ),
-    "mlp_noln_relu": GPTConfig(
-        n_layers=3, d_model=24, n_ctx=12, d_vocab=23, n_heads=3, d_head=5, d_mlp=40, normalization_type=None, seed=4
-    ),
-}
+
+@pytest.fixture(scope="session")
+def configs() -> Mapping[str, GPTConfig]:
+    return MappingProxyType(CONFIGS)
 
 
-@pytest.fixture(params=sorted(CONFIGS))
+# The quick run (-m "not slow") takes the first three; the 3-layer mlp_noln_relu, the costliest to
+# compile, joins them in the full run (and is in the quick run's every_cfg tests).
+@pytest.fixture(params=[*DEFAULT[:3], pytest.param(DEFAULT[3], marks=pytest.mark.slow)])
 def cfg(request) -> GPTConfig:
+    return CONFIGS[request.param]
+
+
+@pytest.fixture(params=list(CONFIGS))
+def every_cfg(request) -> GPTConfig:
     return CONFIGS[request.param]
 
 
 @pytest.fixture
 def model(cfg) -> GPT:
     return GPT(cfg)
-
-
-def random_tokens(cfg: GPTConfig, batch: int = 3, pos: int = 10, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, cfg.d_vocab, (batch, pos)).astype(np.int32)
 
 
 @pytest.fixture

@@ -7,16 +7,13 @@ import sys
 
 import jax
 import numpy as np
+from helpers import CONFIGS, modular_config, numpy_weights
 
-from minillm import GPT, GPTConfig
+from minillm import GPT
 from minillm.patching import get_act_patch_attn_head_out_by_pos, get_act_patch_resid_pre
 from minillm.sharding import local_mesh
 from minillm.tasks import make_task
 from minillm.training import TrainConfig, train
-
-
-def weights(model):
-    return {k: np.asarray(v) for k, v in model.state_dict().items()}
 
 
 def close(a, b, what):
@@ -40,7 +37,7 @@ def main() -> int:
     assert jax.device_count() == 8, f"need 8 devices, got {jax.devices()}"
     mesh = local_mesh()
     task = make_task("modular_arithmetic", p=17, frac_train=0.6)  # 173 training pairs: uneven over 8
-    cfg = GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17)
+    cfg = modular_config(17, normalization_type="LN")  # fits the task
     tc = TrainConfig(steps=10, lr=1e-2, steps_per_call=5, eval_every=5)  # before rounding noise can grow
 
     one = train(cfg, task, tc, progress=False)
@@ -50,7 +47,7 @@ def main() -> int:
     assert one.metrics[-1]["train_loss"] < 0.9 * one.metrics[0]["train_loss"]
     losses = [[r["train_loss"] for r in run.metrics] for run in (one, sharded)]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
-    close(weights(one.model), weights(sharded.model), "data parallel training (batch split over 8)")
+    close(numpy_weights(one.model), numpy_weights(sharded.model), "data parallel training (batch split over 8)")
 
     seeds = list(range(8))
     tc = TrainConfig(steps=5, lr=1e-2, steps_per_call=5, eval_every=5)  # seed 7 drifts by ~lr after 10 steps
@@ -59,11 +56,11 @@ def main() -> int:
     shards = split.model.embed.W_E[...].sharding
     assert shards.shard_shape(split.model.embed.W_E[...].shape)[0] == 1, shards  # one seed a device
     for i, (a, b) in enumerate(zip(stacked.models(), split.models())):
-        close(weights(a), weights(b), f"seed {i} of 8 (seeds split over 8)")
+        close(numpy_weights(a), numpy_weights(b), f"seed {i} of 8 (seeds split over 8)")
 
-    model = GPT(GPTConfig(n_layers=2, d_model=32, n_heads=4, n_ctx=10, d_vocab=20))
-    clean = jax.random.randint(jax.random.key(0), (2, 10), 0, 20)
-    corrupted = clean.at[:, 3].set((clean[:, 3] + 1) % 20)
+    model = GPT(CONFIGS["mlp_ln_gelu"])  # 4 heads
+    clean = jax.random.randint(jax.random.key(0), (2, 10), 0, model.cfg.d_vocab)
+    corrupted = clean.at[:, 3].set((clean[:, 3] + 1) % model.cfg.d_vocab)
     _, cache = model.run_with_cache(clean)
 
     def metric(logits):

@@ -1,4 +1,5 @@
-"""The attention view is one self-contained HTML page with the tokens and the pattern in it."""
+"""The attention view (minillm/attention_view.py) is one self-contained HTML page with the tokens and
+the pattern in it."""
 
 import json
 import re

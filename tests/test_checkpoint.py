@@ -1,5 +1,7 @@
-"""save/load: bit-identical round trips, atomic writes, and refusal of files that cannot be trusted."""
+"""Weights on disk (minillm/model/checkpoint.py, GPT.save and GPT.load): bit-identical round trips,
+atomic writes, and refusal of files that cannot be trusted."""
 
+import dataclasses
 import json
 import os
 import struct
@@ -7,7 +9,6 @@ import struct
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import CONFIGS
 
 from minillm import GPT, CheckpointError, GPTConfig
 from minillm.model.checkpoint import load_tensors, save_tensors
@@ -25,8 +26,8 @@ def test_save_then_load_gives_bit_identical_weights_and_logits(model, cfg, token
     np.testing.assert_array_equal(np.asarray(loaded(tokens)), np.asarray(model(tokens)))
 
 
-def test_loading_keeps_trained_weights_not_the_seeded_init(tmp_path):
-    cfg = CONFIGS["attn_only_ln"]
+def test_loading_keeps_trained_weights_not_the_seeded_init(configs, tmp_path):
+    cfg = configs["attn_only_ln"]
     model = GPT(cfg)
     weights = {k: np.asarray(v) + 1.0 for k, v in model.state_dict().items()}
     model.load_state_dict(weights)
@@ -37,8 +38,8 @@ def test_loading_keeps_trained_weights_not_the_seeded_init(tmp_path):
 
 
 @pytest.fixture
-def saved(tmp_path):
-    model = GPT(CONFIGS["mlp_ln_gelu"])
+def saved(configs, tmp_path):
+    model = GPT(configs["mlp_ln_gelu"])
     path = tmp_path / "model.safetensors"
     model.save(str(path))
     return model, path
@@ -65,7 +66,7 @@ def test_corrupt_bytes_are_caught_by_the_digest(saved):
 def test_weights_that_do_not_match_the_config_are_refused(saved, tmp_path):
     model, _ = saved
     weights = {k: np.asarray(v) for k, v in model.state_dict().items()}
-    other = GPTConfig(**{**model.cfg.to_dict(), "d_mlp": 64})
+    other = dataclasses.replace(model.cfg, d_mlp=2 * model.cfg.d_mlp)
     path = tmp_path / "mismatch.safetensors"
     save_tensors(str(path), weights, {"kind": "model", "config": other.to_json()})
     with pytest.raises(CheckpointError, match=r"does not match its config.*blocks\.0\.mlp\.W_in"):
@@ -97,19 +98,19 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(saved, monkeypatch)
 
     monkeypatch.setattr(os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
-        GPT(GPTConfig(**{**model.cfg.to_dict(), "seed": 99})).save(str(path))
+        GPT(dataclasses.replace(model.cfg, seed=99)).save(str(path))
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
     GPT.load(str(path))
 
 
 def test_loading_runs_no_code_the_header_is_plain_json(saved):
-    _, path = saved
+    model, path = saved
     data = path.read_bytes()
     (n,) = struct.unpack("<Q", data[:8])
     header = json.loads(data[8 : 8 + n])
     meta = header["__metadata__"]
-    assert meta["format"] == "minillm" and GPTConfig.from_json(meta["config"]) == CONFIGS["mlp_ln_gelu"]
+    assert meta["format"] == "minillm" and GPTConfig.from_json(meta["config"]) == model.cfg
     tensors, metadata = load_tensors(str(path))
     assert all(isinstance(v, np.ndarray) for v in tensors.values())
 

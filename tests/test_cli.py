@@ -1,9 +1,12 @@
-"""The command, `minillm-train` (python -m minillm.training): it lists, trains, resumes and plots."""
+"""The command, `minillm-train` (python -m minillm.training, minillm/training/cli.py): it lists,
+trains, resumes and plots, in a subprocess as a user runs it."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from minillm import GPT
 from minillm.training.recipes import RECIPES
@@ -24,6 +27,7 @@ def test_help_lists_the_recipes():
         assert name in out.stdout
 
 
+@pytest.mark.slow
 def test_cli_trains_resumes_and_writes_the_run_directory(tmp_path):
     out = str(tmp_path / "run")
     first = run_cli("reversal", "--out", out, "--steps", "40", "--no-progress")
@@ -45,6 +49,7 @@ def test_unknown_recipe_is_refused():
     assert out.returncode != 0 and "invalid choice" in out.stderr
 
 
+@pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_to_bit_identical_weights(tmp_path):
     """A real kill, at whatever moment it lands after the first checkpoint: the resumed run must end
     with exactly the weights of a run that was never interrupted."""

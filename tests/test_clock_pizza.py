@@ -1,6 +1,6 @@
-"""The clock-and-pizza diagnostics: distance irrelevance on logits whose answer we know, gradient
-symmetricity against an independent gradient and on a model that can only be symmetric, and both
-on a stack of seeds in one vmapped call."""
+"""The clock-and-pizza diagnostics (minillm/clock_pizza.py): distance irrelevance on logits whose
+answer we know, gradient symmetricity against an independent gradient and on a model that can only
+be symmetric, and both on a stack of seeds in one vmapped call."""
 
 import dataclasses
 
@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import modular_config
 
-from minillm import GPT, GPTConfig
+from minillm import GPT
 from minillm.clock_pizza import (
     by_sum_and_difference,
     correct_logits,
@@ -23,9 +24,7 @@ from minillm.tasks import make_task
 
 P = 11
 TASK = make_task("modular_arithmetic", p=P, frac_train=0.5)
-CFG = GPTConfig(
-    n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=P + 1, d_vocab_out=P, normalization_type=None
-)
+CFG = modular_config(P)  # fits TASK; no LayerNorm (constant attention then sees E_a + E_b only)
 
 
 def test_distance_irrelevance_is_one_for_a_function_of_the_sum_and_zero_for_one_of_the_difference():
@@ -42,6 +41,7 @@ def test_distance_irrelevance_is_one_for_a_function_of_the_sum_and_zero_for_one_
     assert int(table[s, d]) == a0 * 100 + (s - a0) % P
 
 
+@pytest.mark.slow
 def test_correct_logits_read_the_right_answer():
     model = GPT(CFG)
     logits = np.asarray(pair_logits(model, TASK))
@@ -65,6 +65,7 @@ def _independent_symmetricity(model, n_triples=100, seed=42):
     return float((np.sum(ga * gb, -1) / np.linalg.norm(ga, axis=-1) / np.linalg.norm(gb, axis=-1)).mean())
 
 
+@pytest.mark.slow
 def test_gradient_symmetricity_matches_an_independent_gradient_and_is_one_under_constant_attention():
     softmax = GPT(dataclasses.replace(CFG, init_range=0.5))  # large weights: attention far from uniform
     value = float(gradient_symmetricity(softmax, TASK))
@@ -75,6 +76,7 @@ def test_gradient_symmetricity_matches_an_independent_gradient_and_is_one_under_
     np.testing.assert_allclose(float(gradient_symmetricity(constant, TASK)), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_diagnostics_run_on_a_stack_of_seeds_in_one_call():
     models = [GPT(CFG, seed=s) for s in range(3)]
     stacked = stack_models(models)
@@ -85,6 +87,7 @@ def test_diagnostics_run_on_a_stack_of_seeds_in_one_call():
     np.testing.assert_allclose(gs, [float(gradient_symmetricity(m, TASK)) for m in models], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_only_addition_is_accepted():
     with pytest.raises(ValueError, match="a \\+ b"):
         distance_irrelevance(GPT(CFG), make_task("modular_arithmetic", p=P, op="sub"))

@@ -1,5 +1,6 @@
-"""Eager calls, compiled (minillm/compiled.py): the same numbers as the op-by-op pass, the same
-checks at the boundary, new weights seen at once, and hooks and traced calls left to run as before."""
+"""Eager calls, compiled (minillm/model/compiled.py): the same numbers as the op-by-op pass, the same
+checks at the boundary, new weights seen at once, the call's options compiled, and hooks and traced
+calls left to run as before. (That a call checks its inputs once, whichever path: test_gpt.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +11,9 @@ from minillm import GPT
 from minillm.model.hooks import Hooks
 
 
+@pytest.mark.slow
 def test_compiled_calls_match_the_op_by_op_pass(model, tokens):
-    """model(tokens) and run_with_cache run compiled (minillm/compiled.py): the same numbers as the
+    """model(tokens) and run_with_cache run compiled (minillm/model/compiled.py): the same numbers as the
     op-by-op forward up to float32 rounding, and every cached activation too."""
     hooks = Hooks(cache=None)
     eager = np.asarray(model.forward(jnp.asarray(tokens), hooks))
@@ -49,6 +51,7 @@ def test_calls_inside_a_transform_and_calls_with_hooks_are_not_compiled_again(mo
     np.testing.assert_allclose(jitted, model(tokens), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cache_options_match_the_op_by_op_call(model, cfg, tokens):
     """remove_batch_dim, start/stop_at_layer, return types and a predicate names_filter compiled."""
     t = jnp.asarray(tokens)
@@ -67,27 +70,3 @@ def test_cache_options_match_the_op_by_op_call(model, cfg, tokens):
     assert per_token.shape == (t.shape[0], t.shape[1] - 1)
     with pytest.raises(ValueError, match="return_type"):
         model(t, return_type="logit")
-
-
-def test_a_call_checks_its_inputs_once_whichever_path_runs_it(monkeypatch):
-    """The checks at the boundary run once per call, before the call chooses the compiled program or
-    the op-by-op pass (GPT.run_with_cache), and never again inside the forward pass."""
-    from minillm import GPTConfig
-    from minillm.model import inputs
-
-    calls = []
-    real = inputs.check_tokens
-    monkeypatch.setattr(inputs, "check_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
-    model = GPT(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=7, d_vocab=9, seed=5))
-    tokens = np.arange(7, dtype=np.int32)[None] % 9  # a shape no other test compiles
-    for call in (
-        lambda: model(tokens),  # compiled, and compiled for the first time
-        lambda: model(tokens),  # compiled, from the cache
-        lambda: model.run_with_hooks(tokens, [("hook_embed", lambda x, hook: x)]),  # op by op
-        lambda: jax.jit(lambda t: model(t))(tokens),  # while tracing
-    ):
-        calls.clear()
-        call()
-        assert len(calls) == 1
-    with pytest.raises(ValueError, match="token id 9"):
-        model(tokens * 0 + 9)

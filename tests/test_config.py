@@ -1,4 +1,6 @@
-"""GPTConfig: defaults, validation with clear messages, and the JSON round trip."""
+"""GPTConfig (minillm/model/config.py): defaults, validation with clear messages, and the JSON round
+trip. (Its own configs, not the shared ones of tests/helpers.py: these tests are about a config's
+fields.)"""
 
 import dataclasses
 
@@ -37,6 +39,8 @@ def test_json_round_trip():
         (dict(d_mlp=0), "d_mlp"),
         (dict(attention_rate=1.5), "attention_rate"),
         (dict(attention_rate=True), "attention_rate"),
+        (dict(dtype="float64"), "dtype"),
+        (dict(attn_implementation="flash"), "attn_implementation"),
     ],
 )
 def test_invalid_configs_are_refused_with_the_field_named(change, match):

@@ -1,8 +1,9 @@
-"""Decompositions sum back to the residual stream; logit attributions add up to the logits."""
+"""Decompositions (minillm/decompose.py) sum back to the residual stream; logit attributions add up
+to the logits; out-of-range tokens and empty stacks behave as in TransformerLens."""
 
 import numpy as np
 import pytest
-from conftest import CONFIGS, random_tokens
+from helpers import random_tokens
 
 from minillm import GPT
 from minillm import decompose as D
@@ -10,8 +11,8 @@ from minillm.weight_processing import fold_layer_norm
 
 
 @pytest.fixture(params=["mlp_ln_gelu", "mlp_noln_relu", "attn_only_ln"])
-def run(request):
-    cfg = CONFIGS[request.param]
+def run(request, configs):
+    cfg = configs[request.param]
     model = GPT(cfg)
     tokens = random_tokens(cfg)
     logits, cache = model.run_with_cache(tokens)
@@ -64,6 +65,7 @@ def test_accumulated_resid_is_the_stream_at_each_layer(run):
     np.testing.assert_allclose(lens[-1] @ model.unembed.W_U[...] + model.unembed.b_U[...], logits[:, -1], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_logit_attrs_of_the_full_decomposition_add_up_to_the_logit_difference(run):
     model, cfg, tokens, logits, cache = run
     model = fold_layer_norm(model) if cfg.normalization_type else model
@@ -77,8 +79,8 @@ def test_logit_attrs_of_the_full_decomposition_add_up_to_the_logit_difference(ru
     np.testing.assert_allclose(attrs.sum(0) + bias, diff, atol=1e-4)
 
 
-def test_apply_ln_to_stack_without_ln_is_identity():
-    cfg = CONFIGS["mlp_noln_relu"]
+def test_apply_ln_to_stack_without_ln_is_identity(configs):
+    cfg = configs["mlp_noln_relu"]
     model = GPT(cfg)
     _, cache = model.run_with_cache(random_tokens(cfg))
     stack = D.decompose_resid(model, cache)

@@ -3,8 +3,9 @@ Fourier structure is known by construction: nothing is trained and nothing is re
 
 import numpy as np
 import pytest
+from helpers import modular_config
 
-from minillm import GPT, GPTConfig
+from minillm import GPT
 from minillm import fourier as F
 from minillm.model.losses import evaluate
 from minillm.tasks import ModularArithmetic
@@ -12,21 +13,6 @@ from minillm.tasks import ModularArithmetic
 
 def w(k: int, p: int) -> float:
     return 2 * np.pi * k / p
-
-
-def tiny_cfg(p: int, **kw) -> GPTConfig:
-    return GPTConfig(
-        n_layers=1,
-        d_model=32,
-        n_ctx=3,
-        d_vocab=p + 1,
-        d_vocab_out=p,
-        n_heads=4,
-        d_mlp=48,
-        normalization_type=None,
-        act_fn="relu",
-        **kw,
-    )
 
 
 def synthetic_embedding(
@@ -44,7 +30,7 @@ def synthetic_embedding(
 
 def model_with_embedding(p: int, amplitudes: dict[int, float], noise: float = 0.0, seed: int = 0) -> GPT:
     """A random tiny model whose number embeddings are synthetic_embedding's."""
-    model = GPT(tiny_cfg(p), seed=seed)
+    model = GPT(modular_config(p), seed=seed)
     weights = model.state_dict()
     weights["embed.W_E"] = synthetic_embedding(p + 1, p, amplitudes, noise, model.cfg.d_model, seed)
     model.load_state_dict(weights)
@@ -131,11 +117,12 @@ def test_one_frequency_functions_are_explained_by_it_and_noise_is_not():
 
 def test_neuron_and_head_fits_have_one_entry_per_unit():
     p = 11
-    model = GPT(tiny_cfg(p), seed=0)
+    model = GPT(modular_config(p), seed=0)
+    m, h = model.cfg.d_mlp, model.cfg.n_heads
     neurons = F.neuron_frequency_fractions(model)
     heads = F.attention_frequency_fractions(model)
-    assert neurons.freq.shape == neurons.frac.shape == (48,) and neurons.fracs.shape == (p // 2, 48)
-    assert heads.freq.shape == (4,) and heads.fracs.shape == (p // 2, 4)
+    assert neurons.freq.shape == neurons.frac.shape == (m,) and neurons.fracs.shape == (p // 2, m)
+    assert heads.freq.shape == (h,) and heads.fracs.shape == (p // 2, h)
     for fit in (neurons, heads):
         assert np.all((fit.freq >= 1) & (fit.freq <= p // 2))
         assert np.all((fit.frac >= 0) & (fit.frac <= 1 + 1e-6))
@@ -192,10 +179,11 @@ def test_key_frequency_logits_equal_the_papers_2d_projections(op):
     np.testing.assert_allclose(F.key_frequency_logits(logits, freqs, op), expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_loss_entry_points_on_a_tiny_model():
     p = 11
     task = ModularArithmetic(p=p, frac_train=0.4)
-    model = GPT(tiny_cfg(p), seed=0)
+    model = GPT(modular_config(p), seed=0)
     assert F.pair_logits(model, task).shape == (p, p, p)
     # rows in all_pairs order, and the right pairs in the train set: the losses are the trainer's
     assert F.full_loss(model, task) == pytest.approx(float(evaluate(model, task.all_pairs())[0]), rel=1e-5)
@@ -226,6 +214,7 @@ def test_projecting_the_embedding_onto_every_frequency_changes_nothing():
 
 
 # --- progress measures --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_grokking_metrics_match_the_separate_functions():
     p = 11  # p // 2 = 5 frequencies: the default threshold (4x the mean) is too high, use 1.5x
     task = ModularArithmetic(p=p, frac_train=0.4)
@@ -253,7 +242,7 @@ def test_grokking_metrics_match_the_separate_functions():
 
 def test_grokking_metrics_on_an_untrained_model_have_no_key_frequencies():
     task = ModularArithmetic(p=11, frac_train=0.4)
-    model = GPT(tiny_cfg(11), seed=1)
+    model = GPT(modular_config(11), seed=1)
     out = F.grokking_metrics(task)["fourier"](model)
     assert all(np.isfinite(v) for v in out.values())
     assert out["n_key_freqs"] == 0.0

@@ -1,11 +1,11 @@
-"""Hook points as pure, per-call interventions: caching, patching, identity hooks, gradients with
-respect to activations, and composition with jit and vmap."""
+"""Hook points and the cache (minillm/model/hooks.py) as pure, per-call interventions: caching,
+patching, identity hooks, gradients with respect to activations, and composition with jit and vmap."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import random_tokens
+from helpers import random_tokens
 
 from minillm import act_name, hook_names
 from minillm.model.hooks import Hooks, selected_names
@@ -24,7 +24,7 @@ def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
 
 
 def test_identity_hook_everywhere_leaves_logits_bit_identical(model, cfg, tokens):
-    # a call with hooks runs op by op (minillm/compiled.py): compare with the op-by-op plain pass
+    # a call with hooks runs op by op (minillm/model/compiled.py): compare with the op-by-op plain pass
     base = np.asarray(model.forward(jnp.asarray(tokens), Hooks()))
     for name in hook_names(cfg):
         if name.endswith("hook_result"):
@@ -59,6 +59,7 @@ def test_hook_predicates_lists_and_order(model, cfg, tokens):
     np.testing.assert_array_equal(doubled_then_added, direct)
 
 
+@pytest.mark.slow
 def test_names_filter_caches_only_what_is_asked(model, cfg, tokens):
     _, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
     assert list(cache.keys()) == ["blocks.0.attn.hook_pattern"]
@@ -110,6 +111,7 @@ def test_act_name_follows_transformerlens(short, full):
     assert act_name(*short) == full
 
 
+@pytest.mark.slow
 def test_grad_wrt_zero_probe_equals_finite_difference(model, cfg, tokens):
     """d metric / d activation via a zero additive probe, checked against central differences."""
     name = act_name("resid_mid" if not cfg.attn_only else "attn_out", 0)
@@ -136,6 +138,7 @@ def test_grad_wrt_zero_probe_equals_finite_difference(model, cfg, tokens):
     np.testing.assert_allclose(fd, float((grad * v).sum()), rtol=2e-2, atol=2e-3)
 
 
+@pytest.mark.slow
 def test_vmap_over_patch_position_with_traced_index(model, cfg):
     """A hook that closes over a traced index: one vmapped call patches every position."""
     tokens_a, tokens_b = random_tokens(cfg, seed=5), random_tokens(cfg, seed=6)
@@ -198,6 +201,7 @@ def test_hooks_returning_wrong_shape_or_dtype_are_named(model, tokens):
         model.run_with_hooks(tokens, [name])
 
 
+@pytest.mark.slow
 def test_cache_is_a_pytree_and_leaves_jit(model, tokens):
     f = jax.jit(lambda m, t: m.run_with_cache(t, names_filter=lambda n: "pattern" in n)[1])
     cache = f(model, tokens)
@@ -225,6 +229,7 @@ def test_negative_layers_count_from_the_end_in_cache_keys_and_hook_names(model, 
         model.run_with_hooks(tokens, [(act_name("resid_pre", -cfg.n_layers - 1), lambda x, hook: x)])
 
 
+@pytest.mark.slow
 def test_remove_batch_dim_drops_the_batch_axis_of_a_batch_of_one(model, tokens):
     _, full = model.run_with_cache(tokens[:1])
     _, single = model.run_with_cache(tokens[:1], remove_batch_dim=True)

@@ -1,26 +1,28 @@
-"""Property-based checks that every public call taking a layer, head, position or neuron index either
-gives TransformerLens' meaning (negative counts from the end) or raises a clear error: JAX clamps
-an out-of-range index to a real one, so nothing may reach it unchecked."""
+"""Across modules (no single module of its own): property-based checks that every public call taking a
+layer, head, position or neuron index either gives TransformerLens' meaning (negative counts from
+the end) or raises a clear error: JAX clamps an out-of-range index to a real one, so nothing may
+reach it unchecked."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONFIGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minillm import GPT, GPTConfig, act_name
+from minillm import GPT, act_name
 from minillm import decompose as D
 from minillm.circuits import OV, QK
 from minillm.interventions import ablate, ablate_heads, ablate_neurons, selection_mask, steer
 from minillm.model.inputs import layer_range
 from minillm.sae import gather_activations
 
-CFG = GPTConfig(n_layers=2, d_model=8, n_heads=2, d_mlp=12, n_ctx=5, d_vocab=7, seed=0)
+CFG = CONFIGS["mlp_ln_gelu"]
 MODEL = GPT(CFG)
 TOKENS = np.array([[1, 2, 3, 4, 5], [0, 6, 5, 4, 3]], np.int32)
 LOGITS, CACHE = MODEL.run_with_cache(TOKENS)
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-ints = st.integers(min_value=-12, max_value=12)
+ints = st.integers(min_value=-12, max_value=12)  # past every layer, head and position, both ways
 
 
 def _valid(i: int, size: int) -> bool:
@@ -57,8 +59,9 @@ def test_cache_keys_and_layer_ranges(layer):
             layer_range(CFG, layer, None)
 
 
+@pytest.mark.slow
 @SETTINGS
-@given(head=ints, neuron=st.integers(-20, 20), pos=ints)
+@given(head=ints, neuron=st.integers(-CFG.d_mlp - 8, CFG.d_mlp + 8), pos=ints)
 def test_interventions_refuse_indices_outside_the_activation(head, neuron, pos):
     checks = [
         (lambda: MODEL.run_with_hooks(TOKENS, ablate_heads(MODEL, [(1, head)])), _valid(head, CFG.n_heads)),
@@ -68,7 +71,9 @@ def test_interventions_refuse_indices_outside_the_activation(head, neuron, pos):
             _valid(pos, TOKENS.shape[1]),
         ),
         (
-            lambda: MODEL.run_with_hooks(TOKENS, [steer(act_name("resid_pre", 1), jnp.ones(8), positions=[pos])]),
+            lambda: MODEL.run_with_hooks(
+                TOKENS, [steer(act_name("resid_pre", 1), jnp.ones(CFG.d_model), positions=[pos])]
+            ),
             _valid(pos, TOKENS.shape[1]),
         ),
     ]
@@ -83,6 +88,7 @@ def test_interventions_refuse_indices_outside_the_activation(head, neuron, pos):
         assert int(mask.sum()) == 2 * 2 * 5  # one query row per batch and head
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(pos=ints)
 def test_position_slices_of_the_decompositions_and_gathered_activations(pos):

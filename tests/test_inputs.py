@@ -1,12 +1,12 @@
-"""Checks at the boundary: bad tokens, residual streams and layer ranges raise errors that name the
-problem, directly and through every public call of the model; traced ids never become a clamped,
-plausible token."""
+"""Checks at the boundary (minillm/model/inputs.py): bad tokens, residual streams and layer ranges
+raise errors that name the problem, directly and through every public call of the model; traced ids
+never become a clamped, plausible token."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from helpers import CONFIGS
 
 from minillm import GPT
 from minillm.model.inputs import check_resid, check_tokens, layer_range

@@ -1,10 +1,10 @@
-"""Ablations and steering as hook functions."""
+"""Ablations, steering and noise as hook functions (minillm/interventions.py), and their index checks."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIGS, random_tokens
+from helpers import CONFIGS, random_tokens
 
 from minillm import GPT, act_name
 from minillm.interventions import ablate, ablate_heads, ablate_neurons, add_noise, selection_mask, steer

@@ -74,6 +74,7 @@ def test_every_exercise_is_stub_then_check_then_solution(source):
         assert all(isinstance(s, (ast.ImportFrom, ast.Expr)) for s in check_tree.body), f"{where}: check cell"
 
 
+@pytest.mark.slow  # 30 s to 2 min a lesson
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_lesson_runs_top_to_bottom(path, tmp_path):
     nb = nbformat.read(path, as_version=4)

@@ -1,5 +1,5 @@
-"""The optimizer side: the learning-rate schedule, the training config's checks and its JSON round
-trip, and AdamW with clipping as optax computes it."""
+"""The optimizer side (minillm/training/optim.py): the learning-rate schedule, the training config's
+checks and its JSON round trip, and AdamW with clipping as optax computes it."""
 
 import jax.numpy as jnp
 import numpy as np

@@ -1,12 +1,12 @@
-"""Weights by name: state_dict round trips, load_state_dict refuses what does not fit, model files
-carry their config, and a stack of seeds unstacks to the models it was made of."""
+"""Weights by name (minillm/model/params.py): state_dict round trips, load_state_dict refuses what does
+not fit, model files carry their config, and a stack of seeds unstacks to the models it was made of."""
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import CONFIGS
+from helpers import CONFIGS
 
-from minillm import GPT, CheckpointError, GPTConfig
+from minillm import GPT, CheckpointError
 from minillm.model.checkpoint import save_tensors
 from minillm.model.params import (
     load_state_dict,
@@ -61,7 +61,7 @@ def test_stack_then_unstack_gives_back_each_model():
 
 
 def test_load_seeds_reads_a_multi_seed_run_in_order_of_seed(tmp_path):
-    cfg = GPTConfig(n_layers=1, d_model=8, n_heads=2, n_ctx=4, d_vocab=5)
+    cfg = CONFIGS["attn_only_ln"]
     for seed in (10, 2, 0):
         GPT(cfg, seed=seed).save(str(tmp_path / f"model_seed{seed}.safetensors"))
     (tmp_path / "model.safetensors").write_bytes(b"not a seed file, ignored")

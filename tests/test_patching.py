@@ -1,5 +1,6 @@
-"""Vectorised activation patching equals a naive loop of run_with_hooks calls; attribution patching
-equals the exact patch where the metric is linear in the patched activation."""
+"""Activation patching (minillm/patching.py): the vectorised sweeps equal a naive loop of
+run_with_hooks calls; attribution patching equals the exact patch where the metric is linear in the
+patched activation."""
 
 import itertools
 
@@ -7,14 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONFIGS
 
-from minillm import GPT, GPTConfig, act_name
+from minillm import GPT, act_name
 from minillm import patching as P
 
-CFG = GPTConfig(n_layers=2, d_model=16, n_heads=2, d_mlp=24, n_ctx=6, d_vocab=11, seed=7)
-LINEAR_TAIL = GPTConfig(
-    n_layers=2, d_model=16, n_heads=2, n_ctx=6, d_vocab=11, attn_only=True, normalization_type=None, seed=8
-)
+CFG = CONFIGS["mlp_ln_gelu"]
+LINEAR_TAIL = CONFIGS["attn_only_noln"]  # no LayerNorm, no MLP: the logits are linear in the last layer
+L, H = CFG.n_layers, CFG.n_heads
 
 
 def setup(cfg):
@@ -64,6 +65,7 @@ SWEEPS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sweep, activation, axes, setter", SWEEPS, ids=[s[0].__name__ for s in SWEEPS])
 def test_vectorised_sweep_equals_naive_loop(sweep, activation, axes, setter):
     model, clean, corrupted, clean_cache, metric = setup(CFG)
@@ -74,6 +76,7 @@ def test_vectorised_sweep_equals_naive_loop(sweep, activation, axes, setter):
     assert np.ptp(fast) > 1e-3  # the sweep found something to vary
 
 
+@pytest.mark.slow
 def test_sweep_values_make_sense():
     model, clean, corrupted, clean_cache, metric = setup(CFG)
     result = np.asarray(P.get_act_patch_resid_pre(model, corrupted, clean_cache, metric))
@@ -86,15 +89,16 @@ def test_sweep_values_make_sense():
     assert abs(clean_metric - corrupted_metric) > 1e-3
 
 
+@pytest.mark.slow
 def test_every_variants_stack_the_single_sweeps():
     model, clean, corrupted, clean_cache, metric = setup(CFG)
     block = P.get_act_patch_block_every(model, corrupted, clean_cache, metric)
-    assert block.shape == (3, 2, 6)
+    assert block.shape == (3, L, 6)
     np.testing.assert_allclose(block[1], P.get_act_patch_attn_out(model, corrupted, clean_cache, metric), atol=1e-6)
     heads = P.get_act_patch_attn_head_all_pos_every(model, corrupted, clean_cache, metric)
-    assert heads.shape == (5, 2, 2)
+    assert heads.shape == (5, L, H)
     by_pos = P.get_act_patch_attn_head_by_pos_every(model, corrupted, clean_cache, metric)
-    assert by_pos.shape == (5, 2, 6, 2)
+    assert by_pos.shape == (5, L, 6, H)
     np.testing.assert_allclose(
         by_pos[4],
         P.get_act_patch_attn_head_pattern_by_pos(model, corrupted, clean_cache, metric).transpose(0, 2, 1),
@@ -102,6 +106,7 @@ def test_every_variants_stack_the_single_sweeps():
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "exact, attr, n_axes",
     [
@@ -124,13 +129,15 @@ def test_attribution_equals_exact_patch_where_the_model_is_linear(exact, attr, n
     assert corr > 0.5  # and the earlier layer is approximated, not garbage
 
 
+@pytest.mark.slow
 def test_attribution_of_resid_pre_and_pattern_shapes():
     model, clean, corrupted, clean_cache, metric = setup(CFG)
-    assert P.get_attr_patch_resid_pre(model, corrupted, clean_cache, metric).shape == (2, 6)
-    assert P.get_attr_patch_attn_head_pattern_all_pos(model, corrupted, clean_cache, metric).shape == (2, 2)
-    assert P.get_attr_patch_attn_head_pattern_by_pos(model, corrupted, clean_cache, metric).shape == (2, 2, 6)
+    assert P.get_attr_patch_resid_pre(model, corrupted, clean_cache, metric).shape == (L, 6)
+    assert P.get_attr_patch_attn_head_pattern_all_pos(model, corrupted, clean_cache, metric).shape == (L, H)
+    assert P.get_attr_patch_attn_head_pattern_by_pos(model, corrupted, clean_cache, metric).shape == (L, H, 6)
 
 
+@pytest.mark.slow
 def test_activation_gradients_match_finite_differences():
     model, clean, corrupted, clean_cache, metric = setup(CFG)
     name = act_name("resid_mid", 1)
@@ -155,6 +162,7 @@ def test_bad_axes_are_refused():
         )
 
 
+@pytest.mark.slow
 def test_corruption_hooks_make_the_corrupted_run_of_a_sweep():
     """A causal trace (Meng et al. 2022): noise on two positions' embeddings, clean activations
     restored one at a time. Each value equals a naive run with the noise hook and the patch hook."""

@@ -1,6 +1,8 @@
-"""Every plotting function returns a figure that renders to a PNG."""
+"""Every plotting function (minillm/plots.py) returns a figure that renders to a PNG."""
 
 import numpy as np
+import pytest
+from helpers import CONFIGS
 
 from minillm.plots import (
     plot_attention_patterns,
@@ -63,13 +65,14 @@ def test_every_plot_renders_to_png(tmp_path):
     assert len(figs["patch_layer_pos_head"].axes) == 3  # 2 layers and a colour bar
 
 
+@pytest.mark.slow
 def test_probe_scores_render_to_png(tmp_path):
-    from minillm import GPT, GPTConfig
+    from minillm import GPT
     from minillm.plots import plot_probe_scores
     from minillm.probes import probe_sweep
 
     tokens = np.random.default_rng(0).integers(0, 5, (60, 6)).astype(np.int32)
-    sweep = probe_sweep(GPT(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=6, d_vocab=5)), tokens, tokens == 1)
+    sweep = probe_sweep(GPT(CONFIGS["attn_only_ln"]), tokens, tokens == 1)
     fig = plot_probe_scores(sweep, title="is the token a 1?")
     assert len(fig.axes) == 6  # three panels, each with its colorbar
     _save(fig, tmp_path / "probes.png")

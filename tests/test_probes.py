@@ -1,11 +1,12 @@
-"""Linear and logistic probes: a planted feature is recovered, noise scores ~0 held out, directions
-live in the activations' basis, the vmapped sweep equals fitting each probe alone, the controls
-separate what the model computes from what its input gives, and bad inputs are refused."""
+"""Linear and logistic probes (minillm/probes.py): a planted feature is recovered, noise scores ~0 held
+out, directions live in the activations' basis, the vmapped sweep equals fitting each probe alone,
+the controls separate what the model computes from what its input gives, and bad inputs are refused."""
 
 import numpy as np
 import pytest
+from helpers import CONFIGS
 
-from minillm import GPT, GPTConfig
+from minillm import GPT
 from minillm.probes import Probe, fit_probe, probe_sweep, residual_stream_names
 
 RNG = np.random.default_rng(0)
@@ -65,11 +66,12 @@ def test_bad_inputs_are_refused_with_a_clear_error(acts, labels, kind, match):
         fit_probe(acts, labels, kind)
 
 
-CFG = GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=8, d_vocab=5, seed=7)
-TOKENS = RNG.integers(0, 5, (240, 8)).astype(np.int32)
+CFG = CONFIGS["mlp_ln_gelu"]
+TOKENS = RNG.integers(0, 5, (240, 8)).astype(np.int32)  # five of the token ids: plenty of 1s to count
 COUNT = np.cumsum(TOKENS == 1, axis=1).astype(np.float32)  # how many 1s so far: a running count
 
 
+@pytest.mark.slow
 def test_the_sweep_equals_fitting_each_probe_alone():
     model = GPT(CFG, seed=1)
     names = residual_stream_names(model) + ["blocks.0.mlp.hook_post", "blocks.1.attn.hook_z"]
@@ -88,6 +90,7 @@ def test_the_sweep_equals_fitting_each_probe_alone():
     assert sweep.score(("resid_post", 1), 3) == sweep.scores[names.index("blocks.1.hook_resid_post"), 3]
 
 
+@pytest.mark.slow
 def test_the_controls_and_pooled_positions():
     model = GPT(CFG, seed=1)
     sweep = probe_sweep(model, TOKENS, COUNT)
@@ -103,6 +106,7 @@ def test_the_controls_and_pooled_positions():
     np.testing.assert_allclose(one_per_sequence.scores[:, 0], sweep.scores[:, 7], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_position_whose_label_never_varies_scores_nan():
     labels = COUNT.copy()
     labels[:, 2] = 5.0
@@ -113,7 +117,7 @@ def test_a_position_whose_label_never_varies_scores_nan():
 def test_a_logistic_sweep_reads_the_current_token():
     is_one = (TOKENS == 1).astype(np.int32)
     sweep = probe_sweep(GPT(CFG), TOKENS, is_one, ["hook_embed"], kind="logistic")
-    assert sweep.scores.min() > 0.95 and sweep.directions["hook_embed"].shape == (8, 2, 32)
+    assert sweep.scores.min() > 0.95 and sweep.directions["hook_embed"].shape == (8, 2, CFG.d_model)
 
 
 def test_bad_sweeps_are_refused():

@@ -102,6 +102,7 @@ def test_transformer_lens_example():
     assert namespace["tl_cfg"]["n_layers"] == 2
 
 
+@pytest.mark.slow  # trains a model for a few steps
 def test_training_example(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     namespace = run_block("test_training_example")

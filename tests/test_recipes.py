@@ -1,5 +1,6 @@
-"""The recipes: every one fits its task and names its target once (in its TrainConfig), its progress
-measures read the split the run trains on, and its summary shows what a model learned."""
+"""The recipes (minillm/training/recipes.py): every one fits its task and names its target once (in its
+TrainConfig), its progress measures read the split the run trains on, and its summary shows what a
+model learned."""
 
 import dataclasses
 import os
@@ -22,6 +23,7 @@ def test_every_recipe_builds_a_model_that_fits_its_task(name):
     assert r.about and r.target_metric
 
 
+@pytest.mark.slow
 def test_induction_summary_shows_the_copies_and_scores_them():
     """The repeated-tokens recipes summarise what is predictable (the copy), against the random rest:
     the shipped induction model copies, an untrained one does not."""
@@ -41,6 +43,7 @@ def test_induction_summary_shows_the_copies_and_scores_them():
     assert untrained[0] < 10
 
 
+@pytest.mark.slow
 def test_bracket_depth_metrics_and_summary_tell_a_trained_model_from_an_untrained_one():
     """prob_r2 (the match to the exact P(")")) is near 1 for the shipped model and near 0 or below
     for an untrained one; excess loss the other way round; the summary prints both rows."""
@@ -72,6 +75,7 @@ def test_only_the_early_stopping_recipes_stop_at_their_target():
     assert stopping == {"modular_addition"}
 
 
+@pytest.mark.slow
 def test_progress_measures_read_the_split_the_run_trains_on():
     """A run with data_seed 1 must be measured on split(1)'s test set, not on split(0)'s."""
     recipe = RECIPES["bracket_depth"]

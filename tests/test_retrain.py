@@ -9,6 +9,7 @@ from minillm import GPT
 from minillm.lessons import ENV, checkpoint, retrain
 
 
+@pytest.mark.slow  # trains a recipe for 20 steps
 def test_retrain_writes_the_run_where_the_lessons_find_it(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv(ENV, raising=False)

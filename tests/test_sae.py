@@ -1,6 +1,7 @@
-"""Sparse autoencoders: on data built from a known sparse dictionary the decoder recovers it, the
-evaluation numbers mean what they say, a perfect reconstruction spliced into the model gives the
-model's own loss, activations are gathered by name, and SAEs save, load and refuse bad input."""
+"""Sparse autoencoders (minillm/sae.py): on data built from a known sparse dictionary the decoder
+recovers it, the evaluation numbers mean what they say, a perfect reconstruction spliced into the
+model gives the model's own loss, activations are gathered by name, and SAEs save, load and refuse
+bad input."""
 
 import jax
 import numpy as np
@@ -27,6 +28,7 @@ def best_cosines(sae: SAE, features: np.ndarray) -> np.ndarray:
     return np.abs(features @ decoder.T).max(1)  # decoder rows are unit norm
 
 
+@pytest.mark.slow
 def test_topk_sae_recovers_a_known_sparse_dictionary():
     acts, features = sparse_data()
     sae = train_sae(acts, d_sae=96, k=3, steps=1500, lr=3e-3, batch_size=512, progress=False)
@@ -39,6 +41,7 @@ def test_topk_sae_recovers_a_known_sparse_dictionary():
     assert best_cosines(untrained, features).mean() < 0.7  # what recovery is measured against
 
 
+@pytest.mark.slow
 def test_relu_l1_sae_is_sparse_and_reconstructs():
     acts, features = sparse_data(n=4096, seed=1)
     sae = train_sae(acts, d_sae=96, l1=1.0, steps=1500, lr=3e-3, batch_size=512, progress=False)
@@ -62,9 +65,11 @@ def test_evaluation_counts_l0_and_dead_features_exactly():
     assert stats["dead_fraction"] == pytest.approx(6 / 10)  # -e_1.. : only +e0, -e1, +e2, +e3 fire
 
 
+# Its own config: the model must fit the bracket_depth task (3 tokens in, 2 out, 25 positions).
 CFG = GPTConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64, n_ctx=25, d_vocab=3, d_vocab_out=2, seed=3)
 
 
+@pytest.mark.slow
 def test_a_perfect_reconstruction_spliced_in_gives_the_models_own_loss():
     task = make_task("bracket_depth", n_brackets=24)
     batch = task.sample(jax.random.key(0), 64)
@@ -83,6 +88,7 @@ def test_a_perfect_reconstruction_spliced_in_gives_the_models_own_loss():
     assert partial["fraction_recovered"] < 1.0
 
 
+@pytest.mark.slow
 def test_gather_activations_matches_the_cache_and_selects_positions():
     model = GPT(CFG)
     tokens = make_task("bracket_depth", n_brackets=24).sample(jax.random.key(1), 300).tokens
@@ -93,6 +99,7 @@ def test_gather_activations_matches_the_cache_and_selects_positions():
     np.testing.assert_allclose(last, np.asarray(cache["resid_post", 1])[:, -1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_save_load_round_trip_and_refusals(tmp_path):
     acts, _ = sparse_data(n=512)
     sae = train_sae(acts, d_sae=32, k=4, steps=20, progress=False)

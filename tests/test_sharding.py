@@ -16,6 +16,7 @@ from minillm.sharding import check_mesh, local_mesh, shard_leading
 CHECK = pathlib.Path(__file__).with_name("sharded_check.py")
 
 
+@pytest.mark.slow
 def test_sharded_runs_equal_single_device_runs_on_8_simulated_devices():
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     done = subprocess.run([sys.executable, str(CHECK)], env=env, capture_output=True, text=True, timeout=600)

@@ -1,4 +1,5 @@
-"""Weights to and from TransformerLens without torch: the round trip, its buffers dropped, files,
+"""Weights to and from TransformerLens without torch (minillm/model/transformer_lens.py, GPT.to_ and
+GPT.from_transformer_lens): the round trip, its buffers dropped, files,
 tensor-like objects, and every config option that would change the numbers refused by name.
 (The cross-library check against TransformerLens itself is bench/tl_suite.py.)"""
 
@@ -7,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import CONFIGS
+from helpers import CONFIGS
 
 from minillm import GPT
 from minillm.model.transformer_lens import config_from_transformer_lens

@@ -1,25 +1,22 @@
-"""Weight processing leaves the log-probabilities unchanged, returns a new model without touching
-the input, and leaves the weights in the form it promises (LN folded to 1 and 0, writers centred,
-unembedding centred, value biases moved into b_O)."""
+"""Weight processing (minillm/weight_processing.py) leaves the log-probabilities unchanged, returns a
+new model without touching the input, and leaves the weights in the form it promises (LN folded to 1
+and 0, writers centred, unembedding centred, value biases moved into b_O)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONFIGS, DEFAULT, numpy_weights, random_tokens
 
 from minillm import GPT, GPTConfig
 from minillm import weight_processing as WP
 
 TOL = 1e-5
-SIZES = dict(n_layers=2, d_model=32, n_heads=4, n_ctx=10, d_vocab=20)
-CONFIGS = {
-    "attn_only_ln": GPTConfig(**SIZES, attn_only=True, seed=1),
-    "attn_only_noln": GPTConfig(**SIZES, attn_only=True, normalization_type=None, seed=2),
-    "mlp_ln_gelu": GPTConfig(**SIZES, d_mlp=48, act_fn="gelu", d_vocab_out=17, seed=3),
-    "mlp_ln_relu": GPTConfig(**SIZES, d_mlp=48, act_fn="relu", seed=4),
-    "mlp_noln_relu": GPTConfig(**SIZES, d_mlp=48, normalization_type=None, seed=5),
-}
-LN_CONFIGS = [name for name, cfg in CONFIGS.items() if cfg.normalization_type == "LN"]
+# The representative four and the one model with LayerNorm and a ReLU MLP (bidirectional, too: the
+# transforms hold for any attention whose rows sum to 1).
+NAMES = (*DEFAULT, "mlp_ln_relu_bidirectional")
+LN_CONFIGS = [name for name in NAMES if CONFIGS[name].normalization_type == "LN"]
+NO_LN_CONFIGS = [name for name in NAMES if CONFIGS[name].normalization_type is None]
 TRANSFORMS = {
     "fold_layer_norm": WP.fold_layer_norm,
     "center_writing_weights": WP.center_writing_weights,
@@ -27,7 +24,6 @@ TRANSFORMS = {
     "fold_value_biases": WP.fold_value_biases,
     "process_weights": WP.process_weights,
 }
-TOKENS = np.random.default_rng(0).integers(0, SIZES["d_vocab"], (3, SIZES["n_ctx"])).astype(np.int32)
 
 
 def perturbed(cfg: GPTConfig) -> GPT:
@@ -63,7 +59,7 @@ def model_for(name: str) -> GPT:
 
 
 def log_probs(model: GPT) -> np.ndarray:
-    return np.asarray(jax.nn.log_softmax(model(TOKENS), axis=-1))
+    return np.asarray(jax.nn.log_softmax(model(random_tokens(model.cfg)), axis=-1))
 
 
 def reference_log_probs(name: str) -> np.ndarray:
@@ -72,15 +68,11 @@ def reference_log_probs(name: str) -> np.ndarray:
     return _log_probs[name]
 
 
-def numpy_weights(model: GPT) -> dict[str, np.ndarray]:
-    return {k: np.array(v) for k, v in model.state_dict().items()}
-
-
 def applies(transform: str, config: str) -> bool:
     return not (transform == "center_writing_weights" and CONFIGS[config].normalization_type is None)
 
 
-CASES = [(t, c) for t in TRANSFORMS for c in CONFIGS if applies(t, c)]
+CASES = [(t, c) for t in TRANSFORMS for c in NAMES if applies(t, c)]
 
 
 @pytest.mark.parametrize("transform, config", CASES)
@@ -160,7 +152,7 @@ def test_fold_layer_norm_without_centering_only_scales_the_readers(config):
         WP.fold_layer_norm(model, fold_biases=False)
 
 
-@pytest.mark.parametrize("config", ["attn_only_noln", "mlp_noln_relu"])
+@pytest.mark.parametrize("config", NO_LN_CONFIGS)
 def test_fold_layer_norm_of_a_model_without_layer_norm_is_an_equal_copy(config):
     model = model_for(config)
     processed = WP.fold_layer_norm(model)
@@ -182,14 +174,15 @@ def test_center_writing_weights_gives_zero_mean_over_d_model(config):
         np.testing.assert_allclose(after[name], before[name] - before[name].mean(-1, keepdims=True), atol=1e-6)
     # and everything the forward pass writes into the residual stream has zero mean over d_model
     _, cache = centred.run_with_cache(
-        TOKENS, names_filter=lambda n: n.endswith(("embed", "_out", "hook_result")) and not n.startswith("unembed.")
+        random_tokens(cfg),
+        names_filter=lambda n: n.endswith(("embed", "_out", "hook_result")) and not n.startswith("unembed."),
     )
     assert len(cache) == 2 + cfg.n_layers * (2 if cfg.attn_only else 3)
     for name, act in cache.items():
         assert max_mean(np.asarray(act), -1) < 1e-5, name
 
 
-@pytest.mark.parametrize("config", ["attn_only_noln", "mlp_noln_relu"])
+@pytest.mark.parametrize("config", NO_LN_CONFIGS)
 def test_center_writing_weights_refuses_a_model_without_layer_norm(config):
     with pytest.raises(ValueError, match="LayerNorm"):
         WP.center_writing_weights(model_for(config))
@@ -205,7 +198,7 @@ def test_center_unembed_gives_zero_mean_over_the_vocabulary(config):
     np.testing.assert_allclose(after["unembed.b_U"], before["unembed.b_U"] - before["unembed.b_U"].mean(), atol=1e-6)
 
 
-@pytest.mark.parametrize("config", ["mlp_ln_relu", "attn_only_noln"])
+@pytest.mark.parametrize("config", ["mlp_ln_relu_bidirectional", "attn_only_noln"])
 def test_fold_value_biases_moves_b_V_through_W_O_into_b_O(config):
     cfg = CONFIGS[config]
     before = numpy_weights(model_for(config))
@@ -218,7 +211,7 @@ def test_fold_value_biases_moves_b_V_through_W_O_into_b_O(config):
         np.testing.assert_allclose(after[f"{attn}.b_O"], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("config", NAMES)
 def test_process_weights_composes_the_transforms_in_transformer_lens_order(config):
     cfg, model = CONFIGS[config], model_for(config)
     expected = model

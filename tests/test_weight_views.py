@@ -1,4 +1,5 @@
-"""TransformerLens' stacked weight properties equal the per-block weights, with its shapes."""
+"""TransformerLens' stacked weight properties (minillm/model/weight_views.py) equal the per-block
+weights, with its shapes."""
 
 import jax
 import numpy as np

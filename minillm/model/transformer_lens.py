@@ -142,13 +142,15 @@ def config_to_transformer_lens(cfg: GPTConfig) -> dict[str, Any]:
     return out
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # a torch tensor, converted without importing torch
+def to_numpy(value: Any) -> np.ndarray:
+    """A NumPy copy of an array, a JAX array, a torch tensor (on any device; bfloat16, which NumPy
+    lacks, as float32; torch is never imported), a list or a number. minillm.utils.to_numpy."""
+    if hasattr(value, "detach"):
         value = value.detach().cpu()
         if str(getattr(value, "dtype", "")) == "torch.bfloat16":
             value = value.float()
-        value = value.numpy()
-    return np.asarray(value, dtype=np.float32)
+        return value.numpy()
+    return np.array(value)
 
 
 def weights_from_transformer_lens(state_dict: Any) -> dict[str, np.ndarray]:
@@ -159,4 +161,4 @@ def weights_from_transformer_lens(state_dict: Any) -> dict[str, np.ndarray]:
             state_dict = safetensors.numpy.load_file(state_dict)
         except Exception as e:
             raise ValueError(f"from_transformer_lens: cannot read {state_dict!r} as safetensors: {e}") from e
-    return {k: _to_numpy(v) for k, v in state_dict.items() if not k.endswith(_BUFFERS)}
+    return {k: to_numpy(v).astype(np.float32) for k, v in state_dict.items() if not k.endswith(_BUFFERS)}

@@ -1,19 +1,21 @@
-"""Training checkpoints: model, optimizer state, data keys and step come back exactly, and a file
-made by another run (config, task, seeds or training config) is refused with the field named."""
+"""Training checkpoints (minillm/training/state.py): model, optimizer state, data keys and step come
+back exactly, and a file made by another run (config, task, seeds or training config) is refused
+with the field named."""
 
 import dataclasses
 
 import jax
 import numpy as np
 import pytest
+from helpers import modular_config
 
-from minillm import CheckpointError, GPTConfig
+from minillm import CheckpointError
 from minillm.tasks import make_task
 from minillm.training.optim import TrainConfig, make_optimizer
 from minillm.training.state import load_train_state, run_spec, save_train_state
 from minillm.training.step import init_train_state
 
-CFG = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=12, d_vocab_out=11)
+CFG = modular_config(11)  # fits TASK: its vocabulary and three positions
 TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)
 TC = TrainConfig(steps=10, lr=1e-2)
 
@@ -39,7 +41,7 @@ def test_a_train_state_comes_back_exactly(tmp_path):
 @pytest.mark.parametrize(
     "change, field",
     [
-        (lambda: run_spec(dataclasses.replace(CFG, d_mlp=64), TASK, TC, None), "config"),
+        (lambda: run_spec(dataclasses.replace(CFG, d_mlp=2 * CFG.d_mlp), TASK, TC, None), "config"),
         (lambda: run_spec(CFG, make_task("modular_arithmetic", p=11, frac_train=0.6), TC, None), "task"),
         (lambda: run_spec(CFG, TASK, TC, [0]), "seeds"),
         (lambda: run_spec(CFG, TASK, dataclasses.replace(TC, lr=1e-3), None), "lr"),

@@ -1,25 +1,24 @@
-"""The training loop: it learns, it resumes bit-identically, seeds vmap, divergence stops cleanly."""
+"""The training loop (minillm/training/loop.py, `train`): it learns (in bfloat16 too, and on every
+task), stops a margin after its target, resumes bit-identically and refuses another run's
+checkpoint, trains a stack of seeds as the single runs, stops cleanly on divergence, and refuses a
+model that does not fit the task."""
 
 import dataclasses
 import json
 
 import numpy as np
 import pytest
+from helpers import CONFIGS, modular_config, numpy_weights
 
 from minillm import GPT, CheckpointError, GPTConfig
 from minillm.tasks import TASKS, make_task
 from minillm.training import TrainConfig, TrainingDiverged, train
 
 MOD = make_task("modular_arithmetic", p=17, frac_train=0.6)
-MOD_CFG = GPTConfig(
-    n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=3, d_vocab=18, d_vocab_out=17, normalization_type=None
-)
+MOD_CFG = modular_config(17)  # the task's vocabulary and length: the model must fit the task
 
 
-def weights(model):
-    return {k: np.asarray(v) for k, v in model.state_dict().items()}
-
-
+@pytest.mark.slow
 def test_tiny_model_learns_modular_addition():
     tc = TrainConfig(steps=300, lr=1e-2, weight_decay=0.1, steps_per_call=50, eval_every=100)
     result = train(MOD_CFG, MOD, tc, progress=False)
@@ -28,6 +27,7 @@ def test_tiny_model_learns_modular_addition():
     assert last["train_loss"] < 0.1 * first["train_loss"]
 
 
+@pytest.mark.slow
 def test_training_in_bfloat16_learns_too():
     """Mixed precision (GPTConfig.dtype="bfloat16"): float32 weights and optimizer, bfloat16 compute."""
     tc = TrainConfig(steps=300, lr=1e-2, weight_decay=0.1, steps_per_call=50, eval_every=100)
@@ -37,6 +37,7 @@ def test_training_in_bfloat16_learns_too():
     assert result.model.embed.W_E[...].dtype == np.float32
 
 
+@pytest.mark.slow
 def test_a_run_with_a_target_stops_its_margin_after_reaching_it(tmp_path):
     tc = TrainConfig(
         steps=600,
@@ -55,17 +56,19 @@ def test_a_run_with_a_target_stops_its_margin_after_reaching_it(tmp_path):
     assert (out / "model.safetensors").exists()
     again = train(MOD_CFG, MOD, tc, str(out), progress=False, resume=True)  # finished: nothing more to train
     assert again.step == result.step
-    np.testing.assert_array_equal(weights(again.model)["embed.W_E"], weights(result.model)["embed.W_E"])
+    np.testing.assert_array_equal(numpy_weights(again.model)["embed.W_E"], numpy_weights(result.model)["embed.W_E"])
     with pytest.raises(ValueError, match="target"):
         TrainConfig(target=("train_acc",))
 
 
 def _cfg_for(task, **kw):
+    """A small model that fits `task` (its vocabularies and length: one config per task)."""
     return GPTConfig(
         n_layers=1, d_model=32, n_heads=2, n_ctx=task.seq_len, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, **kw
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_loss_goes_down_on_every_task(name):
     task = make_task(name)
@@ -77,6 +80,7 @@ def test_loss_goes_down_on_every_task(name):
     assert last["train_loss"] < 0.95 * first["train_loss"], (first, last)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
     tc = TrainConfig(steps=60, lr=1e-2, steps_per_call=10, eval_every=20, checkpoint_every=20)
     straight = train(MOD_CFG, MOD, tc, str(tmp_path / "straight"), progress=False)
@@ -86,7 +90,7 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
     with pytest.raises(FileExistsError, match="resume"):
         train(MOD_CFG, MOD, tc, str(tmp_path / "resumed"), progress=False)
     resumed = train(MOD_CFG, MOD, tc, str(tmp_path / "resumed"), progress=False, resume=True)
-    a, b = weights(straight.model), weights(resumed.model)
+    a, b = numpy_weights(straight.model), numpy_weights(resumed.model)
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # metrics.jsonl has each step once, as in the straight run
@@ -95,9 +99,10 @@ def test_killed_and_resumed_run_ends_bit_identical(tmp_path):
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in straight.metrics]
     # the final model file is the same model
     loaded = GPT.load(str(tmp_path / "resumed" / "model.safetensors"))
-    np.testing.assert_array_equal(weights(loaded)["embed.W_E"], a["embed.W_E"])
+    np.testing.assert_array_equal(numpy_weights(loaded)["embed.W_E"], a["embed.W_E"])
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_run(tmp_path):
     tc = TrainConfig(steps=20, lr=1e-2, steps_per_call=10, eval_every=10, checkpoint_every=10)
     train(MOD_CFG, MOD, tc, str(tmp_path), progress=False, stop_at_step=10)
@@ -106,6 +111,7 @@ def test_resume_refuses_a_different_run(tmp_path):
         train(MOD_CFG, MOD, other, str(tmp_path), progress=False, resume=True)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_is_refused_and_resume_does_not_overwrite_it(tmp_path):
     tc = TrainConfig(steps=20, lr=1e-2, steps_per_call=10, eval_every=10, checkpoint_every=10)
     train(MOD_CFG, MOD, tc, str(tmp_path), progress=False, stop_at_step=10)
@@ -117,13 +123,14 @@ def test_corrupt_checkpoint_is_refused_and_resume_does_not_overwrite_it(tmp_path
     assert path.read_bytes() == good[: len(good) // 2]  # nothing was written over it
 
 
+@pytest.mark.slow
 def test_n_seeds_with_vmap_equal_n_single_runs():
     tc = TrainConfig(steps=40, lr=1e-2, steps_per_call=20, eval_every=20, batch_size=16)
     together = train(MOD_CFG, MOD, tc, progress=False, seeds=[3, 4, 5])
     assert len(together.metrics) == 3 * 3  # 3 evaluations x 3 seeds
     for i, seed in enumerate([3, 4, 5]):
         alone = train(MOD_CFG, MOD, TrainConfig(**{**tc.__dict__, "seed": seed}), progress=False)
-        a, b = weights(together.models()[i]), weights(alone.model)
+        a, b = numpy_weights(together.models()[i]), numpy_weights(alone.model)
         # b_K's gradient is zero in exact arithmetic (softmax ignores a constant added to every
         # score of a query), so AdamW turns float noise of ~1e-10 into full-size updates: it is noise
         # in both runs and cannot agree. Every other weight must, but an element whose gradient is
@@ -135,10 +142,11 @@ def test_n_seeds_with_vmap_equal_n_single_runs():
             np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-3, err_msg=f"seed {seed} {k}")
         rows = [r for r in together.metrics if r["seed"] == seed]
         np.testing.assert_allclose([r["train_loss"] for r in rows], [r["train_loss"] for r in alone.metrics], rtol=1e-4)
-    w = weights(together.models()[0])["embed.W_E"], weights(together.models()[1])["embed.W_E"]
+    w = numpy_weights(together.models()[0])["embed.W_E"], numpy_weights(together.models()[1])["embed.W_E"]
     assert not np.allclose(*w)  # the seeds really differ
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
     # the lr ramps to 1e38 / 1e6 per step: weights blow up and the loss turns NaN within a few steps
     tc = TrainConfig(
@@ -154,5 +162,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_model_that_does_not_fit_the_task_is_refused():
+    cfg = CONFIGS["attn_only_ln"]
+    assert cfg.d_vocab != MOD.d_vocab  # 23 tokens in, where the task has 18
     with pytest.raises(ValueError, match="does not fit"):
-        train(GPTConfig(n_layers=1, d_model=16, n_heads=2, n_ctx=3, d_vocab=10), MOD, TrainConfig(steps=1))
+        train(cfg, MOD, TrainConfig(steps=1))

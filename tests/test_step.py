@@ -1,19 +1,22 @@
-"""The compiled training step without a Task: a chunk of steps equals the same steps taken one at a
-time, a stack of seeds equals each seed alone, and chunks are placed by absolute step numbers."""
+"""The compiled training step (minillm/training/step.py) without the loop: a chunk of steps equals the
+same steps taken one at a time, a stack of seeds equals each seed alone, a task's batches depend on
+the key and the step only, and chunks are placed by absolute step numbers."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
+from helpers import modular_config
 
-from minillm import GPT, GPTConfig
+from minillm import GPT
 from minillm.model.losses import loss_fn
 from minillm.model.params import unstack_models
 from minillm.tasks import make_task
 from minillm.training.optim import TrainConfig, make_optimizer
 from minillm.training.step import chunk_sizes, init_train_state, make_train_chunk, task_batches
 
-CFG = GPTConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, n_ctx=3, d_vocab=12, d_vocab_out=11)
+CFG = modular_config(11)  # fits TASK: its vocabulary and three positions
 TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)
 
 
@@ -21,6 +24,7 @@ def fixed_batch(data, data_key, step):
     return data
 
 
+@pytest.mark.slow
 def test_a_chunk_equals_the_same_steps_taken_one_by_one():
     optimizer = make_optimizer(TrainConfig(lr=1e-2))
     batch = jax.tree.map(jnp.asarray, TASK.split(0)[0])
@@ -40,6 +44,7 @@ def test_a_chunk_equals_the_same_steps_taken_one_by_one():
     np.testing.assert_allclose(model(batch.tokens), by_hand(batch.tokens), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_a_stack_of_seeds_trains_as_each_seed_alone():
     optimizer = make_optimizer(TrainConfig(lr=1e-2, batch_size=8))
     batch_fn = task_batches(TASK, 8)
