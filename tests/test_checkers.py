@@ -169,6 +169,7 @@ def test_superposition_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
         check_importance_weighted_loss(lambda x, y, imp: ((x - y) ** 2).sum(-1).mean())  # importance ignored
 
 
+@pytest.mark.slow  # ~11 s
 def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
     """The model's own forward pass passes; one that forgets the final LayerNorm, or gives one
     stream too few, does not."""

@@ -88,6 +88,7 @@ def test_the_marker_rule_catches_what_it_should(monkeypatch, tmp_path):
             test_every_block_is_marked()
 
 
+@pytest.mark.slow  # a vmapped sweep of 32 patches: ~12 s
 def test_ten_line_example():
     namespace = run_block("test_ten_line_example")
     assert namespace["sweep"].shape == (32, 50)
