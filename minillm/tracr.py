@@ -11,7 +11,7 @@ a method is run on the model and its answer compared with the circuit below.
     tm.model                                # a GPT (ReLU, no LayerNorm, bidirectional attention)
     tokens = tm.encode([1, 2, 3])           # int32 [1, 4]: BOS first
     tm.decode(tm.model(tokens))             # ["BOS", 3, 2, 1]: Tracr's own `.decoded`
-    tm.circuit                              # ("embed -> blocks.0.attn.h0.q", ...): the ground truth
+    tm.circuit                              # ("embed -> blocks.0.attn.head0.q", ...): the ground truth
 
     tm = from_tracr(assembled)              # any compiled Tracr model (needs tracr installed)
     write_fixture(assembled, "name", path)  # python -m minillm.tracr write-fixtures DIR
@@ -41,7 +41,7 @@ the BOS token itself (position 0 holds BOS, whose output Tracr leaves undefined;
 logit (categorical programs) or the single output number as a float (numerical programs).
 
 Ground-truth circuit. Nodes: senders `embed` (token and position embeddings together),
-`blocks.L.attn.hH` and `blocks.L.mlp`; receivers `blocks.L.attn.hH.q`, `.k`, `.v`, `blocks.L.mlp`
+`blocks.L.attn.headH` and `blocks.L.mlp`; receivers `blocks.L.attn.headH.q`, `.k`, `.v`, `blocks.L.mlp`
 and `logits`. An edge "sender -> receiver" goes from an earlier node to a later one (embed first;
 attention heads of a block before its MLP; heads of one block do not feed each other; logits last).
 Tracr gives every quantity its own labelled residual directions (`tokens:a`, `indices:3`, `one`,
@@ -70,17 +70,17 @@ and from each other:
 - ACDC (Conmy et al. 2023; acdc/tracr_task/utils.py, `get_tracr_reverse_edges`,
   `get_tracr_proportion_edges`) took its ground truth from an ACDC run itself (zero ablation,
   threshold epsilon), with embed split into hook_embed and hook_pos_embed. It keeps edges carried
-  by "one" and BOS alone (reverse's embed -> blocks.0.mlp, embed -> blocks.0.attn.h0.v), but drops
+  by "one" and BOS alone (reverse's embed -> blocks.0.mlp, embed -> blocks.0.attn.head0.v), but drops
   the edges of reads that zeroing leaves without effect: reverse's length head reads the tokens in
   q and k, yet its selector (Select(tokens, tokens, TRUE)) gives every real key the same score, so
   zeroing its query changes nothing; and the flip head's query reads only "one" from the embedding
   (the BOS default, never needed: every query of reverse has its match). On reverse it has
-  10 of our 13 edges (missing embed -> blocks.0.attn.h0.q / .k and embed -> blocks.3.attn.h0.q);
+  10 of our 13 edges (missing embed -> blocks.0.attn.head0.q / .k and embed -> blocks.3.attn.head0.q);
   on frac_prevs it is exactly our 5.
 - auto-circuit (Miller et al. 2024; `tracr_reverse_true_edges`, `tracr_xproportion_official_edges`)
   lists the edges that must be kept under resample ablation between prompts of one length, where
-  whatever depends only on length and position is constant: reverse is embed -> blocks.3.attn.h0.v
-  -> logits (2 edges), frac_prevs embed -> blocks.0.mlp -> blocks.1.attn.h0.v -> logits (3).
+  whatever depends only on length and position is constant: reverse is embed -> blocks.3.attn.head0.v
+  -> logits (2 edges), frac_prevs embed -> blocks.0.mlp -> blocks.1.attn.head0.v -> logits (3).
 
 Both used reverse on {1, 2, 3} and frac_prevs(tokens == "x") on {w, x, y, z}, max length 5, as the
 fixtures here do, so the three are circuits of the same weights. `edge_labels` says what each edge
@@ -107,6 +107,7 @@ from typing import Any
 
 import numpy as np
 
+from minillm.graph import edge_sort_key, node_order, receiver_node
 from minillm.model import GPT, GPTConfig
 from minillm.model.checkpoint import CheckpointError, load_tensors
 
@@ -221,33 +222,6 @@ def _hashable(v: Any) -> bool:
 # --- the ground-truth circuit, read off the weights -----------------------------------------------
 
 
-def _node_order(node: str, n_layers: int) -> tuple[int, int]:
-    """Where a node runs: embed first, a block's heads (together) before its MLP, logits last."""
-    if node == "embed":
-        return (-1, 0)
-    if node == "logits":
-        return (n_layers, 0)
-    parts = node.split(".")  # blocks.L.attn.hH or blocks.L.mlp
-    return (int(parts[1]), 0 if parts[2] == "attn" else 1)
-
-
-def _receiver_node(receiver: str) -> str:
-    """The node a receiver belongs to: blocks.L.attn.hH.q -> blocks.L.attn.hH."""
-    return receiver.rsplit(".", 1)[0] if receiver.endswith((".q", ".k", ".v")) else receiver
-
-
-def edge_sort_key(edge: str, n_layers: int) -> tuple:
-    """Forward order of an edge: by sender, then receiver (q, k, v of a head in that order)."""
-    sender, receiver = edge.split(" -> ")
-    node = _receiver_node(receiver)
-
-    def head(n: str) -> int:
-        return int(n.rsplit(".h", 1)[1]) if ".attn.h" in n else 0
-
-    part = {"q": 0, "k": 1, "v": 2}.get(receiver.rsplit(".", 1)[-1], 0) if node != receiver else 0
-    return (_node_order(sender, n_layers), head(sender), _node_order(node, n_layers), head(node), part)
-
-
 def derive_circuit(model: GPT, residual_labels: Sequence[str]) -> dict[str, tuple[str, ...]]:
     """{edge: residual labels it carries} of a Tracr-style model (labelled residual directions).
 
@@ -278,7 +252,7 @@ def derive_circuit(model: GPT, residual_labels: Sequence[str]) -> dict[str, tupl
         for h in range(cfg.n_heads):
             qk = w[f"{a}.W_Q"][h] @ w[f"{a}.W_K"][h].T  # [d, d]
             ov = w[f"{a}.W_V"][h] @ w[f"{a}.W_O"][h]  # [d, d]
-            head = f"{a}.h{h}"
+            head = f"{a}.head{h}"
             readers += [(f"{head}.q", rows(qk)), (f"{head}.k", cols(qk)), (f"{head}.v", rows(ov))]
             writers.append((head, cols(ov)))
         if not cfg.attn_only:
@@ -290,29 +264,16 @@ def derive_circuit(model: GPT, residual_labels: Sequence[str]) -> dict[str, tupl
     for sender, written in writers:
         for receiver, read in readers:
             shared = written & read
-            if shared and _node_order(sender, cfg.n_layers) < _node_order(_receiver_node(receiver), cfg.n_layers):
+            if shared and node_order(sender, cfg.n_layers) < node_order(receiver_node(receiver), cfg.n_layers):
                 edges[f"{sender} -> {receiver}"] = tuple(sorted(shared))
     # keep the nodes from which the logits can be reached (all of them, in Tracr's programs)
     live = {"logits"}
     for edge in sorted(edges, key=lambda e: edge_sort_key(e, cfg.n_layers), reverse=True):
         sender, receiver = edge.split(" -> ")
-        if _receiver_node(receiver) in live:
+        if receiver_node(receiver) in live:
             live.add(sender)
-    kept = [e for e in edges if e.split(" -> ")[0] in live and _receiver_node(e.split(" -> ")[1]) in live]
+    kept = [e for e in edges if e.split(" -> ")[0] in live and receiver_node(e.split(" -> ")[1]) in live]
     return {e: edges[e] for e in sorted(kept, key=lambda e: edge_sort_key(e, cfg.n_layers))}
-
-
-def node_names(cfg: GPTConfig) -> tuple[list[str], list[str]]:
-    """(senders, receivers) of a config in the edge vocabulary, in forward order."""
-    senders, receivers = ["embed"], []
-    for l in range(cfg.n_layers):
-        for h in range(cfg.n_heads):
-            senders.append(f"blocks.{l}.attn.h{h}")
-            receivers += [f"blocks.{l}.attn.h{h}.{x}" for x in "qkv"]
-        if not cfg.attn_only:
-            senders.append(f"blocks.{l}.mlp")
-            receivers.append(f"blocks.{l}.mlp")
-    return senders, receivers + ["logits"]
 
 
 # --- from a compiled Tracr model (needs tracr) ----------------------------------------------------
@@ -508,32 +469,36 @@ PROGRAMS: dict[str, Program] = {
 
 # The published ground truths of the same two programs (module docstring), in this module's edge
 # vocabulary: ACDC's hook_embed and hook_pos_embed are both `embed`, auto-circuit's "Resid Start"
-# is `embed`, "Resid End" `logits`, "A3.0.V" `blocks.3.attn.h0.v`, "MLP 0" `blocks.0.mlp`.
+# is `embed`, "Resid End" `logits`, "A3.0.V" `blocks.3.attn.head0.v`, "MLP 0" `blocks.0.mlp`.
 PUBLISHED_CIRCUITS: dict[str, dict[str, tuple[str, ...]]] = {
     "reverse": {
         "acdc": (
-            "embed -> blocks.0.attn.h0.v",
+            "embed -> blocks.0.attn.head0.v",
             "embed -> blocks.0.mlp",
             "embed -> blocks.1.mlp",
-            "embed -> blocks.3.attn.h0.k",
-            "embed -> blocks.3.attn.h0.v",
-            "blocks.0.attn.h0 -> blocks.0.mlp",
+            "embed -> blocks.3.attn.head0.k",
+            "embed -> blocks.3.attn.head0.v",
+            "blocks.0.attn.head0 -> blocks.0.mlp",
             "blocks.0.mlp -> blocks.1.mlp",
             "blocks.1.mlp -> blocks.2.mlp",
-            "blocks.2.mlp -> blocks.3.attn.h0.q",
-            "blocks.3.attn.h0 -> logits",
+            "blocks.2.mlp -> blocks.3.attn.head0.q",
+            "blocks.3.attn.head0 -> logits",
         ),
-        "auto_circuit": ("embed -> blocks.3.attn.h0.v", "blocks.3.attn.h0 -> logits"),
+        "auto_circuit": ("embed -> blocks.3.attn.head0.v", "blocks.3.attn.head0 -> logits"),
     },
     "frac_prevs": {
         "acdc": (
             "embed -> blocks.0.mlp",
-            "embed -> blocks.1.attn.h0.q",
-            "embed -> blocks.1.attn.h0.k",
-            "blocks.0.mlp -> blocks.1.attn.h0.v",
-            "blocks.1.attn.h0 -> logits",
+            "embed -> blocks.1.attn.head0.q",
+            "embed -> blocks.1.attn.head0.k",
+            "blocks.0.mlp -> blocks.1.attn.head0.v",
+            "blocks.1.attn.head0 -> logits",
         ),
-        "auto_circuit": ("embed -> blocks.0.mlp", "blocks.0.mlp -> blocks.1.attn.h0.v", "blocks.1.attn.h0 -> logits"),
+        "auto_circuit": (
+            "embed -> blocks.0.mlp",
+            "blocks.0.mlp -> blocks.1.attn.head0.v",
+            "blocks.1.attn.head0 -> logits",
+        ),
     },
 }
 

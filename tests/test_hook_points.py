@@ -18,6 +18,7 @@ CONDITIONS = {
     "always": lambda cfg: True,
     "LayerNorm": lambda cfg: cfg.normalization_type is not None,  # "LN" or "LNPre"
     "MLP": lambda cfg: not cfg.attn_only,
+    "on request": lambda cfg: True,  # a hook point, but reached only when a call names it
 }
 # A config of every kind the tables tell apart: normalization x attention-only
 KINDS = {
@@ -86,16 +87,32 @@ def test_the_doc_has_the_hook_table_this_test_reads():
     assert {when for _, _, when in rows} >= {"always", "LayerNorm", "MLP", "LayerNorm and MLP"}
 
 
+def on_request_rows() -> set[str]:
+    return {name for name, _, when in documented_hooks() if "on request" in when}
+
+
 def test_full_cache_has_every_documented_hook_with_its_shape(model, cfg, tokens):
     logits, cache = model.run_with_cache(tokens)
     expected = documented_shapes(cfg, *tokens.shape)
-    assert set(cache.keys()) == set(expected) == set(hook_names(cfg))
+    extra = {n for n in expected if any(n == r.format(l=l) for r in on_request_rows() for l in range(cfg.n_layers))}
+    assert extra and set(expected) == set(hook_names(cfg))
+    # "cache everything" leaves out the hook points reached only on request
+    assert set(cache.keys()) == set(expected) - extra
     for name, shape in expected.items():
-        assert cache[name].shape == shape, name
+        assert name in extra or cache[name].shape == shape, name
         assert hook_shape(cfg, name, *tokens.shape) == shape, name
     assert logits.shape == (*tokens.shape, cfg.d_vocab_out)
     # the forward pass reaches the hooks in the documented order
-    assert list(cache.keys()) == hook_names(cfg) == list(expected)
+    assert hook_names(cfg) == list(expected)
+    assert list(cache.keys()) == [n for n in expected if n not in extra]
+
+
+def test_on_request_hook_points_are_reached_when_named(model, cfg, tokens):
+    names = [n for n in hook_names(cfg) if n.rsplit(".", 1)[-1] in ("hook_q_input", "hook_mlp_in", "hook_attn_in")]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    assert list(cache.keys()) == names
+    for name in names:
+        assert cache[name].shape == hook_shape(cfg, name, *tokens.shape)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

@@ -8,7 +8,7 @@ import pytest
 from helpers import random_tokens
 
 from minillm import act_name, hook_names
-from minillm.model.hooks import Hooks, selected_names
+from minillm.model.hooks import Hooks, on_request, selected_names
 
 
 def test_patching_resid_pre_from_a_gives_a_logits(model, cfg):
@@ -27,13 +27,15 @@ def test_identity_hook_everywhere_leaves_logits_bit_identical(model, cfg, tokens
     # a call with hooks runs op by op (minillm/model/compiled.py): compare with the op-by-op plain pass
     base = np.asarray(model.forward(jnp.asarray(tokens), Hooks()))
     for name in hook_names(cfg):
-        if name.endswith("hook_result"):
-            continue  # hooking hook_result rebuilds attn_out as a per-head sum (checked below)
+        if name.endswith("hook_result") or on_request(name):
+            continue  # these change how the sum is computed (checked below)
         for fn in (lambda x, hook: x, lambda x, hook: None):
             out = np.asarray(model.run_with_hooks(tokens, [(name, fn)]))
             np.testing.assert_array_equal(out, base, err_msg=name)
-    out = model.run_with_hooks(tokens, [(lambda n: n.endswith("hook_result"), lambda x, hook: x)])
-    np.testing.assert_allclose(out, base, atol=1e-5)
+    # hooking hook_result rebuilds attn_out as a per-head sum; the per-head inputs project per head
+    for pick in (lambda n: n.endswith("hook_result"), on_request):
+        out = model.run_with_hooks(tokens, [(pick, lambda x, hook: x)])
+        np.testing.assert_allclose(out, base, atol=1e-5)
 
 
 def test_zeroing_hook_result_of_every_head_equals_zeroing_z(model, cfg, tokens):
@@ -251,7 +253,8 @@ def test_unembed_hooks_see_the_final_stream_and_the_logits(model, tokens):
 
 def test_selected_names_resolve_a_filter_in_forward_order(cfg):
     names = hook_names(cfg)
-    assert selected_names(None, names, cfg.n_layers) == tuple(names)
+    assert selected_names(None, names, cfg.n_layers) == tuple(n for n in names if not on_request(n))
+    assert any(on_request(n) for n in names)  # listed, but "everything" leaves them out
     assert selected_names(False, names, cfg.n_layers) is False
     last = f"blocks.{cfg.n_layers - 1}.hook_resid_post"
     assert selected_names(["blocks.-1.hook_resid_post", "hook_embed"], names, cfg.n_layers) == ("hook_embed", last)

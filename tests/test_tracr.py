@@ -20,6 +20,7 @@ import pytest
 from flax import nnx
 
 from minillm import GPT, GPTConfig
+from minillm.graph import node_names
 from minillm.model.checkpoint import CheckpointError
 from minillm.tracr import (
     FIXTURE_DIR,
@@ -30,7 +31,6 @@ from minillm.tracr import (
     list_fixtures,
     load_fixture,
     main,
-    node_names,
 )
 
 SHIPPED = sorted(n for n, p in PROGRAMS.items() if p.shipped)
@@ -174,14 +174,14 @@ def _order(node: str, n_layers: int) -> tuple[int, int]:
         return (-1, 0)
     if node == "logits":
         return (n_layers, 0)
-    m = re.fullmatch(r"blocks\.(\d+)\.(attn\.h\d+|mlp)(\.[qkv])?", node)
+    m = re.fullmatch(r"blocks\.(\d+)\.(attn\.head\d+|mlp)(\.[qkv])?", node)
     return (int(m.group(1)), 0 if m.group(2).startswith("attn") else 1)
 
 
 def _absent(model: GPT, node: str) -> bool:
     """A head or MLP whose weights are all zero (Tracr's filling)."""
     sd = {k: np.asarray(v) for k, v in model.state_dict().items()}
-    m = re.fullmatch(r"blocks\.(\d+)\.attn\.h(\d+)", node)
+    m = re.fullmatch(r"blocks\.(\d+)\.attn\.head(\d+)", node)
     if m:
         l, h = int(m.group(1)), int(m.group(2))
         return all(not np.any(sd[f"blocks.{l}.attn.W_{x}"][h]) for x in "QKVO")
@@ -221,23 +221,23 @@ def test_reverse_circuit_by_hand(fixtures):
     tm = fixtures["reverse"]
     circuit = set(tm.circuit)
     for edge in [
-        "embed -> blocks.3.attn.h0.k",  # the flip head's key is the position
-        "blocks.2.mlp -> blocks.3.attn.h0.q",  # its query is opp_idx - 1, from length and position
-        "embed -> blocks.3.attn.h0.v",  # it moves the token
-        "blocks.3.attn.h0 -> logits",
-        "blocks.0.attn.h0 -> blocks.0.mlp",  # SelectorWidth: the head's BOS share, read by its MLP
+        "embed -> blocks.3.attn.head0.k",  # the flip head's key is the position
+        "blocks.2.mlp -> blocks.3.attn.head0.q",  # its query is opp_idx - 1, from length and position
+        "embed -> blocks.3.attn.head0.v",  # it moves the token
+        "blocks.3.attn.head0 -> logits",
+        "blocks.0.attn.head0 -> blocks.0.mlp",  # SelectorWidth: the head's BOS share, read by its MLP
         "blocks.0.mlp -> blocks.1.mlp",  # length -> opp_idx
         "embed -> blocks.1.mlp",  # position -> opp_idx
         "blocks.1.mlp -> blocks.2.mlp",
     ]:
         assert edge in circuit, edge
-    assert any(lab.startswith("indices:") for lab in tm.edge_labels["embed -> blocks.3.attn.h0.k"])
-    assert all(lab.startswith("tokens:") for lab in tm.edge_labels["embed -> blocks.3.attn.h0.v"])
+    assert any(lab.startswith("indices:") for lab in tm.edge_labels["embed -> blocks.3.attn.head0.k"])
+    assert all(lab.startswith("tokens:") for lab in tm.edge_labels["embed -> blocks.3.attn.head0.v"])
     for edge in [
-        "blocks.0.mlp -> blocks.3.attn.h0.q",  # length reaches the flip only through opp_idx
-        "blocks.1.mlp -> blocks.3.attn.h0.q",
+        "blocks.0.mlp -> blocks.3.attn.head0.q",  # length reaches the flip only through opp_idx
+        "blocks.1.mlp -> blocks.3.attn.head0.q",
         "embed -> logits",
-        "blocks.2.mlp -> blocks.3.attn.h0.k",
+        "blocks.2.mlp -> blocks.3.attn.head0.k",
     ]:
         assert edge not in circuit, edge
     # layers 1 and 2 have no attention and layer 3 no MLP: no edge touches them
@@ -249,9 +249,16 @@ def test_pair_balance_has_two_heads_with_separate_values(fixtures):
     tm = fixtures["pair_balance"]
     assert tm.model.cfg.n_heads == 2
     circuit = set(tm.circuit)
-    assert {"blocks.0.mlp -> blocks.1.attn.h0.v", "blocks.0.mlp -> blocks.1.attn.h1.v"} <= circuit
-    assert {"blocks.1.attn.h0 -> blocks.1.mlp", "blocks.1.attn.h1 -> blocks.1.mlp", "blocks.1.mlp -> logits"} <= circuit
-    h0, h1 = tm.edge_labels["blocks.0.mlp -> blocks.1.attn.h0.v"], tm.edge_labels["blocks.0.mlp -> blocks.1.attn.h1.v"]
+    assert {"blocks.0.mlp -> blocks.1.attn.head0.v", "blocks.0.mlp -> blocks.1.attn.head1.v"} <= circuit
+    assert {
+        "blocks.1.attn.head0 -> blocks.1.mlp",
+        "blocks.1.attn.head1 -> blocks.1.mlp",
+        "blocks.1.mlp -> logits",
+    } <= circuit
+    h0, h1 = (
+        tm.edge_labels["blocks.0.mlp -> blocks.1.attn.head0.v"],
+        tm.edge_labels["blocks.0.mlp -> blocks.1.attn.head1.v"],
+    )
     assert not set(h0) & set(h1)  # one head averages "(", the other ")"
     assert not [e for e in circuit if "-> logits" in e and "attn" in e]
 
@@ -262,9 +269,9 @@ def test_published_circuits_are_subsets_with_the_documented_differences(fixtures
         for source, edges in published.items():
             assert set(edges) <= ours, (name, source, sorted(set(edges) - ours))
     assert set(fixtures["reverse"].circuit) - set(PUBLISHED_CIRCUITS["reverse"]["acdc"]) == {
-        "embed -> blocks.0.attn.h0.q",
-        "embed -> blocks.0.attn.h0.k",
-        "embed -> blocks.3.attn.h0.q",
+        "embed -> blocks.0.attn.head0.q",
+        "embed -> blocks.0.attn.head0.k",
+        "embed -> blocks.3.attn.head0.q",
     }
     assert set(fixtures["frac_prevs"].circuit) == set(PUBLISHED_CIRCUITS["frac_prevs"]["acdc"])
     assert fixtures["frac_prevs_causal"].circuit == fixtures["frac_prevs"].circuit
@@ -277,11 +284,11 @@ def test_circuit_follows_the_weights(fixtures):
     weights["blocks.2.mlp.W_in"] = np.zeros_like(weights["blocks.2.mlp.W_in"])
     cut = derive_circuit(GPT.from_state_dict(tm.model.cfg, weights), tm.residual_labels)
     assert set(cut) == {
-        "embed -> blocks.3.attn.h0.q",
-        "embed -> blocks.3.attn.h0.k",
-        "embed -> blocks.3.attn.h0.v",
-        "blocks.2.mlp -> blocks.3.attn.h0.q",
-        "blocks.3.attn.h0 -> logits",
+        "embed -> blocks.3.attn.head0.q",
+        "embed -> blocks.3.attn.head0.k",
+        "embed -> blocks.3.attn.head0.v",
+        "blocks.2.mlp -> blocks.3.attn.head0.q",
+        "blocks.3.attn.head0 -> logits",
     }
 
 
@@ -301,11 +308,11 @@ def test_derive_circuit_on_a_hand_built_model():
     w["unembed.W_U"][out, 0] = 1
     model = GPT.from_state_dict(cfg, w)
     assert derive_circuit(model, ["a", "b", "c", "out", "one"]) == {
-        "embed -> blocks.0.attn.h0.q": ("a",),
-        "embed -> blocks.0.attn.h0.k": ("b",),
-        "embed -> blocks.0.attn.h0.v": ("a",),
+        "embed -> blocks.0.attn.head0.q": ("a",),
+        "embed -> blocks.0.attn.head0.k": ("b",),
+        "embed -> blocks.0.attn.head0.v": ("a",),
         "embed -> blocks.0.mlp": ("one",),
-        "blocks.0.attn.h0 -> blocks.0.mlp": ("c",),
+        "blocks.0.attn.head0 -> blocks.0.mlp": ("c",),
         "blocks.0.mlp -> logits": ("out",),
     }
     w["unembed.W_U"][out, 0] = 0

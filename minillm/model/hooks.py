@@ -32,6 +32,17 @@ FwdHooks = Iterable[tuple[Any, HookFn]]  # (name, list of names or predicate; fu
 
 _LAYER_RE = re.compile(r"^blocks\.(\d+)\.")
 
+# Hook points that a pass reaches only when a call asks for them by name or by a predicate, never
+# with "cache everything" (names_filter=None): the per-head inputs repeat the residual stream h
+# times and make ln1 run once per input (TransformerLens has them only with use_attn_in,
+# use_split_qkv_input and use_hook_mlp_in). Edge-level patching needs them (minillm.graph).
+ON_REQUEST = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
+
+
+def on_request(name: str) -> bool:
+    """Whether `name` is one of the ON_REQUEST hook points."""
+    return name.rsplit(".", 1)[-1] in ON_REQUEST
+
 
 @dataclass(frozen=True)
 class HookPoint:
@@ -168,7 +179,7 @@ def selected_names(names_filter: NameFilter | bool, all_names: Sequence[str], n_
     if names_filter is False:
         return False
     if names_filter is None:
-        return tuple(all_names)
+        return tuple(n for n in all_names if not on_request(n))
     _check_spec(names_filter, "names_filter")
     spec = _resolve_spec(names_filter, n_layers)
     for name in _named(spec):
@@ -225,6 +236,8 @@ class Hooks:
         return self._fns[name]
 
     def _caches(self, name: str) -> bool:
+        if self.cache_spec is None:  # everything but the on-request hook points
+            return not on_request(name)
         return self.cache_spec is not False and _selects(self.cache_spec, name)
 
     def wants(self, name: str) -> bool:
@@ -274,11 +287,23 @@ class Hooks:
 def record_hook_shapes(forward: Callable[..., Any], model: Any, tokens: Any) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every hook point that `forward(model, tokens, hooks)` reaches, in order.
 
-    One abstract pass (`jax.eval_shape`): no arithmetic is done, and `model` may hold only shapes.
+    Two abstract passes (`jax.eval_shape`): no arithmetic is done, and `model` may hold only shapes.
+    The second reaches the ON_REQUEST points, listed after the name they read (a block's
+    hook_resid_pre, or its hook_resid_mid for hook_mlp_in).
     """
-    hooks = Hooks(cache=None)
-    jax.eval_shape(lambda m, t: forward(m, t, hooks), model, tokens)
-    return {name: tuple(x.shape) for name, x in hooks.cache.items()}
+    hooks, asked = Hooks(cache=None), Hooks(cache=on_request)
+    for h in (hooks, asked):
+        jax.eval_shape(lambda m, t: forward(m, t, h), model, tokens)  # noqa: B023 (called at once)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, x in hooks.cache.items():
+        shapes[name] = tuple(x.shape)
+        reads = "hook_resid_mid" if name.endswith(".hook_resid_mid") else "hook_resid_pre"
+        if name.endswith(f".{reads}"):
+            block = name[: -len(reads)]
+            for extra, y in asked.cache.items():
+                if extra.startswith(block) and (extra.endswith("hook_mlp_in") == (reads == "hook_resid_mid")):
+                    shapes[extra] = tuple(y.shape)
+    return shapes
 
 
 class ScopedHooks:

@@ -7,17 +7,13 @@ unchanged, and the call that built the `Hooks` (minillm/model/hooks.py) decides 
 or replaces. The weight and hook names and shapes are TransformerLens' (docs/conventions.md).
 
 This file is only the network. The calls a user makes (`model(tokens)`, `run_with_cache`,
-`run_with_hooks`, `model.W_Q`, `GPT.load`, ...) live on `GPT` (minillm/model/gpt.py), which is
-this class plus the services it hands work to; those services take this class, never `GPT`.
-`forward` trusts its inputs: `GPT`'s calls check them first (minillm/model/inputs.py).
+`model.W_Q`, `GPT.load`, ...) live on `GPT` (minillm/model/gpt.py), which checks inputs first
+(minillm/model/inputs.py): `forward` trusts them.
 
-Shape letters: b batch, p position (q query, k key), h head, d d_model, e d_head, m d_mlp,
-v vocab.
+Shapes: b batch, p position (q query, k key), h head, d d_model, e d_head, m d_mlp, v vocab.
 
-References: Vaswani et al. 2017 (the transformer); Radford et al. 2019 (GPT-2, pre-LayerNorm);
-Elhage et al. 2021, "A Mathematical Framework for Transformer Circuits" (the residual-stream view
-and the names); TransformerLens' HookedTransformer (hook names and numerics); nanoGPT (how short a
-GPT can be).
+References: Vaswani et al. 2017; Radford et al. 2019 (GPT-2, pre-LayerNorm); Elhage et al. 2021
+(the residual-stream view and the names); TransformerLens (hook names, numerics); nanoGPT.
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from flax import nnx
 from minillm.model.config import GPTConfig
 from minillm.model.hooks import Hooks, HookScope
 from minillm.model.inputs import check_positions, layer_range
+from minillm.model.kernels import fused_attention, may_fuse
 
 Array = jax.Array
 
@@ -50,6 +47,11 @@ def _as(w: Any, dtype: Any) -> Array:
     return w if w.dtype == dtype else w.astype(dtype)
 
 
+def _project(x: Array, W: Array) -> Array:
+    """x [b, p, d] (or one input per head, [b, p, h, d]) times W [h, d, e] -> [b, p, h, e]."""
+    return jnp.einsum("bpd,hde->bphe" if x.ndim == 3 else "bphd,hde->bphe", x, W)
+
+
 class LayerNorm(nnx.Module):
     """LayerNorm as TransformerLens computes it: hook_scale and hook_normalized come before w, b.
     normalization_type "LNPre" has no w and b (TransformerLens' LayerNormPre, for folded weights).
@@ -62,11 +64,11 @@ class LayerNorm(nnx.Module):
         self.eps = cfg.eps
         self.dtype = jnp.dtype(cfg.dtype)
 
-    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d]
+    def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] (or [b, p, h, d])
         x = x.astype(jnp.float32)
         x = x - x.mean(axis=-1, keepdims=True)
-        scale = hook("hook_scale", jnp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps))  # [b, p, 1]
-        x = hook("hook_normalized", (x / scale).astype(self.dtype))  # [b, p, d]
+        scale = hook("hook_scale", jnp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps))  # [..., 1]
+        x = hook("hook_normalized", (x / scale).astype(self.dtype))  # [..., d]
         return x * _as(self.w, self.dtype) + _as(self.b, self.dtype) if hasattr(self, "w") else x
 
 
@@ -87,27 +89,29 @@ class Attention(nnx.Module):
 
     def __call__(
         self,
-        x: Array,
+        x: Array | tuple[Array, Array, Array],
         hook: HookScope,
         attention_mask: Array | None = None,
         query_positions: tuple[int, ...] | None = None,
     ) -> Array:
         """x [b, p, d] -> attn_out [b, q, d] (before its hook); attention_mask [b, p], 0 at padding.
+        x may be three inputs (query, key, value), each [b, p, d] or one per head [b, p, h, d].
         query_positions: attend from these positions only (q = len of it; default all p)."""
         dt = self.dtype
-        x_q = x if query_positions is None else x[:, jnp.asarray(query_positions)]  # [b, q, d]
-        q = hook("hook_q", jnp.einsum("bpd,hde->bphe", x_q, _as(self.W_Q, dt)) + _as(self.b_Q, dt))
-        k = hook("hook_k", jnp.einsum("bpd,hde->bphe", x, _as(self.W_K, dt)) + _as(self.b_K, dt))
-        v = hook("hook_v", jnp.einsum("bpd,hde->bphe", x, _as(self.W_V, dt)) + _as(self.b_V, dt))
-        n_pos = x.shape[1]
+        x_q, x_k, x_v = x if isinstance(x, tuple) else (x, x, x)  # each [b, p, d], or [b, p, h, d] per head
+        x_q = x_q if query_positions is None else x_q[:, jnp.asarray(query_positions)]  # [b, q, ...]
+        q = hook("hook_q", _project(x_q, _as(self.W_Q, dt)) + _as(self.b_Q, dt))  # [b, q, h, e]
+        k = hook("hook_k", _project(x_k, _as(self.W_K, dt)) + _as(self.b_K, dt))  # [b, p, h, e]
+        v = hook("hook_v", _project(x_v, _as(self.W_V, dt)) + _as(self.b_V, dt))  # [b, p, h, e]
+        n_pos = x_k.shape[1]
         q_pos = jnp.arange(n_pos) if query_positions is None else jnp.asarray(query_positions)
         visible = jnp.ones((1, 1, len(q_pos), n_pos), bool)  # [b, h, q, k]: the keys each query may see
         if self.causal:
             visible = visible & (jnp.arange(n_pos) <= q_pos[:, None])  # a query sees keys at or before it
         if attention_mask is not None:
             visible = visible & (attention_mask[:, None, None, :] > 0)  # never a padding key
-        if self._fused(hook, attention_mask):
-            z = self._fused_attention(q, k, v, visible if query_positions is not None else None)
+        if may_fuse(self.implementation, self.attention_rate, attention_mask is not None, hook):
+            z = fused_attention(q, k, v, self.causal, visible if query_positions is not None else None)
         else:
             # the scores and the softmax in float32 whatever the compute dtype
             scores = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
@@ -132,22 +136,6 @@ class Attention(nnx.Module):
             if hook.replaces("hook_result"):
                 attn_out = result.sum(axis=2) + _as(self.b_O, dt)
         return attn_out
-
-    def _fused(self, hook: HookScope, attention_mask: Array | None) -> bool:
-        """Whether this call may skip the pattern: nothing hooks it, and it is plain softmax attention."""
-        if self.implementation == "exact" or (self.implementation == "auto" and jax.default_backend() != "gpu"):
-            return False
-        plain = self.attention_rate == 1.0 and attention_mask is None
-        return plain and not hook.wants("hook_attn_scores") and not hook.wants("hook_pattern")
-
-    def _fused_attention(self, q: Array, k: Array, v: Array, visible: Array | None) -> Array:
-        """z [b, q, h, e] by jax.nn.dot_product_attention: cuDNN's fused kernel where it applies."""
-        e = q.shape[-1]
-        cudnn = jax.default_backend() == "gpu" and self.dtype != jnp.float32 and e % 8 == 0 and e <= 128
-        kind = "cudnn" if cudnn and visible is None else None
-        if visible is None:
-            return jax.nn.dot_product_attention(q, k, v, is_causal=self.causal, implementation=kind)
-        return jax.nn.dot_product_attention(q, k, v, mask=visible, implementation=kind)
 
 
 class MLP(nnx.Module):
@@ -189,16 +177,30 @@ class Block(nnx.Module):
     ) -> Array:
         """resid_pre [b, p, d] -> resid_post [b, p, d], or [b, q, d] at query_positions only."""
         resid_pre = hook("hook_resid_pre", resid_pre)  # [b, p, d]
-        attn_in = self.ln1(resid_pre, hook.scope("ln1")) if self.ln1 is not None else resid_pre
+        attn_in = self._attn_in(resid_pre, hook)  # [b, p, d], or q, k, v inputs [b, p, h, d] on request
         attn_out = hook("hook_attn_out", self.attn(attn_in, hook.scope("attn"), attention_mask, query_positions))
         if query_positions is not None:  # from here on, only these positions
             resid_pre = resid_pre[:, jnp.asarray(query_positions)]
         if self.mlp is None:  # attention-only: no resid_mid
             return hook("hook_resid_post", resid_pre + attn_out)
         resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
-        mlp_in = self.ln2(resid_mid, hook.scope("ln2")) if self.ln2 is not None else resid_mid
+        mlp_in = hook("hook_mlp_in", resid_mid) if hook.wants("hook_mlp_in") else resid_mid  # on request
+        mlp_in = self.ln2(mlp_in, hook.scope("ln2")) if self.ln2 is not None else mlp_in
         mlp_out = hook("hook_mlp_out", self.mlp(mlp_in, hook.scope("mlp")))
         return hook("hook_resid_post", resid_mid + mlp_out)
+
+    def _attn_in(self, resid_pre: Array, hook: HookScope) -> Array | tuple[Array, Array, Array]:
+        """ln1(resid_pre). A call that hooks or caches hook_attn_in or hook_{q,k,v}_input gets the
+        stream repeated per head [b, p, h, d], so one head's q, k or v input can change alone;
+        ln1 then runs on each (its hooks fire for each, [b, p, h, 1], as in TransformerLens)."""
+        ln = (lambda x: self.ln1(x, hook.scope("ln1"))) if self.ln1 is not None else (lambda x: x)
+        if not any(hook.wants(f"hook_{n}") for n in ("attn_in", "q_input", "k_input", "v_input")):
+            return ln(resid_pre)
+        x = jnp.repeat(resid_pre[:, :, None], self.attn.W_Q.shape[0], axis=2)  # [b, p, h, d]
+        x = hook("hook_attn_in", x) if hook.wants("hook_attn_in") else x
+        if not any(hook.wants(f"hook_{n}_input") for n in "qkv"):
+            return ln(x)
+        return tuple(ln(hook(f"hook_{n}_input", x)) for n in "qkv")  # type: ignore[return-value]
 
 
 class Embed(nnx.Module):

@@ -1,0 +1,437 @@
+"""Circuit discovery: which edges of a model's graph matter, each method one compiled call.
+
+Every method here asks the same question of the graph in minillm.graph: how far does a metric of
+the logits move when an edge is ablated (made to carry a corrupted, zero or mean value instead of
+what its sender wrote)? They differ in how they answer it:
+
+    edge_patching   exact: one forward pass per edge, each edge ablated alone (Conmy et al. 2023's
+                    "subnetwork" baseline). All passes are one `jax.lax.map` over the edges, vmapped
+                    in chunks, inside one `jax.jit`.
+    eap             edge attribution patching (Syed et al. 2023): the first-order estimate of the
+                    same numbers, (ablated - clean output of the sender) . d metric / d receiver
+                    input, for every edge from one forward and one backward pass. Here it is
+                    literally the gradient of the metric with respect to the edge mask at "keep
+                    everything", with the sign flipped.
+    eap_ig          EAP with the gradient integrated along the path from "keep every edge" to
+                    "ablate every edge" (Hanna et al. 2024), `steps` gradients in one vmap.
+    acdc            ACDC (Conmy et al. 2023): from the logits backwards, try ablating each edge and
+                    keep it ablated when the metric (by default the KL divergence from the full
+                    model) rises by less than `threshold`. One `jax.lax.scan` carrying the mask;
+                    `acdc_sweep` runs many thresholds at once (a vmap over the scan).
+
+Scores are "metric with the edge ablated minus metric of the full model" (EdgeScores); a circuit
+is a set of edges (Circuit). To judge one: `faithfulness` runs the model with every edge outside
+a circuit ablated; `roc` compares scores (or circuits from a sweep) with a ground-truth edge set,
+as ACDC and auto-circuit (Miller et al. 2024) judge methods on Tracr's compiled programs
+(minillm.tracr), and gives the ROC curve and its area.
+
+    scores = eap(model, clean, metric, corrupted=corrupted)          # EdgeScores
+    scores.top(5)                                                     # [(edge, score), ...]
+    found = acdc(model, clean, 0.05, corrupted=corrupted)             # Circuit
+    faithfulness(model, clean, found, metric, corrupted=corrupted)    # Faithfulness
+    roc(scores, truth).auc
+
+A metric is a JAX function of the logits [b, p, v] that returns a scalar; it is traced, and each
+(method, metric, shapes) is compiled once per call. Helpers: kl_divergence(clean_logits),
+mse(clean_logits) (numerical outputs), mean_log_prob(labels).
+
+Where these differ from other tools. EAP-IG here integrates along the edge mask itself (every edge
+ablated together by the fraction alpha; scores then add up to the effect of ablating everything,
+up to the quadrature error); Hanna et al.'s EAP-IG-inputs interpolates the input embeddings
+instead. Edge patching with ablation="corrupted" patches one edge to the corrupted run's sender
+output with every other edge clean (ACDC's convention), not the corrupted run with one edge clean.
+Miller et al. 2024 warn that the answer depends on the ablation: try more than one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minillm.graph import ABLATIONS, Ablation, Graph, ablated_outputs, check_keep, edge_forward, receiver_node
+from minillm.model import GPT
+from minillm.model.inputs import check_tokens
+
+Array = jax.Array
+Metric = Callable[[Array], Array]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------------------------
+def _at(x: Array, positions: Sequence[int] | None) -> Array:
+    return x if positions is None else x[:, jnp.asarray(positions)]
+
+
+def kl_divergence(clean_logits: Array, positions: Sequence[int] | None = None) -> Metric:
+    """KL(full model || this run) of the next-token distributions, averaged over the batch and
+    `positions` (default all): ACDC's metric. 0 for the full model, and its gradient there is 0
+    too, so EAP needs another metric."""
+    clean = jax.nn.log_softmax(_at(jnp.asarray(clean_logits, jnp.float32), positions), axis=-1)
+
+    def metric(logits: Array) -> Array:
+        log_p = jax.nn.log_softmax(_at(logits.astype(jnp.float32), positions), axis=-1)
+        return (jnp.exp(clean) * (clean - log_p)).sum(-1).mean()
+
+    return metric
+
+
+def mse(clean_logits: Array, positions: Sequence[int] | None = None) -> Metric:
+    """Mean squared difference from the full model's outputs (for numerical outputs, e.g. Tracr's
+    frac_prevs, whose one output dimension is the answer)."""
+    clean = _at(jnp.asarray(clean_logits, jnp.float32), positions)
+    return lambda logits: ((_at(logits.astype(jnp.float32), positions) - clean) ** 2).mean()
+
+
+def mean_log_prob(labels: Array, positions: Sequence[int] | None = None) -> Metric:
+    """The mean log-probability of `labels` [b, p] (or [b, len(positions)]) at `positions`."""
+    labels = jnp.asarray(labels)
+
+    def metric(logits: Array) -> Array:
+        log_p = jax.nn.log_softmax(_at(logits.astype(jnp.float32), positions), axis=-1)
+        return jnp.take_along_axis(log_p, labels[..., None], axis=-1).mean()
+
+    return metric
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, eq=False)
+class EdgeScores:
+    """One score per edge of `graph`: the metric with that edge ablated minus `baseline`, the
+    metric of the full model (exactly, for edge_patching; estimated, for eap and eap_ig)."""
+
+    graph: Graph
+    scores: np.ndarray
+    baseline: float
+    method: str
+
+    def __getitem__(self, edge: str) -> float:
+        return float(self.scores[self.graph.index(edge)])
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.graph.edges, self.scores.tolist()))
+
+    def top(self, k: int = 10) -> list[tuple[str, float]]:
+        """The k edges of largest |score|, largest first."""
+        order = np.argsort(-np.abs(self.scores), kind="stable")[:k]
+        return [(self.graph.edges[i], float(self.scores[i])) for i in order]
+
+    def circuit(self, *, top: int | None = None, threshold: float | None = None) -> Circuit:
+        """The `top` edges by |score|, or those with |score| >= threshold."""
+        if (top is None) == (threshold is None):
+            raise ValueError("give one of top= or threshold=")
+        if top is not None:
+            keep = np.zeros(len(self.scores), bool)
+            keep[np.argsort(-np.abs(self.scores), kind="stable")[:top]] = True
+        else:
+            keep = np.abs(self.scores) >= threshold
+        return Circuit(self.graph, keep)
+
+    def __repr__(self) -> str:
+        return f"EdgeScores({self.method}, {len(self.scores)} edges, baseline {self.baseline:.4g}, top {self.top(3)})"
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Circuit:
+    """A set of edges of `graph`: `keep` [n_edges] bool. `metric`: the metric with every other edge
+    ablated, where the method that found it computed one (ACDC)."""
+
+    graph: Graph
+    keep: np.ndarray
+    metric: float | None = None
+    threshold: float | None = None
+
+    @property
+    def edges(self) -> tuple[str, ...]:
+        return self.graph.edges_of(self.keep)
+
+    def __len__(self) -> int:
+        return int(np.sum(self.keep))
+
+    def __contains__(self, edge: str) -> bool:
+        return bool(self.keep[self.graph.index(edge)])
+
+    def __iter__(self):
+        return iter(self.edges)
+
+    def __repr__(self) -> str:
+        return f"Circuit({len(self)} of {len(self.keep)} edges: {list(self.edges)[:4]}{'...' if len(self) > 4 else ''})"
+
+
+# ---------------------------------------------------------------------------------------------
+# The boundary: one place that checks what every method is given
+# ---------------------------------------------------------------------------------------------
+def _setup(model: GPT, tokens, metric: Metric, corrupted, ablation: Ablation) -> tuple[Graph, Array, Array]:
+    if not isinstance(model, GPT):
+        raise TypeError(f"expected a GPT, got {type(model).__name__}")
+    if ablation not in ABLATIONS:
+        raise ValueError(f"ablation must be one of {ABLATIONS}, got {ablation!r}")
+    if corrupted is not None and ablation != "corrupted":
+        raise ValueError(f'corrupted tokens are used only with ablation="corrupted", not {ablation!r}')
+    if corrupted is None and ablation == "corrupted":
+        raise ValueError('ablation="corrupted" needs corrupted=tokens (or choose ablation="zero" / "mean")')
+    tokens = check_tokens(tokens, model.cfg)
+    if corrupted is not None:
+        corrupted = check_tokens(corrupted, model.cfg)
+        if corrupted.shape != tokens.shape:
+            raise ValueError(
+                f"clean tokens {tuple(tokens.shape)} and corrupted tokens {tuple(corrupted.shape)} "
+                "must have the same shape"
+            )
+    check_metric(model, tokens, metric)
+    return Graph.of(model.cfg), tokens, ablated_outputs(model, tokens, ablation, corrupted)
+
+
+def check_metric(model: GPT, tokens: Array, metric: Metric) -> None:
+    """A metric must be a function of the logits that returns a scalar."""
+    if not callable(metric):
+        raise TypeError(f"metric must be a function of the logits, got {type(metric).__name__}")
+    logits = jax.ShapeDtypeStruct((*tokens.shape, model.cfg.d_vocab_out), jnp.float32)
+    out = jax.eval_shape(metric, logits)
+    if not hasattr(out, "shape") or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"metric must return a scalar (one number for the batch), got {shape}")
+
+
+def _metric_of(model, tokens, ablated, metric):
+    return lambda keep: metric(edge_forward(model, tokens, keep, ablated)[0]).astype(jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods
+# ---------------------------------------------------------------------------------------------
+def edge_patching(
+    model: GPT,
+    tokens,
+    metric: Metric,
+    *,
+    corrupted=None,
+    ablation: Ablation = "corrupted",
+    chunk_size: int | None = None,
+) -> EdgeScores:
+    """For every edge, metric(that edge alone ablated) - metric(full model): one compiled call."""
+    graph, tokens, ablated = _setup(model, tokens, metric, corrupted, ablation)
+    chunk = chunk_size or max(1, 128 // tokens.shape[0])
+    base, patched = _edge_patching(model, tokens, ablated, metric=metric, chunk_size=chunk)
+    return EdgeScores(graph, np.asarray(patched - base), float(base), "edge_patching")
+
+
+@partial(jax.jit, static_argnames=("metric", "chunk_size"))
+def _edge_patching(model, tokens, ablated, *, metric, chunk_size):
+    of = _metric_of(model, tokens, ablated, metric)
+    n = len(Graph.of(model.cfg))
+    ones = jnp.ones(n, jnp.float32)
+    patched = jax.lax.map(lambda e: of(ones.at[e].set(0.0)), jnp.arange(n), batch_size=chunk_size)
+    return of(ones), patched
+
+
+def eap(model: GPT, tokens, metric: Metric, *, corrupted=None, ablation: Ablation = "corrupted") -> EdgeScores:
+    """Edge attribution patching: the first-order estimate of edge_patching's scores, from one
+    forward and one backward pass."""
+    graph, tokens, ablated = _setup(model, tokens, metric, corrupted, ablation)
+    base, grad = _eap(model, tokens, ablated, metric=metric)
+    return EdgeScores(graph, -np.asarray(grad), float(base), "eap")
+
+
+@partial(jax.jit, static_argnames=("metric",))
+def _eap(model, tokens, ablated, *, metric):
+    of = _metric_of(model, tokens, ablated, metric)
+    return jax.value_and_grad(of)(jnp.ones(len(Graph.of(model.cfg)), jnp.float32))
+
+
+def eap_ig(
+    model: GPT,
+    tokens,
+    metric: Metric,
+    *,
+    corrupted=None,
+    ablation: Ablation = "corrupted",
+    steps: int = 16,
+    along: Sequence[str] | np.ndarray | None = None,
+) -> EdgeScores:
+    """EAP with integrated gradients: each edge's gradient averaged over `steps` points (midpoints)
+    of the path on which the edges `along` (default: all) go together from kept to ablated. The
+    scores of the edges on the path add up to metric(all of them ablated) - metric(full model) as
+    steps grow; with one edge on the path, its score tends to edge_patching's. Edges off the path
+    score 0."""
+    graph, tokens, ablated = _setup(model, tokens, metric, corrupted, ablation)
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    path = np.ones(len(graph), np.float32) if along is None else np.asarray(check_keep(graph, along))
+    base, grads = _eap_ig(model, tokens, ablated, jnp.asarray(path), metric=metric, steps=steps)
+    return EdgeScores(graph, -np.asarray(grads) * path, float(base), "eap_ig")
+
+
+@partial(jax.jit, static_argnames=("metric", "steps"))
+def _eap_ig(model, tokens, ablated, path, *, metric, steps):
+    of = _metric_of(model, tokens, ablated, metric)
+    alphas = (jnp.arange(steps, dtype=jnp.float32) + 0.5) / steps
+    grads = jax.lax.map(lambda a: jax.grad(of)(1.0 - a * path), alphas)
+    return of(jnp.ones_like(path)), grads.mean(axis=0)
+
+
+def _acdc_order(graph: Graph) -> np.ndarray:
+    """ACDC's order: receivers from the logits backwards, each one's senders latest first."""
+    return np.array(sorted(range(len(graph)), key=lambda e: (-graph.receiver_of[e], -graph.sender_of[e])), np.int32)
+
+
+def acdc(
+    model: GPT,
+    tokens,
+    threshold: float,
+    metric: Metric | None = None,
+    *,
+    corrupted=None,
+    ablation: Ablation = "corrupted",
+) -> Circuit:
+    """ACDC: every edge, in order from the logits backwards, is ablated for good if that raises the
+    metric (default: KL divergence from the full model's outputs on `tokens`) by less than
+    `threshold`. Edges that no longer reach the logits are dropped at the end. One compiled call."""
+    return acdc_sweep(model, tokens, [threshold], metric, corrupted=corrupted, ablation=ablation)[0]
+
+
+def acdc_sweep(
+    model: GPT,
+    tokens,
+    thresholds: Sequence[float],
+    metric: Metric | None = None,
+    *,
+    corrupted=None,
+    ablation: Ablation = "corrupted",
+) -> list[Circuit]:
+    """`acdc` at each of `thresholds`, all in one compiled call (a vmap over the thresholds)."""
+    if metric is None:
+        metric = kl_divergence(model(check_tokens(tokens, model.cfg)))
+    graph, tokens, ablated = _setup(model, tokens, metric, corrupted, ablation)
+    thresholds = np.asarray(thresholds, np.float32).reshape(-1)
+    if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
+        raise ValueError(f"thresholds must be finite numbers, got {thresholds}")
+    keeps, values = _acdc(
+        model, tokens, ablated, jnp.asarray(thresholds), jnp.asarray(_acdc_order(graph)), metric=metric
+    )
+    out = []
+    for keep, value, t in zip(np.asarray(keeps), np.asarray(values), thresholds):
+        out.append(Circuit(graph, reaching_logits(graph, keep > 0.5), float(value), float(t)))
+    return out
+
+
+@partial(jax.jit, static_argnames=("metric",))
+def _acdc(model, tokens, ablated, thresholds, order, *, metric):
+    of = _metric_of(model, tokens, ablated, metric)
+    ones = jnp.ones(len(Graph.of(model.cfg)), jnp.float32)
+
+    def run(threshold):
+        def step(carry, e):
+            keep, current = carry
+            trial = keep.at[e].set(0.0)
+            value = of(trial)
+            drop = value - current < threshold
+            return (jnp.where(drop, trial, keep), jnp.where(drop, value, current)), None
+
+        (keep, value), _ = jax.lax.scan(step, (ones, of(ones)), order)
+        return keep, value
+
+    return jax.vmap(run)(thresholds)
+
+
+def reaching_logits(graph: Graph, keep: np.ndarray) -> np.ndarray:
+    """`keep` without the edges whose receiver's node no longer reaches the logits."""
+    keep = np.array(keep, bool)
+    live = {"logits"}
+    for e in sorted(range(len(graph)), key=lambda e: -graph.receiver_of[e]):  # latest receivers first
+        if receiver_node(graph.receivers[graph.receiver_of[e]]) not in live:
+            keep[e] = False
+        elif keep[e]:
+            live.add(graph.senders[graph.sender_of[e]])
+    return keep
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging a circuit
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Faithfulness:
+    """The metric of the circuit (every other edge ablated), of the full model and of the empty
+    circuit (every edge ablated); `recovered` = (circuit - empty) / (full - empty), 1 when the
+    circuit does all the full model does, 0 when it does no better than nothing."""
+
+    circuit: float
+    full: float
+    empty: float
+    n_edges: int
+    fraction_of_edges: float
+
+    @property
+    def recovered(self) -> float:
+        return (self.circuit - self.empty) / (self.full - self.empty) if self.full != self.empty else float("nan")
+
+
+def faithfulness(
+    model: GPT,
+    tokens,
+    circuit: Circuit | Sequence[str],
+    metric: Metric,
+    *,
+    corrupted=None,
+    ablation: Ablation = "corrupted",
+) -> Faithfulness:
+    """The metric with every edge outside `circuit` ablated, beside the full and the empty circuit."""
+    graph, tokens, ablated = _setup(model, tokens, metric, corrupted, ablation)
+    keep = check_keep(graph, circuit.keep if isinstance(circuit, Circuit) else circuit)
+    masks = jnp.stack([keep, jnp.ones_like(keep), jnp.zeros_like(keep)])
+    values = np.asarray(_metrics(model, tokens, ablated, masks, metric=metric))
+    n = int(np.asarray(keep).sum())
+    return Faithfulness(float(values[0]), float(values[1]), float(values[2]), n, n / len(graph))
+
+
+@partial(jax.jit, static_argnames=("metric",))
+def _metrics(model, tokens, ablated, masks, *, metric):
+    return jax.lax.map(_metric_of(model, tokens, ablated, metric), masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class Roc:
+    """An ROC curve (false and true positive rates, from the strictest cut) and its area."""
+
+    fpr: np.ndarray
+    tpr: np.ndarray
+    auc: float
+
+
+def roc(found: EdgeScores | Sequence[Circuit], truth: Circuit | Sequence[str]) -> Roc:
+    """How well edge scores (ranked by |score|) or circuits from a threshold sweep pick out the
+    ground-truth edges `truth`. For scores, the AUC is the chance that a true edge outranks a
+    false one (ties count a half); for circuits, the area under their (FPR, TPR) points joined
+    by straight lines from (0, 0) to (1, 1), as ACDC computes it."""
+    if isinstance(found, EdgeScores):
+        graph = found.graph
+    elif found and all(isinstance(c, Circuit) for c in found):
+        graph = found[0].graph
+    else:
+        raise TypeError("roc expects EdgeScores or a list of Circuits (acdc_sweep)")
+    true = truth.keep if isinstance(truth, Circuit) else graph.mask(truth)
+    n_true, n_false = int(true.sum()), int((~true).sum())
+    if n_true == 0 or n_false == 0:
+        raise ValueError("the ground truth must hold some edges of the graph and leave some out")
+    if isinstance(found, EdgeScores):
+        score = np.abs(found.scores)
+        cuts = np.unique(score)[::-1]
+        tpr = np.array([0.0] + [(true & (score >= c)).sum() / n_true for c in cuts])
+        fpr = np.array([0.0] + [(~true & (score >= c)).sum() / n_false for c in cuts])
+        greater = (score[true][:, None] > score[~true][None, :]).mean()
+        ties = (score[true][:, None] == score[~true][None, :]).mean()
+        return Roc(fpr, tpr, float(greater + 0.5 * ties))
+    points = {(0.0, 0.0), (1.0, 1.0)}
+    for c in found:
+        if c.graph is not graph:
+            raise ValueError("the circuits come from different graphs")
+        points.add(((c.keep & ~true).sum() / n_false, (c.keep & true).sum() / n_true))
+    fpr, tpr = (np.array(v) for v in zip(*sorted(points)))
+    return Roc(fpr, tpr, float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2)))
