@@ -15,6 +15,7 @@ no LayerNorm with ReLU, LNPre, bidirectional attention.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import os
@@ -35,8 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from bench.tl import hooked_transformer, rel_diff  # noqa: E402
-from minillm import GPT, GPTConfig, utils  # noqa: E402
+from minillm import GPT, GPTConfig, hook_names, utils  # noqa: E402
 from minillm import decompose as D  # noqa: E402
+from minillm import graph as G  # noqa: E402
 from minillm import patching as P  # noqa: E402
 from minillm.circuits import all_composition_scores, composition_scores  # noqa: E402
 from minillm.detectors import _similarity, named_detection_pattern  # noqa: E402
@@ -247,6 +249,279 @@ def hooks_on_unreached_points_and_unembed(m, tl, t):
         close(cache["unembed.hook_in"], tl_cache["unembed.hook_in"])
 
 
+# --- the on-request hook points: TransformerLens' use_attn_in, use_split_qkv_input, use_hook_mlp_in --
+G_ON_REQUEST = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in")
+
+
+@contextlib.contextmanager
+def tl_flags(tl, **flags):
+    """TransformerLens with some of its hook-point flags switched on (through its own set_use_* calls),
+    restored afterwards. minillm needs no flag: a call that names the hook point gets it."""
+    old = {k: getattr(tl.cfg, k) for k in flags}
+    try:
+        for k, v in flags.items():
+            getattr(tl, f"set_{k}")(v)
+        yield tl
+    finally:
+        for k, v in old.items():
+            setattr(tl.cfg, k, v)
+
+
+def _modes(cfg: GPTConfig) -> dict[str, tuple[dict, list[str]]]:
+    """TransformerLens' flags and the on-request hook names (per block) that they stand for."""
+    modes = {
+        "attn_in": (dict(use_attn_in=True), ["hook_attn_in"]),
+        "split_qkv": (dict(use_split_qkv_input=True), ["hook_q_input", "hook_k_input", "hook_v_input"]),
+    }
+    if not cfg.attn_only:
+        modes["mlp_in"] = (dict(use_hook_mlp_in=True), ["hook_mlp_in"])
+        modes["all"] = (
+            dict(use_attn_in=True, use_split_qkv_input=True, use_hook_mlp_in=True),
+            ["hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in"],
+        )
+    else:
+        modes["all"] = (dict(use_attn_in=True, use_split_qkv_input=True), modes["split_qkv"][1] + ["hook_attn_in"])
+    return modes
+
+
+def on_request_hook_points_cached(m, tl, t):
+    """Each TransformerLens flag against minillm's names: every activation both cache, the on-request
+    points included, and ln1's hooks, which then fire per head ([b, p, h, 1] / [b, p, h, d]; both
+    caches keep the last firing, ln1 of the value input)."""
+    tt = torch.tensor(t)
+    usual = [n for n in hook_names(m.cfg) if not n.endswith(G_ON_REQUEST)]
+    for mode, (flags, points) in _modes(m.cfg).items():
+        asked = [f"blocks.{l}.{p}" for l in range(m.cfg.n_layers) for p in points]
+        # "all" asks by a predicate (everything): the other modes by a list of names
+        names = (lambda n: True) if mode == "all" else usual + asked
+        logits, cache = m.run_with_cache(t, names_filter=names)
+        with tl_flags(tl, **flags):
+            tl_logits, tl_cache = tl.run_with_cache(tt)
+        close(logits, tl_logits)
+        assert all(n in cache for n in asked), f"{mode}: minillm did not cache {[n for n in asked if n not in cache]}"
+        missing = [n for n in cache if n not in tl_cache.keys()]
+        assert len(missing) <= 1, f"{mode}: TransformerLens lacks {missing}"  # at most unembed.hook_in (older TL)
+        for n in cache:
+            if n in tl_cache.keys():
+                try:
+                    close(cache[n], tl_cache[n])
+                except AssertionError as e:
+                    raise AssertionError(f"{mode}: {n}: {e}") from None
+        if m.cfg.normalization_type is not None and mode != "mlp_in":  # ln1 ran per head
+            assert cache["blocks.0.ln1.hook_scale"].shape == (*t.shape, m.cfg.n_heads, 1)
+    _, plain = m.run_with_cache(t)  # names_filter=None: never the on-request points
+    assert not any(n.endswith(G_ON_REQUEST) for n in plain), "names_filter=None cached an on-request point"
+
+
+def _edit_head(x, h, scale, shift):
+    """x [b, p, h, d] with head h's slice replaced by scale * x + shift * a fixed direction (not a
+    constant: LayerNorm would remove that), in either library's arrays."""
+    direction = np.cos(np.arange(x.shape[-1]) * 1.3).astype(np.float32) * shift
+    if isinstance(x, torch.Tensor):
+        x = x.clone()
+        x[:, :, h] = x[:, :, h] * scale + torch.tensor(direction)
+        return x
+    return x.at[:, :, h].set(x[:, :, h] * scale + direction)
+
+
+def on_request_hooks_edited(m, tl, t):
+    """Hooks that change one head's input (hook_attn_in, hook_{q,k,v}_input), ln1's scale under split
+    inputs (it fires three times, once per input, in both), and hook_mlp_in: the same logits. Each
+    edit must move the logits, so that no check passes by the hook not running."""
+    tt = torch.tensor(t)
+    L, H = m.cfg.n_layers - 1, m.cfg.n_heads - 1
+    clean = np.asarray(m(t))
+    cases = [
+        (dict(use_attn_in=True), [(f"blocks.{L}.hook_attn_in", lambda x, hook: _edit_head(x, 1, 0.5, 0.3))]),
+        (dict(use_split_qkv_input=True), [(f"blocks.{L}.hook_q_input", lambda x, hook: _edit_head(x, 0, -1.0, 0.0))]),
+        (dict(use_split_qkv_input=True), [(f"blocks.{L}.hook_k_input", lambda x, hook: _edit_head(x, H, 2.0, 3.0))]),
+        (dict(use_split_qkv_input=True), [("blocks.0.hook_v_input", lambda x, hook: _edit_head(x, 1, 0.0, 1.0))]),
+        (
+            dict(use_split_qkv_input=True),
+            [
+                (f"blocks.{L}.hook_q_input", lambda x, hook: _edit_head(x, 0, -1.0, 0.0)),
+                (f"blocks.{L}.hook_k_input", lambda x, hook: _edit_head(x, 1, 0.5, 1.0)),
+                (f"blocks.{L}.hook_v_input", lambda x, hook: _edit_head(x, H, 3.0, 1.0)),
+            ],
+        ),
+    ]
+    if m.cfg.normalization_type is not None:  # ln1 under split inputs: [b, p, h, 1], once per q, k, v input
+        cases.append(
+            (
+                dict(use_split_qkv_input=True),
+                [
+                    (f"blocks.{L}.hook_k_input", lambda x, hook: x),
+                    (f"blocks.{L}.ln1.hook_scale", lambda x, hook: _edit_head(x, 1, 3.0, 0.0)),
+                ],
+            )
+        )
+        cases.append(
+            (
+                dict(use_split_qkv_input=True),
+                [
+                    ("blocks.0.hook_q_input", lambda x, hook: x),
+                    ("blocks.0.ln1.hook_normalized", lambda x, hook: _edit_head(x, 0, -1.0, 0.0)),
+                ],
+            )
+        )
+    if not m.cfg.attn_only:
+        cases.append((dict(use_hook_mlp_in=True), [("blocks.0.hook_mlp_in", lambda x, hook: x + 0.5 * x[:1, :1])]))
+    for i, (flags, hooks) in enumerate(cases):
+        ours = np.asarray(m.run_with_hooks(t, hooks))
+        with tl_flags(tl, **flags):
+            theirs = tl.run_with_hooks(tt, fwd_hooks=hooks)
+        try:
+            close(ours, theirs)
+        except AssertionError as e:
+            raise AssertionError(f"case {i} ({[n for n, _ in hooks]}): {e}") from None
+        assert rel_diff(ours, clean)[0] > 1e-3, f"case {i}: the edit did not change the logits"
+
+
+def head_k_input_patched(m, tl, t):
+    """Activation patching of one head's key input: the corrupted run's hook_k_input at head h only,
+    into the clean run. The same logits (and the other heads' patterns unchanged)."""
+    tt = torch.tensor(t)
+    corrupted = t.copy()
+    corrupted[:, :4] = (corrupted[:, :4] + 5) % m.cfg.d_vocab
+    name = f"blocks.{m.cfg.n_layers - 1}.hook_k_input"
+    pattern = f"blocks.{m.cfg.n_layers - 1}.attn.hook_pattern"
+    _, cache = m.run_with_cache(corrupted, names_filter=[name])
+    with tl_flags(tl, use_split_qkv_input=True):
+        _, tl_cache = tl.run_with_cache(torch.tensor(corrupted), names_filter=[name])
+        close(cache[name], tl_cache[name])
+        for h in range(m.cfg.n_heads):
+
+            def patch(x, hook, h=h, src=cache[name]):
+                return x.at[:, :, h].set(src[:, :, h])
+
+            def tl_patch(x, hook, h=h, src=tl_cache[name]):
+                x = x.clone()
+                x[:, :, h] = src[:, :, h]
+                return x
+
+            logits, patched = m.run_with_cache(t, names_filter=[pattern], fwd_hooks=[(name, patch)])
+            with tl.hooks(fwd_hooks=[(name, tl_patch)]):
+                tl_logits, tl_patched = tl.run_with_cache(tt, names_filter=[pattern])
+            close(logits, tl_logits)
+            close(patched[pattern], tl_patched[pattern])
+            others = [g for g in range(m.cfg.n_heads) if g != h]
+            _, clean = m.run_with_cache(t, names_filter=[pattern])
+            close(patched[pattern][:, others], clean[pattern][:, others], rtol=1e-6)
+
+
+# --- minillm.graph's edges against the same ablation done by hand with TransformerLens' hooks ------
+def tl_run_with_edges(tl, tokens, edges: list[str], ablated: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """TransformerLens' logits with `edges` ablated, written from minillm.graph's docstring alone: each
+    receiver's input minus, for each ablated edge into it, (its sender's output in this pass - the
+    sender's ablated output). Sender outputs: hook_embed + hook_pos_embed, attn.hook_result[:, :, h],
+    hook_mlp_out; receivers: hook_{q,k,v}_input[:, :, h], hook_mlp_in, the last hook_resid_post.
+    ablated: {sender: output on the corrupted tokens}; None: zero ablation."""
+    n_layers = tl.cfg.n_layers
+    outputs: dict[str, torch.Tensor] = {}
+    by_receiver: dict[str, list[str]] = {}
+    for edge in edges:
+        sender, receiver = edge.split(" -> ")
+        by_receiver.setdefault(receiver, []).append(sender)
+
+    def delta(receiver):
+        return sum(outputs[s] - (0.0 if ablated is None else ablated[s]) for s in by_receiver.get(receiver, []))
+
+    def rec_embed(x, hook):
+        outputs["embed"] = x
+
+    def rec_pos(x, hook):
+        outputs["embed"] = outputs["embed"] + x
+
+    hooks = [("hook_embed", rec_embed), ("hook_pos_embed", rec_pos)]
+    for l in range(n_layers):
+        for x in "qkv":
+
+            def receive(act, hook, l=l, x=x):
+                act = act.clone()
+                for h in range(tl.cfg.n_heads):
+                    act[:, :, h] = act[:, :, h] - delta(f"blocks.{l}.attn.head{h}.{x}")
+                return act
+
+            hooks.append((f"blocks.{l}.hook_{x}_input", receive))
+
+        def rec_heads(act, hook, l=l):
+            for h in range(tl.cfg.n_heads):
+                outputs[f"blocks.{l}.attn.head{h}"] = act[:, :, h]
+
+        hooks.append((f"blocks.{l}.attn.hook_result", rec_heads))
+        if not tl.cfg.attn_only:
+
+            def rec_mlp(act, hook, l=l):
+                outputs[f"blocks.{l}.mlp"] = act
+
+            hooks.append((f"blocks.{l}.hook_mlp_in", lambda act, hook, l=l: act - delta(f"blocks.{l}.mlp")))
+            hooks.append((f"blocks.{l}.hook_mlp_out", rec_mlp))
+    hooks.append((f"blocks.{n_layers - 1}.hook_resid_post", lambda act, hook: act - delta("logits")))
+    flags = dict(use_split_qkv_input=True, use_attn_result=True)
+    if not tl.cfg.attn_only:
+        flags["use_hook_mlp_in"] = True
+    with tl_flags(tl, **flags):
+        return tl.run_with_hooks(tokens, fwd_hooks=hooks)
+
+
+def tl_sender_outputs(tl, tokens) -> dict[str, torch.Tensor]:
+    _, cache = tl.run_with_cache(tokens)
+    out = {"embed": cache["hook_embed"] + cache["hook_pos_embed"]}
+    for l in range(tl.cfg.n_layers):
+        for h in range(tl.cfg.n_heads):
+            out[f"blocks.{l}.attn.head{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, :, h]
+        if not tl.cfg.attn_only:
+            out[f"blocks.{l}.mlp"] = cache[f"blocks.{l}.hook_mlp_out"]
+    return out
+
+
+def graph_edges_ablated(m, tl, t):
+    """minillm.graph.run_with_edges against the same ablation by hand in TransformerLens: single edges
+    of every kind (head -> head's q/k/v, embed -> head, head/MLP -> MLP, -> logits), then sets of
+    edges (whose senders' outputs change in the same pass), with corrupted and with zero ablation."""
+    g = G.Graph.of(m.cfg)
+    corrupted = t.copy()
+    corrupted[:, :5] = (corrupted[:, :5] + 7) % m.cfg.d_vocab
+    tt = torch.tensor(t)
+    ablated = G.ablated_outputs(m, t, "corrupted", corrupted)
+    tl_ablated = tl_sender_outputs(tl, torch.tensor(corrupted))
+    for i, s in enumerate(g.senders):
+        close(ablated[i], tl_ablated[s])
+    zeros = G.ablated_outputs(m, t, "zero")
+    H, L = m.cfg.n_heads - 1, m.cfg.n_layers - 1
+    single = [
+        "blocks.0.attn.head1 -> blocks.1.attn.head0.k",
+        f"blocks.0.attn.head0 -> blocks.{L}.attn.head{H}.q",
+        "blocks.0.attn.head2 -> blocks.1.attn.head1.v",
+        "embed -> blocks.1.attn.head2.v",
+        "embed -> blocks.0.attn.head0.k",
+        f"blocks.{L}.attn.head1 -> logits",
+        "embed -> logits",
+    ]
+    if not m.cfg.attn_only:
+        single += [
+            "blocks.0.mlp -> blocks.1.mlp",
+            "blocks.0.attn.head1 -> blocks.0.mlp",
+            "blocks.0.mlp -> blocks.1.attn.head0.k",
+            f"blocks.{L}.mlp -> logits",
+        ]
+    rng = np.random.default_rng(0)
+    third = list(rng.choice(g.edges, len(g) // 3, replace=False))
+    sets = [single, [e for e in g.edges if e.startswith("blocks.0.")], third]
+    clean = np.asarray(m(t))
+    for edges, (ours_ablated, theirs_ablated) in [([e], (ablated, tl_ablated)) for e in single] + [
+        (edges, pair) for edges in sets for pair in [(ablated, tl_ablated), (zeros, None)]
+    ]:
+        keep = ~g.mask(edges)
+        ours = np.asarray(G.run_with_edges(m, t, keep, ours_ablated))
+        theirs = tl_run_with_edges(tl, tt, edges, theirs_ablated)
+        what = edges[0] if len(edges) == 1 else f"{len(edges)} edges ({'corrupted' if theirs_ablated else 'zero'})"
+        err, why = rel_diff(ours, theirs)
+        if why is not None or err > RTOL:
+            raise AssertionError(f"{what}: {why or f'max relative difference {err:.2e}'}")
+        assert rel_diff(ours, clean)[0] > 1e-5, f"{what}: ablating changed nothing"
+
+
 CHECKS = [
     forward_and_every_activation,
     return_types_and_loss,
@@ -261,6 +536,10 @@ CHECKS = [
     attention_mask,
     weights_round_trip,
     hooks_on_unreached_points_and_unembed,
+    on_request_hook_points_cached,
+    on_request_hooks_edited,
+    head_k_input_patched,
+    graph_edges_ablated,
 ]
 
 

@@ -269,3 +269,94 @@ def plot_causal_trace(
         fig.colorbar(image, ax=ax, fraction=0.08, label=label if i == n_kinds - 1 else None)
     fig.tight_layout()
     return fig
+
+
+_PART_COLORS = {"q": "tab:blue", "k": "tab:orange", "v": "tab:green"}
+
+
+def plot_circuit(found, *, top: int | None = None, truth: Sequence[str] = (), title: str = ""):
+    """A circuit as a graph: embed at the bottom, each block's heads (and MLP) above it, the logits
+    on top; an edge is an arrow from its sender to its receiver's node, coloured by what it feeds
+    (a head's query blue, key orange, value green; an MLP or the logits grey). `found` is an
+    EdgeScores (minillm.discovery: width by |score|; `top` keeps the largest) or a Circuit.
+    Ground-truth edges (`truth`) the circuit misses are drawn dotted."""
+    graph = found.graph
+    cfg = graph.cfg
+    if hasattr(found, "scores"):
+        weight = np.abs(np.asarray(found.scores, float))
+        shown = np.argsort(-weight, kind="stable")[: top or len(weight)]
+        shown = [i for i in shown if weight[i] > 0]
+        weight = weight / (weight.max() or 1.0)
+    else:
+        shown = list(np.flatnonzero(found.keep))
+        weight = np.ones(len(graph.edges))
+    H = cfg.n_heads
+    mid = (H - 1) / 2 if cfg.attn_only else H / 2  # MLPs sit in a column right of the heads
+
+    def place(node: str) -> tuple[float, float]:
+        if node == "embed":
+            return mid, 0.0
+        if node == "logits":
+            return mid, 2.0 * cfg.n_layers + 1
+        layer = int(node.split(".")[1])
+        if node.endswith(".mlp"):
+            return float(H), 2.0 * layer + 2
+        return float(node.rsplit("head", 1)[1]), 2.0 * layer + 1
+
+    def label(node: str) -> str:
+        if node in ("embed", "logits"):
+            return node
+        layer = node.split(".")[1]
+        return f"MLP{layer}" if node.endswith(".mlp") else f"L{layer}H{node.rsplit('head', 1)[1]}"
+
+    columns = H if cfg.attn_only else H + 1
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * columns + 2.0), 0.9 * (2 * cfg.n_layers + 2) + 0.8))
+    nodes = list(graph.senders) + ["logits"]
+    used = set()
+    missed = [graph.index(e) for e in truth if graph.index(e) not in set(shown)]
+    for i in list(shown) + missed:
+        sender, receiver = graph.edges[i].split(" -> ")
+        part = receiver.rsplit(".", 1)[1] if receiver.endswith((".q", ".k", ".v")) else ""
+        node = receiver[: -len(part) - 1] if part else receiver
+        used.update((sender, node))
+        (x0, y0), (x1, y1) = place(sender), place(node)
+        is_missed = i in missed
+        ax.annotate(
+            "",
+            xy=(x1 + {"q": -0.12, "k": 0.0, "v": 0.12}.get(part, 0.0), y1 - 0.18),
+            xytext=(x0, y0 + 0.18),
+            arrowprops=dict(
+                arrowstyle="-|>",
+                color="lightgrey" if is_missed else _PART_COLORS.get(part, "dimgrey"),
+                lw=0.8 if is_missed else 0.6 + 3.4 * float(weight[i]),
+                ls=":" if is_missed else "-",
+                alpha=0.9,
+                connectionstyle="arc3,rad=0.12" if abs(x1 - x0) + abs(y1 - y0) > 2.1 else "arc3,rad=0.0",
+                shrinkA=2,
+                shrinkB=2,
+            ),
+        )
+    for node in nodes:
+        x, y = place(node)
+        active = node in used
+        ax.text(
+            x,
+            y,
+            label(node),
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="black" if active else "silver",
+            bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="black" if active else "silver"),
+        )
+    handles = [plt.Line2D([], [], color=c, lw=2, label=p) for p, c in _PART_COLORS.items()]
+    handles.append(plt.Line2D([], [], color="dimgrey", lw=2, label="MLP / logits"))
+    if missed:
+        handles.append(plt.Line2D([], [], color="lightgrey", lw=1, ls=":", label="missed (truth)"))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    ax.set_xlim(-0.8, columns - 1 + 0.8)
+    ax.set_ylim(-0.7, 2 * cfg.n_layers + 1.7)
+    ax.axis("off")
+    ax.set_title(title or f"{len(shown)} of {len(graph.edges)} edges")
+    fig.tight_layout()
+    return fig

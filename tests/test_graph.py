@@ -142,8 +142,10 @@ def test_ablations_and_their_errors(setup):
         run_with_edges(model, clean, ["embed -> nowhere"], zero)
 
 
-def test_run_with_edges_composes_with_jit_vmap_and_grad(setup):
-    model, clean, corrupted = setup
+def test_run_with_edges_composes_with_jit_vmap_and_grad():
+    cfg = CONFIGS["attn_only_ln"]  # one config: compiling the vmapped pass is the cost here
+    model = GPT(cfg, seed=3)
+    clean, corrupted = random_tokens(cfg, batch=3, seed=1), random_tokens(cfg, batch=3, seed=2)
     from minillm.graph import edge_forward
 
     g = Graph.of(model.cfg)

@@ -7,6 +7,7 @@ from helpers import CONFIGS
 from minillm.plots import (
     plot_attention_patterns,
     plot_causal_trace,
+    plot_circuit,
     plot_fourier_norms,
     plot_head_heatmap,
     plot_logit_lens,
@@ -76,3 +77,22 @@ def test_probe_scores_render_to_png(tmp_path):
     fig = plot_probe_scores(sweep, title="is the token a 1?")
     assert len(fig.axes) == 6  # three panels, each with its colorbar
     _save(fig, tmp_path / "probes.png")
+
+
+def test_circuit_renders_with_scores_a_circuit_and_missed_truth(tmp_path):
+    from minillm.discovery import Circuit, EdgeScores
+    from minillm.graph import Graph
+
+    for cfg in (CONFIGS["attn_only_ln"], CONFIGS["mlp_ln_gelu"]):
+        g = Graph.of(cfg)
+        scores = EdgeScores(g, np.random.default_rng(0).normal(size=len(g)), 0.0, "test")
+        truth = [g.edges[0], g.edges[-1]]
+        for found in (scores, Circuit(g, g.mask([g.edges[0]]))):
+            fig = plot_circuit(found, top=8, truth=truth) if found is scores else plot_circuit(found, truth=truth)
+            labels = {t.get_text() for t in fig.axes[0].texts}
+            assert {"embed", "logits", "L0H0"} <= labels
+            assert ("MLP0" in labels) == (not cfg.attn_only)
+            fig.savefig(tmp_path / "circuit.png")
+            assert (tmp_path / "circuit.png").stat().st_size > 1000
+    with pytest.raises(KeyError):
+        plot_circuit(scores, truth=["embed -> nowhere"])

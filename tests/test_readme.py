@@ -103,6 +103,12 @@ def test_transformer_lens_example():
     assert namespace["tl_cfg"]["n_layers"] == 2
 
 
+def test_circuit_discovery_example(capsys):
+    namespace = run_block("test_circuit_discovery_example")
+    assert capsys.readouterr().out.split() == ["True", "1.0"]
+    assert len(namespace["exact"].scores) == len(namespace["found"].graph.edges)
+
+
 @pytest.mark.slow  # trains a model for a few steps
 def test_training_example(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)

@@ -21,8 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from minillm import discovery
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.fourier import excluded_logits, fourier_basis
+from minillm.graph import Graph, ablated_outputs, run_with_edges
 from minillm.interventions import ablate_heads
 from minillm.model import GPT
 from minillm.model.config import GPTConfig
@@ -274,3 +276,35 @@ def check_distance_irrelevance(fn: Callable) -> None:
         f, g = rng.normal(size=p), rng.normal(size=p)
         for name, table in [("a function of a + b", f[(a + b) % p]), ("a mixture", f[(a + b) % p] + g[(a - b) % p])]:
             _compare(f"distance irrelevance of {name} (p = {p})", np.float64(fn(table)), distance_irrelevance_of(table))
+
+
+@exercise
+def check_ablate_edge_by_hand(fn: Callable) -> None:
+    """fn(model, clean, corrupted, sender, receiver) -> logits [b, p, v] of the clean run with the one
+    edge from head sender = (layer, head) to receiver = (layer, head, "q" | "k" | "v") ablated: that
+    input of that head reads the sender's output from the corrupted run, every other reader the clean."""
+    model = _test_model(3)
+    clean = repeated_random_tokens(jax.random.key(5), 3, 6, 20)
+    corrupted = repeated_random_tokens(jax.random.key(6), 3, 6, 20)
+    graph = Graph.of(model.cfg)
+    ablated = ablated_outputs(model, clean, "corrupted", corrupted)
+    for sender, receiver in [((0, 1), (1, 0, "k")), ((0, 3), (1, 2, "q")), ((0, 0), (1, 3, "v"))]:
+        edge = f"blocks.{sender[0]}.attn.head{sender[1]} -> blocks.{receiver[0]}.attn.head{receiver[1]}.{receiver[2]}"
+        keep = np.ones(len(graph), np.float32)
+        keep[graph.index(edge)] = 0.0
+        expected = run_with_edges(model, clean, keep, ablated)
+        _compare(f"logits with {edge} ablated", fn(model, clean, corrupted, sender, receiver), expected, atol=1e-4)
+
+
+@exercise
+def check_roc_auc(fn: Callable) -> None:
+    """fn(scores, is_true) -> the ROC AUC of ranking edges by |score| against the bool array is_true:
+    the chance that a true edge outranks a false one, ties counting a half."""
+    graph = Graph.of(_test_model(0).cfg)
+    rng = np.random.default_rng(0)
+    for trial in range(4):
+        scores = rng.normal(size=len(graph.edges)).round(1 if trial % 2 else 3)  # rounding makes ties
+        is_true = rng.random(len(graph.edges)) < 0.2
+        truth = [e for e, t in zip(graph.edges, is_true) if t]
+        expected = discovery.roc(discovery.EdgeScores(graph, scores, 0.0, "check"), truth).auc
+        _compare(f"AUC (trial {trial})", fn(scores, is_true), expected, atol=1e-9)
