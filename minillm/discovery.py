@@ -313,31 +313,46 @@ def acdc_sweep(
     thresholds = np.asarray(thresholds, np.float32).reshape(-1)
     if thresholds.size == 0 or not np.all(np.isfinite(thresholds)):
         raise ValueError(f"thresholds must be finite numbers, got {thresholds}")
-    keeps, values = _acdc(
-        model, tokens, ablated, jnp.asarray(thresholds), jnp.asarray(_acdc_order(graph)), metric=metric
-    )
+    order, outgoing = jnp.asarray(_acdc_order(graph)), _outgoing(graph)
+    keeps, values = _acdc(model, tokens, ablated, jnp.asarray(thresholds), order, outgoing, metric=metric)
     out = []
     for keep, value, t in zip(np.asarray(keeps), np.asarray(values), thresholds):
         out.append(Circuit(graph, reaching_logits(graph, keep > 0.5), float(value), float(t)))
     return out
 
 
+def _outgoing(graph: Graph) -> jax.Array:
+    """[n_edges, n_edges] bool: row e marks the edges that leave the node edge e feeds (none for the
+    logits, which feed nothing and are always live)."""
+    node_of = [receiver_node(r) for r in graph.receivers]
+    leaves = np.array([[graph.senders[s] == node_of[r] for s in graph.sender_of] for r in graph.receiver_of])
+    return jnp.asarray(leaves)
+
+
 @partial(jax.jit, static_argnames=("metric",))
-def _acdc(model, tokens, ablated, thresholds, order, *, metric):
+def _acdc(model, tokens, ablated, thresholds, order, outgoing, *, metric):
     of = _metric_of(model, tokens, ablated, metric)
     ones = jnp.ones(len(Graph.of(model.cfg)), jnp.float32)
+    feeds_logits = ~outgoing.any(axis=1)  # edges into the logits (their node has no outgoing edges)
 
     def run(threshold):
         def step(carry, e):
             keep, current = carry
             trial = keep.at[e].set(0.0)
-            value = of(trial)
+            # An edge into a node that no longer reaches the logits changes nothing: drop it without
+            # a forward pass (ACDC skips such nodes too). That node's outgoing edges came earlier in
+            # the order, so they are settled. (Under acdc_sweep's vmap both branches run.)
+            live = feeds_logits[e] | jnp.any(outgoing[e] & (keep > 0))
+            value = jax.lax.cond(live, of, lambda _: current, trial)
             drop = value - current < threshold
             return (jnp.where(drop, trial, keep), jnp.where(drop, value, current)), None
 
         (keep, value), _ = jax.lax.scan(step, (ones, of(ones)), order)
         return keep, value
 
+    if thresholds.shape[0] == 1:  # one threshold: no vmap, so the skipped passes are really skipped
+        keep, value = run(thresholds[0])
+        return keep[None], value[None]
     return jax.vmap(run)(thresholds)
 
 
