@@ -121,6 +121,10 @@ print(f"p(correct) = {p_correct(logits):.4f}, accuracy = {accuracy(logits):.4f}"
 #   and the layer's output `attn_out`;
 # - the MLP's pre- and post-activation (`pre`, `post`) and its output `mlp_out`;
 # - each LayerNorm's scale and normalized input.
+#
+# Five more hook points per block exist but are left out of "cache everything": the inputs of each
+# head's query, key and value and the MLP's input before its LayerNorm (`hook_q_input`, ...), which
+# copy the residual stream once per head. A call gets them by naming them; lesson 6 needs them.
 
 # %%
 for name in cache:
@@ -128,7 +132,9 @@ for name in cache:
         continue  # the other blocks repeat block 0's names
     print(f"{name:34s} {tuple(cache[name].shape)}")
 print(f"... and the same for blocks 1 to {model.cfg.n_layers - 1}: {len(cache)} tensors in all")
-assert sorted(cache) == sorted(model.hook_names())
+on_request = {name.rsplit(".", 1)[1] for name in model.hook_names() if name not in cache}
+print("named on request only:", sorted(on_request))
+assert on_request == {"hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", "hook_mlp_in"}
 assert cache["pattern", 0].shape == (256, model.cfg.n_heads, task.seq_len, task.seq_len)
 
 # %% [markdown]
