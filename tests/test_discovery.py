@@ -1,6 +1,10 @@
 """minillm/discovery.py: edge patching against one run per edge, EAP against a finite difference,
 EAP-IG against exact patching and its completeness, ACDC's bookkeeping, the ROC, the errors; and
-on Tracr's compiled programs, whose circuits nobody here wrote, the AUCs that must be 1.0."""
+on Tracr's compiled frac_prevs, whose circuit nobody here wrote, the AUCs that must be 1.0.
+
+Lesson 6 (run by tests/test_lessons.py) asserts the rest of the issue's checks on the real models:
+AUC 1.0 for exact patching and ACDC on Tracr's reverse too, and the induction circuit of lesson 1's
+model (L0H0 into the induction heads' keys, the loss within 10% with under 35% of the edges)."""
 
 from __future__ import annotations
 
@@ -138,7 +142,7 @@ def test_bad_input_is_refused_with_the_problem_named(setup):
 
 
 # --- Tracr: circuits nobody here wrote ------------------------------------------------------------
-def tracr_setup(name: str, length: int, batch: int = 16):
+def tracr_setup(name: str, length: int, batch: int = 8):
     """Sequences one shorter than the longest (at full length a zeroed length head gives the right
     length by accident), the metric ACDC used (KL, or MSE for a numerical output), zero ablation."""
     tm = load_fixture(name)
@@ -150,12 +154,12 @@ def tracr_setup(name: str, length: int, batch: int = 16):
     return tm, tokens, kind(clean, positions)
 
 
-@pytest.mark.parametrize("name", ["reverse", "frac_prevs"])
+@pytest.mark.parametrize("name", ["frac_prevs"])  # and reverse, in lesson 6
 def test_exact_patching_and_acdc_recover_tracr_circuits(name):
     tm, tokens, kl = tracr_setup(name, load_fixture(name).max_seq_len - 1)
     truth = PUBLISHED_CIRCUITS[name]["acdc"]  # ACDC's own ground truth (zero ablation)
     exact = D.edge_patching(tm.model, tokens, kl, ablation="zero")
-    sweep = D.acdc_sweep(tm.model, tokens, np.geomspace(1e-6, 10, 24), kl, ablation="zero")
+    sweep = D.acdc_sweep(tm.model, tokens, np.geomspace(1e-6, 10, 12), kl, ablation="zero")
     assert D.roc(exact, truth).auc == 1.0
     assert D.roc(sweep, truth).auc == 1.0
     # the ground truth alone computes what the model computes
@@ -164,21 +168,3 @@ def test_exact_patching_and_acdc_recover_tracr_circuits(name):
         assert set(truth) == set(tm.circuit)
         assert D.roc(exact, tm.circuit).auc == 1.0
         assert D.acdc(tm.model, tokens, 1e-3, kl, ablation="zero").edges == tm.circuit
-
-
-@pytest.mark.slow
-def test_the_induction_circuit_is_found():
-    """Lesson 1's model: ACDC with mean ablation keeps the previous-token head's edges into the
-    induction heads' keys and the repeated half's loss within 10% with a third of the edges."""
-    from minillm.detectors import repeated_random_tokens
-    from minillm.lessons import checkpoint
-    from minillm.model.losses import cross_entropy
-
-    model = GPT.load(checkpoint("induction/model.safetensors"))
-    probe = repeated_random_tokens(jax.random.key(7), 32, 20, model.cfg.d_vocab)
-    loss = lambda logits: cross_entropy(logits[:, 21:-1], probe[:, 22:]).mean()  # noqa: E731
-    found = D.acdc(model, probe, 0.01, loss, ablation="mean")
-    f = D.faithfulness(model, probe, found, loss, ablation="mean")
-    assert f.circuit < 1.1 * f.full and f.fraction_of_edges < 0.35
-    k_edges = {e for e in found.edges if e.startswith("blocks.0.attn.head0 -> blocks.1.") and e.endswith(".k")}
-    assert len(k_edges) >= 3, found.edges  # the previous-token head (L0H0, lesson 1) into the induction heads' keys

@@ -12,7 +12,7 @@ from helpers import CONFIGS, random_tokens
 from minillm import GPT
 from minillm.graph import Graph, ablated_outputs, run_with_edges, sender_outputs
 
-KINDS = ["mlp_ln_gelu", "attn_only_ln", "mlp_noln_relu"]
+KINDS = ["mlp_ln_gelu", "attn_only_noln"]  # with and without LayerNorm and MLPs
 
 
 def test_the_graph_of_a_config():
