@@ -27,7 +27,7 @@ def metric(logits):
 
 @pytest.fixture(scope="module")
 def setup():
-    cfg = CONFIGS["mlp_ln_gelu"]
+    cfg = CONFIGS["attn_only_ln"]  # the MLP edges are checked in tests/test_graph.py
     model = GPT(cfg, seed=5)
     clean, corrupted = random_tokens(cfg, batch=2, pos=6, seed=1), random_tokens(cfg, batch=2, pos=6, seed=2)
     return model, clean, corrupted
