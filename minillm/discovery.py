@@ -53,7 +53,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm.graph import ABLATIONS, Ablation, Graph, ablated_outputs, check_keep, edge_forward, receiver_node
+from minillm.graph import (
+    ABLATIONS,
+    Ablation,
+    Graph,
+    ablated_outputs,
+    check_keep,
+    edge_forward,
+    edge_forward_into,
+    receiver_node,
+)
 from minillm.model import GPT
 from minillm.model.inputs import check_tokens
 
@@ -225,11 +234,26 @@ def edge_patching(
 
 @partial(jax.jit, static_argnames=("metric", "chunk_size"))
 def _edge_patching(model, tokens, ablated, *, metric, chunk_size):
-    of = _metric_of(model, tokens, ablated, metric)
-    n = len(Graph.of(model.cfg))
-    ones = jnp.ones(n, jnp.float32)
-    patched = jax.lax.map(lambda e: of(ones.at[e].set(0.0)), jnp.arange(n), batch_size=chunk_size)
-    return of(ones), patched
+    """Edges grouped by the block their receiver is in: an edge into block l changes nothing before
+    it, so its pass starts at block l from the clean run's residual stream (TransformerLens'
+    start_at_layer), as patching.py's sweeps do."""
+    graph, cfg = Graph.of(model.cfg), model.cfg
+    ones = jnp.ones(len(graph), jnp.float32)
+    logits, clean_outputs = edge_forward(model, tokens, ones, ablated)
+    names = [f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)] + [f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
+    _, cache = model.run_with_cache(tokens, names_filter=names)
+    layer_of = np.array([cfg.n_layers if r == "logits" else int(r.split(".")[1]) for r in graph.receivers])
+    patched = jnp.zeros(len(graph), jnp.float32)
+    for layer in range(cfg.n_layers + 1):
+        edges = np.flatnonzero(layer_of[graph.receiver_of] == layer)
+        resid = cache[names[layer]]
+
+        def one(e, layer=layer, resid=resid):
+            out = edge_forward_into(model, layer, resid, ones.at[e].set(0.0), ablated, clean_outputs)
+            return metric(out).astype(jnp.float32)
+
+        patched = patched.at[edges].set(jax.lax.map(one, jnp.asarray(edges), batch_size=chunk_size))
+    return metric(logits).astype(jnp.float32), patched
 
 
 def eap(model: GPT, tokens, metric: Metric, *, corrupted=None, ablation: Ablation = "corrupted") -> EdgeScores:

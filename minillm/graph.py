@@ -236,6 +236,32 @@ def edge_forward(model: GPT, tokens: Array, keep: Array, ablated: Array | None) 
     return logits, jnp.stack([outputs[s] for s in range(len(graph.senders))])
 
 
+def edge_forward_into(
+    model: GPT, layer: int, resid: Array, keep: Array, ablated: Array | None, clean_outputs: Array
+) -> Array:
+    """The logits when only edges into block `layer`'s receivers (or, for layer == n_layers, into
+    the logits) may be ablated, computed from there on: `resid` [b, p, d] is the clean run's
+    residual stream entering the block (the final one, for the logits), and the senders before it
+    wrote what they wrote in the clean run, `clean_outputs` [n_senders, b, p, d]. Every edge into
+    another receiver counts as kept (whatever `keep` says). The same numbers as edge_forward with
+    such a mask, without the work that mask cannot change: the blocks before `layer`, and the
+    per-head inputs of the blocks after it. Edge patching runs one of these per edge."""
+    graph = Graph.of(model.cfg)
+    ablate = jnp.zeros((len(graph.senders), len(graph.receivers)), jnp.float32)
+    ablate = ablate.at[graph.sender_of, graph.receiver_of].set(1.0 - keep.astype(jnp.float32))
+    n_before = 1 + layer * (model.cfg.n_heads + (0 if model.cfg.attn_only else 1))  # embed, then blocks < layer
+    outputs = {s: clean_outputs[s] for s in range(n_before)}
+    hooks = dict(_edge_hooks(graph, ablate, ablated, outputs))
+    if layer == model.cfg.n_layers:  # the logits read the final residual stream
+        receive_logits = hooks[f"blocks.{layer - 1}.hook_resid_post"]
+        return model.run_with_hooks(receive_logits(resid, None), [], start_at_layer=layer)
+    # block `layer`'s receivers, and its heads' outputs, which its MLP reads
+    names = [f"blocks.{layer}.hook_{x}_input" for x in "qkv"]
+    if not model.cfg.attn_only:
+        names += [f"blocks.{layer}.attn.hook_result", f"blocks.{layer}.hook_mlp_in"]
+    return model.run_with_hooks(resid, [(name, hooks[name]) for name in names], start_at_layer=layer)
+
+
 def sender_outputs(model: GPT, tokens: Array) -> Array:
     """Every sender's output [n_senders, b, p, d] in the unablated run on `tokens`."""
     tokens = check_tokens(tokens, model.cfg)

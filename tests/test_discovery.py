@@ -33,13 +33,18 @@ def setup():
     return model, clean, corrupted
 
 
-def test_edge_patching_equals_one_run_per_edge(setup):
+@pytest.mark.parametrize("kind", ["attn_only_ln", "mlp_noln_relu"])
+def test_edge_patching_equals_one_run_per_edge(setup, kind):
+    """Every edge; edge patching starts each pass at its receiver's block (3 layers and MLPs here)."""
     model, clean, corrupted = setup
+    if kind != "attn_only_ln":
+        model = GPT(CONFIGS[kind], seed=4)
+        clean, corrupted = random_tokens(model.cfg, 2, 6, 1), random_tokens(model.cfg, 2, 6, 2)
     scores = D.edge_patching(model, clean, metric, corrupted=corrupted)
     g = Graph.of(model.cfg)
     ablated = ablated_outputs(model, clean, "corrupted", corrupted)
     assert scores.baseline == pytest.approx(float(metric(model(clean))), abs=1e-5)
-    for e in np.random.default_rng(0).choice(len(g), 6, replace=False):
+    for e in range(len(g)):
         keep = np.ones(len(g))
         keep[e] = 0
         one = float(metric(run_with_edges(model, clean, keep, ablated))) - scores.baseline
