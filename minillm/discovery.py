@@ -4,9 +4,10 @@ Every method here asks the same question of the graph in minillm.graph: how far 
 the logits move when an edge is ablated (made to carry a corrupted, zero or mean value instead of
 what its sender wrote)? They differ in how they answer it:
 
-    edge_patching   exact: one forward pass per edge, each edge ablated alone (Conmy et al. 2023's
-                    "subnetwork" baseline). All passes are one `jax.lax.map` over the edges, vmapped
-                    in chunks, inside one `jax.jit`.
+    edge_patching   exact: one forward pass per edge, each edge ablated alone. An edge into block
+                    l changes nothing before it, so its pass starts at block l from the clean run's
+                    residual stream; the passes of each block's edges are one `jax.lax.map`,
+                    vmapped in chunks, all inside one `jax.jit`.
     eap             edge attribution patching (Syed et al. 2023): the first-order estimate of the
                     same numbers, (ablated - clean output of the sender) . d metric / d receiver
                     input, for every edge from one forward and one backward pass. Here it is

@@ -26,8 +26,9 @@ reads the sender's *ablated* output (from a corrupted input, zero, or the mean) 
 receiver still reads the sender's own output. `run_with_edges(model, tokens, keep, ablated)`
 computes this for a whole mask at once: `keep` [n_edges] in [0, 1] (1 keeps an edge, 0 ablates
 it, anything between interpolates), so that a mask is an array that `jax.vmap` sweeps and
-`jax.grad` differentiates; edge patching, EAP, EAP-IG and ACDC (minillm.discovery) are all this
-one function under different transformations. It runs the model's own forward pass with hooks at
+`jax.grad` differentiates; EAP, EAP-IG and ACDC (minillm.discovery) are this one function under
+different transformations, and edge patching its cheaper twin `edge_forward_into`, which starts at
+the block the ablated edge leads into. It runs the model's own forward pass with hooks at
 the nodes' hook points: every receiver's input becomes
 
     input_r  -  sum over senders s of (1 - keep[s -> r]) * (output_s - ablated_s)
