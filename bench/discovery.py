@@ -61,8 +61,8 @@ warnings.filterwarnings("ignore", category=DeprecationWarning)  # HookedTransfor
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from bench.common import cpu_model, median_time, median_times  # noqa: E402
-from bench.tl import hooked_transformer  # noqa: E402
+from bench.common import cpu_model, fmt_time, median_time, median_times  # noqa: E402
+from bench.tl import hooked_transformer, sender_outputs  # noqa: E402
 from minillm import GPT  # noqa: E402
 from minillm.detectors import repeated_random_tokens  # noqa: E402
 from minillm.discovery import eap, eap_ig, edge_patching  # noqa: E402
@@ -77,16 +77,6 @@ IG_STEPS = 16
 PASSES = {"edge patching (81 edges)": 81 + 2, "EAP": 1 + 1 + 2, f"EAP-IG ({IG_STEPS} steps)": 2 + 3 * IG_STEPS}
 
 
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.1f} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
-    return f"{s * 1e6:.0f} us"
-
-
 # --- TransformerLens: the graph's nodes as hook points ----------------------------------------------
 def receiver_hook(receiver: str, n_layers: int) -> tuple[str, int | None]:
     """(hook name, head or None) where a receiver reads the residual stream (minillm.graph's docstring)."""
@@ -96,17 +86,6 @@ def receiver_hook(receiver: str, n_layers: int) -> tuple[str, int | None]:
         parts = receiver.split(".")
         return f"blocks.{parts[1]}.hook_{parts[4]}_input", int(parts[3][len("head") :])
     return f"blocks.{receiver.split('.')[1]}.hook_mlp_in", None
-
-
-def sender_outputs(tl, cache) -> dict[str, torch.Tensor]:
-    """Each sender's output [b, p, d] from a TransformerLens cache."""
-    out = {"embed": cache["hook_embed"] + cache["hook_pos_embed"]}
-    for l in range(tl.cfg.n_layers):
-        for h in range(tl.cfg.n_heads):
-            out[f"blocks.{l}.attn.head{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, :, h]
-        if not tl.cfg.attn_only:
-            out[f"blocks.{l}.mlp"] = cache[f"blocks.{l}.hook_mlp_out"]
-    return out
 
 
 def sender_names(tl) -> list[str]:

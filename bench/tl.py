@@ -47,3 +47,14 @@ def rel_diff(ours, theirs, scale: float = 0.0) -> tuple[float, str | None]:
     if not fb.any():
         return 0.0, None
     return float(np.abs(a[fa] - b[fb]).max() / max(np.abs(b[fb]).max(), scale, 1e-30)), None
+
+
+def sender_outputs(tl, cache) -> dict[str, torch.Tensor]:
+    """Each sender's output [b, p, d] from a TransformerLens cache."""
+    out = {"embed": cache["hook_embed"] + cache["hook_pos_embed"]}
+    for l in range(tl.cfg.n_layers):
+        for h in range(tl.cfg.n_heads):
+            out[f"blocks.{l}.attn.head{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, :, h]
+        if not tl.cfg.attn_only:
+            out[f"blocks.{l}.mlp"] = cache[f"blocks.{l}.hook_mlp_out"]
+    return out

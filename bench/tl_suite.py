@@ -35,7 +35,7 @@ from transformer_lens import head_detector as tl_heads  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from bench.tl import hooked_transformer, rel_diff  # noqa: E402
+from bench.tl import hooked_transformer, rel_diff, sender_outputs  # noqa: E402
 from minillm import GPT, GPTConfig, hook_names, utils  # noqa: E402
 from minillm import decompose as D  # noqa: E402
 from minillm import graph as G  # noqa: E402
@@ -466,13 +466,7 @@ def tl_run_with_edges(tl, tokens, edges: list[str], ablated: dict[str, torch.Ten
 
 def tl_sender_outputs(tl, tokens) -> dict[str, torch.Tensor]:
     _, cache = tl.run_with_cache(tokens)
-    out = {"embed": cache["hook_embed"] + cache["hook_pos_embed"]}
-    for l in range(tl.cfg.n_layers):
-        for h in range(tl.cfg.n_heads):
-            out[f"blocks.{l}.attn.head{h}"] = cache[f"blocks.{l}.attn.hook_result"][:, :, h]
-        if not tl.cfg.attn_only:
-            out[f"blocks.{l}.mlp"] = cache[f"blocks.{l}.hook_mlp_out"]
-    return out
+    return sender_outputs(tl, cache)
 
 
 def graph_edges_ablated(m, tl, t):

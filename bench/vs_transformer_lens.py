@@ -61,7 +61,7 @@ from transformer_lens import HookedTransformer  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from bench.common import cpu_model, matmul_peak_flops, median_times  # noqa: E402
+from bench.common import cpu_model, fmt_time, matmul_peak_flops, median_times  # noqa: E402
 from bench.tl import hooked_transformer, rel_diff  # noqa: E402
 from minillm import GPT, GPTConfig  # noqa: E402
 from minillm import patching as P  # noqa: E402
@@ -358,16 +358,6 @@ class Row:
     def __post_init__(self):
         if self.ratio is None and self.tl is not None:
             self.ratio = self.tl / self.ml
-
-
-def fmt_time(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 1:
-        return f"{s:.2f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.1f} ms" if s < 0.1 else f"{s * 1e3:.0f} ms"
-    return f"{s * 1e6:.0f} us"
 
 
 def verdict(ok: bool) -> str:
