@@ -11,8 +11,19 @@ model      GPT(cfg)
 tokens     random tokens [3, 10] for cfg
 """
 
+import atexit
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from types import MappingProxyType
+
+# One XLA compilation cache for the session, shared with the processes it starts (the CLI's training
+# runs, the lesson notebooks' kernels): a program compiled in one is read back, not compiled again,
+# in the next. Set before JAX is imported; removed at the end.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="minillm-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import numpy as np
 import pytest
