@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "minillm.model.params",
         "minillm.model.weight_views",
         "minillm.model.transformer_lens",
+        "minillm.model.processing",
     ),
     ("minillm.model.gpt", "minillm.model"),
     ("toolkit",),  # every other module directly in minillm/

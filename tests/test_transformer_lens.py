@@ -49,7 +49,7 @@ def test_round_trip_through_transformer_lens_form(model, cfg, tokens, tmp_path):
 @pytest.mark.parametrize(
     "change, match",
     [
-        (dict(act_fn="gelu_new"), "act_fn"),
+        (dict(act_fn="gelu_fast"), "act_fn"),
         (dict(positional_embedding_type="rotary"), "positional_embedding_type"),
         (dict(normalization_type="RMS"), "normalization_type"),
         (dict(attn_scale=2.0), "attn_scale"),

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-ACT_FNS = ("relu", "gelu")
+ACT_FNS = ("relu", "gelu", "gelu_new")
 NORMALIZATION_TYPES = ("LN", "LNPre", None)
 ATTENTION_DIRS = ("causal", "bidirectional")
 POSITIONAL_EMBEDDING_TYPES = ("standard",)
@@ -31,7 +31,7 @@ class GPTConfig:
     d_head: int | None = None  # defaults to d_model // n_heads
     d_mlp: int | None = None  # defaults to 4 * d_model; ignored when attn_only
     d_vocab_out: int | None = None  # defaults to d_vocab
-    act_fn: str = "relu"  # "relu" | "gelu" (exact erf GELU, as in TransformerLens)
+    act_fn: str = "relu"  # "relu" | "gelu" (exact erf GELU) | "gelu_new" (tanh approximation, GPT-2's); TL's names
     normalization_type: str | None = "LN"  # "LN" | None
     attn_only: bool = False
     positional_embedding_type: str = "standard"

@@ -150,10 +150,10 @@ class MLP(nnx.Module):
     def __call__(self, x: Array, hook: HookScope) -> Array:  # x [b, p, d] -> mlp_out [b, p, d] (before its hook)
         dt = self.dtype
         pre = hook("hook_pre", jnp.einsum("bpd,dm->bpm", x, _as(self.W_in, dt)) + _as(self.b_in, dt))  # [b, p, m]
-        if self.act_fn == "gelu":
-            post = jax.nn.gelu(pre, approximate=False)  # exact erf GELU, as TransformerLens' "gelu"
-        else:
+        if self.act_fn == "relu":
             post = jax.nn.relu(pre)
+        else:  # "gelu": the exact erf GELU; "gelu_new": GPT-2's tanh approximation (TransformerLens' names)
+            post = jax.nn.gelu(pre, approximate=self.act_fn == "gelu_new")
         post = hook("hook_post", post)  # [b, p, m]
         return jnp.einsum("bpm,md->bpd", post, _as(self.W_out, dt)) + _as(self.b_out, dt)
 

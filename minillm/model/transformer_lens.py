@@ -10,7 +10,7 @@ HookedTransformer's state dict also holds two buffers per attention layer (`IGNO
 which are dropped here and rebuilt by TransformerLens (hence strict=False above). The config is read
 from a `HookedTransformerConfig`, its `to_dict()`, or any dict with its field names. Anything in it
 that would make the same weights compute different numbers here (rotary positions, RMSNorm, gated
-MLPs, GELU variants other than the exact one, local attention, grouped-query heads, a custom
+MLPs, GELU variants other than the exact one and GPT-2's, local attention, grouped-query heads, a custom
 attention scale...) is refused with the field named, never dropped quietly.
 
 No torch is imported: tensors are converted with their own `.detach().cpu().numpy()`. Nothing is
@@ -51,7 +51,8 @@ _REQUIRED = {
     "rotary_dim": (None,),
     "decoder_start_token_id": (None,),
 }
-_ACT_FNS = {"relu": "relu", "gelu": "gelu"}  # gelu: exact (erf) in both
+# gelu: exact (erf) in both; gelu_new: the tanh approximation (GPT-2's) in both
+_ACT_FNS = {"relu": "relu", "gelu": "gelu", "gelu_new": "gelu_new"}
 _BUFFERS = (".IGNORE", ".mask")
 
 
@@ -77,8 +78,8 @@ def config_from_transformer_lens(tl_cfg: Any) -> GPTConfig:
     act_fn = d.get("act_fn")
     if not d.get("attn_only") and act_fn not in _ACT_FNS:
         raise ValueError(
-            f"from_transformer_lens: act_fn={act_fn!r} is not supported: minillm has 'relu' and 'gelu' "
-            "(the exact erf GELU, TransformerLens' 'gelu'; its 'gelu_new' and 'gelu_fast' differ)"
+            f"from_transformer_lens: act_fn={act_fn!r} is not supported: minillm has 'relu', 'gelu' "
+            "(the exact erf GELU) and 'gelu_new' (the tanh approximation); 'gelu_fast' and others differ"
         )
     norm = d.get("normalization_type")
     if norm not in ("LN", "LNPre", None):
