@@ -16,6 +16,7 @@ from minillm.model.gpt import GPT
 from minillm.model.hook_points import hook_names, hook_shape, hook_shapes
 from minillm.model.hooks import ActivationCache, HookPoint, Hooks, act_name
 from minillm.model.params import map_seeds, stack_models, unstack_models
+from minillm.model.tokenizer import Tokenizer
 
 __all__ = [
     "GPT",
@@ -32,5 +33,6 @@ __all__ = [
     "stack_models",
     "unstack_models",
     "map_seeds",
+    "Tokenizer",
 ]
 __version__ = "0.1.0"

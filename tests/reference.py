@@ -14,6 +14,11 @@ position embedding, no query sees a padding key, and a query that sees no key at
 Everything is float64 whatever cfg.dtype is: a test compares a bfloat16 model against it with a
 tolerance of its precision. Nothing here imports minillm: only the config's fields are read, and
 the weights are looked up by TransformerLens' names, so the model cannot grade its own homework.
+
+`gpt2_forward(tensors, hf_config, tokens)` is a second pass written against Hugging Face's GPT-2
+layout instead (GPT2LMHeadModel's code path: one fused c_attn in Conv1D layout split into heads,
+the tanh GELU, the unembedding tied to wte), for GPT.from_pretrained: it shares no name or shape
+with minillm.
 """
 
 from __future__ import annotations
@@ -123,3 +128,38 @@ def forward(
     x = hook("unembed.hook_in", norm("ln_final", resid))
     logits = hook("unembed.hook_out", x @ W["unembed.W_U"] + W["unembed.b_U"])
     return logits, acts
+
+
+def gelu_new(x: np.ndarray) -> np.ndarray:
+    """GPT-2's GELU, the tanh approximation: x / 2 * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3)))."""
+    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+
+def gpt2_forward(tensors: Mapping[str, Any], hf_config: Mapping[str, Any], tokens: Any) -> tuple[np.ndarray, dict]:
+    """(logits [b, p, vocab], {"hidden.L": the residual stream after block L, "attn.L": [b, h, q, k]})
+    of a GPT-2 checkpoint's tensors (Hugging Face's names, "transformer." prefix optional), float64."""
+    T = {k.removeprefix("transformer."): np.asarray(v, np.float64) for k, v in tensors.items()}
+    n_head, eps = hf_config["n_head"], hf_config["layer_norm_epsilon"]
+    tokens = np.asarray(tokens)
+    b, p = tokens.shape
+    out: dict[str, np.ndarray] = {}
+
+    def ln(x, name):
+        return layer_norm(x, T[f"{name}.weight"], T[f"{name}.bias"], eps)[0]
+
+    x = T["wte.weight"][tokens] + T["wpe.weight"][np.arange(p)]
+    for l in range(hf_config["n_layer"]):
+        h = f"h.{l}"
+        qkv = ln(x, f"{h}.ln_1") @ T[f"{h}.attn.c_attn.weight"] + T[f"{h}.attn.c_attn.bias"]  # [b, p, 3d]
+        q, k, v = (a.reshape(b, p, n_head, -1).transpose(0, 2, 1, 3) for a in np.split(qkv, 3, axis=-1))
+        scores = q @ k.transpose(0, 1, 3, 2) / math.sqrt(q.shape[-1])  # [b, h, q, k]
+        causal = np.tril(np.ones((p, p), bool))
+        attn = softmax_over_visible(scores, np.broadcast_to(causal, scores.shape))
+        out[f"attn.{l}"] = attn
+        merged = (attn @ v).transpose(0, 2, 1, 3).reshape(b, p, -1)  # [b, p, h * e]
+        x = x + merged @ T[f"{h}.attn.c_proj.weight"] + T[f"{h}.attn.c_proj.bias"]
+        hidden = gelu_new(ln(x, f"{h}.ln_2") @ T[f"{h}.mlp.c_fc.weight"] + T[f"{h}.mlp.c_fc.bias"])
+        x = x + hidden @ T[f"{h}.mlp.c_proj.weight"] + T[f"{h}.mlp.c_proj.bias"]
+        out[f"hidden.{l}"] = x
+    lm_head = T.get("lm_head.weight", T["wte.weight"])  # tied unless the file has its own
+    return ln(x, "ln_f") @ lm_head.T, out

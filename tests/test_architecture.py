@@ -26,7 +26,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "minillm"
 # bottom to top; a module belongs to the first entry that names it or a package above it
 LAYERS: list[tuple[str, ...]] = [
     ("minillm.tasks",),
-    ("minillm.model.config", "minillm.model.hooks", "minillm.model.checkpoint"),
+    ("minillm.model.config", "minillm.model.hooks", "minillm.model.checkpoint", "minillm.model.tokenizer"),
     ("minillm.model.inputs", "minillm.model.factored_matrix", "minillm.model.kernels"),
     ("minillm.model.network",),
     (
@@ -38,6 +38,7 @@ LAYERS: list[tuple[str, ...]] = [
         "minillm.model.weight_views",
         "minillm.model.transformer_lens",
         "minillm.model.processing",
+        "minillm.model.hugging_face",
     ),
     ("minillm.model.gpt", "minillm.model"),
     ("toolkit",),  # every other module directly in minillm/

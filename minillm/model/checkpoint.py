@@ -22,7 +22,9 @@ import struct
 import tempfile
 from typing import Any
 
+import ml_dtypes
 import numpy as np
+import safetensors
 import safetensors.numpy
 
 FORMAT = "minillm"
@@ -72,6 +74,15 @@ def save_tensors(path: str, tensors: dict[str, Any], metadata: dict[str, str]) -
     write_atomic(path, safetensors.numpy.save(arrays, metadata=header))
 
 
+def _arrays(data: bytes) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file's bytes, bfloat16 included (safetensors.numpy.load lacks it)."""
+    arrays = {}
+    for name, view in safetensors.deserialize(data):
+        dtype = ml_dtypes.bfloat16 if view["dtype"] == "BF16" else safetensors.numpy._TYPES[view["dtype"]]
+        arrays[name] = np.frombuffer(view["data"], dtype=dtype).reshape(view["shape"])
+    return arrays
+
+
 def load_tensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read a file written by `save_tensors`; refuse it clearly if it is not intact."""
     if not os.path.exists(path):
@@ -87,7 +98,7 @@ def load_tensors(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
         )
     try:
         header = json.loads(data[8 : 8 + header_len])
-        tensors = safetensors.numpy.load(data)
+        tensors = _arrays(data)
     except Exception as e:  # safetensors' own errors for bad offsets, short data, bad JSON
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {e}") from e
     metadata = header.get("__metadata__") or {}

@@ -5,6 +5,8 @@
     logits, cache = model.run_with_cache(tokens)          # every activation, by name
     logits = model.run_with_hooks(tokens, fwd_hooks=[(name, fn)])
     model.W_Q, model.QK, model.state_dict(), model.save(path), GPT.load(path), model.generate(...)
+    model = GPT.from_pretrained("path/to/gpt2")           # GPT-2 from local files; then text in and out:
+    logits = model("Hello world"); model.to_str_tokens("Hello world"); model.generate("Hello", 10)
 
 `GPT` is `Transformer` (minillm/model/network.py: the layers and `forward`) plus this facade. The
 facade checks a call's inputs once (minillm/model/inputs.py), then runs it as one cached compiled
@@ -22,16 +24,22 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from minillm.model import compiled, losses, params, sampling, transformer_lens
+from minillm.model import compiled, hugging_face, losses, params, sampling, transformer_lens
 from minillm.model.config import GPTConfig
 from minillm.model.hook_points import hook_names
 from minillm.model.hooks import ActivationCache, FwdHooks, Hooks, NameFilter, selected_names
 from minillm.model.inputs import check_forward_input
 from minillm.model.network import Transformer
+from minillm.model.tokenizer import Tokenizer
 from minillm.model.weight_views import WeightViews
 
 Array = jax.Array
 Layer = int | None  # start_at_layer / stop_at_layer: None is the model's first / last
+Text = str | list[str]  # what the text calls take besides tokens
+
+
+def _is_text(input: Any) -> bool:
+    return isinstance(input, str) or (isinstance(input, (list, tuple)) and bool(input) and isinstance(input[0], str))
 
 
 class GPT(WeightViews, Transformer):
@@ -49,7 +57,13 @@ class GPT(WeightViews, Transformer):
     Precision (cfg.dtype): the weights are float32; with "bfloat16" or "float16" every activation
     is in that dtype except hook_scale (LayerNorm statistics), hook_attn_scores and hook_pattern
     (the softmax) and the logits (unembed.hook_out), which are float32, as is every loss.
+
+    Text: with a `tokenizer` (GPT.from_pretrained sets one), every call that takes tokens also
+    takes a string or a list of strings, tokenized by `to_tokens` (BOS prepended, padding on the
+    right and masked), as TransformerLens' calls do.
     """
+
+    tokenizer: Tokenizer | None = None  # set by from_pretrained, or by hand: Tokenizer.from_directory(path)
 
     def __call__(self, input: Array, return_type: str | None = "logits", **kwargs: Any) -> Any:
         """Logits [b, p, v_out] of tokens [b, p]; return_type="loss" / "both" / None and the other
@@ -86,8 +100,12 @@ class GPT(WeightViews, Transformer):
         loss_per_token), "both" (logits, loss) or None; remove_batch_dim (batch 1 only);
         start_at_layer / stop_at_layer (negative counts from the end; with start_at_layer the input
         is the residual stream, and `tokens` gives the loss its targets); attention_mask [b, p]
-        (0 at padding: no query attends to a padding key).
+        (0 at padding: no query attends to a padding key). The input may be text (a string or a list
+        of strings): it is then `to_tokens(input)`, and padding is masked unless attention_mask is given.
         """
+        if _is_text(input) and start_at_layer is None:
+            input, mask = self._encode(input)
+            attention_mask = mask if attention_mask is None and not mask.all() else attention_mask
         if return_type not in losses.RETURN_TYPES:
             raise ValueError(f"return_type must be one of {losses.RETURN_TYPES}, got {return_type!r}")
         if stop_at_layer is not None and return_type != "logits":
@@ -127,10 +145,102 @@ class GPT(WeightViews, Transformer):
         return hook_names(self.cfg)
 
     def generate(
-        self, prompt: Array, max_new_tokens: int, *, key: Array | None = None, temperature: float = 1.0
+        self,
+        prompt: Array | str,
+        max_new_tokens: int,
+        *,
+        key: Array | None = None,
+        temperature: float = 1.0,
+        stop_at_eos: bool = True,
+        prepend_bos: bool = True,
+    ) -> Array | str:
+        """Sample after `prompt` [b, p]; temperature 0 is greedy. See minillm/model/sampling.py.
+
+        A string prompt gives a string back, as in TransformerLens: the prompt and what follows it
+        (without the BOS that to_tokens prepends), ending at the first EOS when stop_at_eos.
+        """
+        if not _is_text(prompt):
+            return sampling.generate(self, prompt, max_new_tokens, key=key, temperature=temperature)
+        if not isinstance(prompt, str):
+            raise TypeError("generate: text prompts are one string; for a batch, pass to_tokens(...) (equal lengths)")
+        tokens = self.to_tokens(prompt, prepend_bos=prepend_bos)
+        out = np.asarray(sampling.generate(self, tokens, max_new_tokens, key=key, temperature=temperature))[0]
+        new = out[tokens.shape[1] :]
+        eos = self._require_tokenizer("generate").eos_token_id
+        if stop_at_eos and eos is not None and (new == eos).any():
+            new = new[: int(np.argmax(new == eos)) + 1]  # up to and with the first EOS, as TransformerLens
+        return self.to_string(np.concatenate([out[int(prepend_bos) : tokens.shape[1]], new]))
+
+    # --- text (minillm/model/tokenizer.py) -------------------------------------------------------------
+    def _require_tokenizer(self, call: str) -> Tokenizer:
+        if self.tokenizer is None:
+            raise ValueError(
+                f"{call}: this model has no tokenizer. GPT.from_pretrained(path) reads one from tokenizer.json; "
+                "or set model.tokenizer = minillm.Tokenizer.from_directory(path)"
+            )
+        return self.tokenizer
+
+    def _encode(
+        self, input: Text, prepend_bos: bool = True, padding_side: str | None = None, truncate: bool = True
+    ) -> tuple[Array, np.ndarray]:
+        tokens, mask = self._require_tokenizer("to_tokens").encode_batch(
+            input, prepend_bos=prepend_bos, padding_side=padding_side, max_length=self.cfg.n_ctx if truncate else None
+        )
+        return jnp.asarray(tokens), mask
+
+    def to_tokens(
+        self, input: Text, prepend_bos: bool = True, padding_side: str | None = None, truncate: bool = True
     ) -> Array:
-        """Sample after `prompt` [b, p]; temperature 0 is greedy. See minillm/model/sampling.py."""
-        return sampling.generate(self, prompt, max_new_tokens, key=key, temperature=temperature)
+        """Text -> int32 tokens [b, p] (one string: b = 1), as TransformerLens: BOS first unless
+        prepend_bos=False, padded to the longest on the right (or padding_side="left"), cut to n_ctx
+        unless truncate=False. Texts of different lengths: call the model on the texts themselves,
+        which masks the padding, or pass attention_mask (1 at real tokens) with these tokens."""
+        return self._encode(input, prepend_bos, padding_side, truncate)[0]
+
+    def to_string(self, tokens: Any) -> str | list[str]:
+        """Token ids -> text: an id or [p] ids give a string, [b, p] a list of strings."""
+        return self._require_tokenizer("to_string").to_string(tokens)
+
+    def to_str_tokens(
+        self, input: Text | Any, prepend_bos: bool = True, padding_side: str | None = None
+    ) -> list[str] | list[list[str]]:
+        """Each token as a string: of a text (BOS first unless prepend_bos=False), of [p] ids or of
+        [1, p] ids; a list of texts gives a list of lists (each unpadded), as in TransformerLens."""
+        tok = self._require_tokenizer("to_str_tokens")
+        if isinstance(input, (list, tuple)) and input and isinstance(input[0], str):
+            return [self.to_str_tokens(text, prepend_bos, padding_side) for text in input]
+        if isinstance(input, str):
+            input = self.to_tokens(input, prepend_bos, padding_side)
+        ids = np.asarray(input)
+        if ids.ndim == 2 and ids.shape[0] != 1:
+            raise ValueError(f"to_str_tokens: tokens of shape {ids.shape}: pass one sequence, [p] or [1, p]")
+        return tok.str_tokens(ids.reshape(-1))
+
+    def to_single_token(self, string: str) -> int:
+        """The id of a string that is exactly one token; anything else is refused with its tokens."""
+        return self._require_tokenizer("to_single_token").single_token(string)
+
+    def get_token_position(
+        self,
+        single_token: str | int,
+        input: str | Any,
+        mode: str = "first",
+        prepend_bos: bool = True,
+        padding_side: str | None = None,
+    ) -> int:
+        """The position of a token (a string of one token, or an id) in a text or a [p] / [1, p] token
+        sequence: its first or last occurrence (mode), as TransformerLens' get_token_position."""
+        if mode not in ("first", "last"):
+            raise ValueError(f"get_token_position: mode must be 'first' or 'last', got {mode!r}")
+        tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
+        ids = np.asarray(tokens)
+        if ids.ndim == 2 and ids.shape[0] != 1 or ids.ndim > 2:
+            raise ValueError(f"get_token_position: tokens of shape {ids.shape}: pass one sequence, [p] or [1, p]")
+        token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
+        found = np.flatnonzero(ids.reshape(-1) == token)
+        if not found.size:
+            raise ValueError(f"get_token_position: token {token} ({single_token!r}) does not occur in the input")
+        return int(found[0] if mode == "first" else found[-1])
 
     # --- weights (minillm/model/params.py) -----------------------------------------------------------
     def state_dict(self) -> dict[str, Array]:
@@ -161,6 +271,35 @@ class GPT(WeightViews, Transformer):
     def load_seeds(cls, directory: str) -> dict[int, GPT]:
         """{seed: model} from a multi-seed run (`minillm-train ... --seeds N`), in order of seed."""
         return params.load_seeds(cls, directory)
+
+    # --- Hugging Face's files (minillm/model/hugging_face.py) ------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str,
+        *,
+        fold_ln: bool = True,
+        center_writing_weights: bool = True,
+        center_unembed: bool = True,
+        fold_value_biases: bool = True,
+        dtype: Any = "float32",
+        float32_weights: bool = False,
+    ) -> GPT:
+        """A GPT-2-architecture model from a local directory in Hugging Face's layout (config.json,
+        model.safetensors, tokenizer.json); nothing is downloaded. As TransformerLens'
+        from_pretrained, the weights are processed (minillm.weight_processing) unless each option is
+        False (or use from_pretrained_no_processing). dtype="bfloat16" / "float16" computes in that
+        dtype and stores the weights in it too, unless float32_weights=True keeps float32 master
+        weights (twice the memory)."""
+        options = dict(fold_ln=fold_ln, center_writing_weights=center_writing_weights)
+        options |= dict(center_unembed=center_unembed, fold_value_biases=fold_value_biases)
+        return hugging_face.load_pretrained(cls, path, dtype=dtype, float32_weights=float32_weights, **options)
+
+    @classmethod
+    def from_pretrained_no_processing(cls, path: str, **kwargs: Any) -> GPT:
+        """from_pretrained with the weights exactly as in the files (no folding, no centring)."""
+        options = dict(fold_ln=False, center_writing_weights=False, center_unembed=False, fold_value_biases=False)
+        return cls.from_pretrained(path, **{**options, **kwargs})
 
     # --- TransformerLens (minillm/model/transformer_lens.py) -----------------------------------------
     @classmethod

@@ -33,8 +33,11 @@ def state_dict(model: nnx.Module) -> dict[str, jax.Array]:
 
 
 def load_state_dict(model: nnx.Module, weights: dict[str, Any]) -> None:
-    """Replace the parameters in place; names, shapes and dtypes must match exactly."""
+    """Replace the parameters in place; names and shapes must match exactly, and each dtype is the
+    model's (float32) or its compute dtype (`cfg.dtype`: weights stored in bfloat16, without
+    float32 master weights, as GPT.from_pretrained(dtype="bfloat16") loads them)."""
     own = state_dict(model)
+    compute = jnp.dtype(model.cfg.dtype)
     missing, unexpected = sorted(set(own) - set(weights)), sorted(set(weights) - set(own))
     if missing or unexpected:
         raise ValueError(
@@ -44,7 +47,7 @@ def load_state_dict(model: nnx.Module, weights: dict[str, Any]) -> None:
         f"{name} has shape {tuple(value.shape)} and dtype {value.dtype}, the config needs "
         f"{tuple(own[name].shape)} {own[name].dtype}"
         for name, value in sorted(weights.items())
-        if tuple(value.shape) != tuple(own[name].shape) or value.dtype != own[name].dtype
+        if tuple(value.shape) != tuple(own[name].shape) or value.dtype not in (own[name].dtype, compute)
     ]
     if wrong:
         raise ValueError("load_state_dict: " + "; ".join(wrong))
