@@ -121,3 +121,31 @@ def test_ci_runs_the_readme_test_command():
     command = readme_block("test_ci_runs_the_readme_test_command").strip()
     ci = (ROOT / ".ci" / "run").read_text()
     assert command in ci.splitlines()
+
+
+def test_gpt2_example(monkeypatch, tmp_path):
+    """The block runs as written against a directory named gpt2 (a small random GPT-2 with a trained
+    tokenizer, tests/hf_files.py): the calls, not GPT-2's answers."""
+    from hf_files import config, write_gpt2
+
+    monkeypatch.chdir(tmp_path)
+    write_gpt2("gpt2", config(n_layer=1, n_positions=32))
+    namespace = run_block("test_gpt2_example")
+    assert isinstance(namespace["answer"], str) and namespace["text"].startswith("The quick brown fox")
+    assert namespace["logits"].shape[:2] == (
+        1,
+        len(namespace["model"].to_tokens("When Mary and John went to the store, John gave a drink to")[0]),
+    )
+
+
+def test_gpt2_example_script(capsys, tmp_path):
+    """docs/examples/gpt2_small.py runs end to end on a small random GPT-2 (its numbers mean nothing)."""
+    import runpy
+
+    from hf_files import config, write_gpt2
+
+    write_gpt2(str(tmp_path), config(n_layer=2, n_positions=32))
+    patched = runpy.run_path(str(ROOT / "docs" / "examples" / "gpt2_small.py"))["main"](str(tmp_path))
+    out = capsys.readouterr().out
+    assert "logit lens" in out and "direct logit attribution" in out and "activation patching" in out
+    assert patched.shape == (2, 4)
