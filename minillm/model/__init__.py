@@ -2,13 +2,15 @@
 
 Bottom to top (a file imports only files listed before it):
 
-    config.py, hooks.py, checkpoint.py     GPTConfig; hook points and the cache; safe tensor files
-    inputs.py                              the checks at the boundary (token ids, layers, masks)
+    config.py, hooks.py, checkpoint.py,    GPTConfig; hook points and the cache; safe tensor files;
+    tokenizer.py                           text to tokens and back (the `tokenizers` package)
+    inputs.py, kernels.py                  the checks at the boundary (token ids, layers, masks)
     network.py                             the layers and Transformer.forward: only the network
     losses.py, sampling.py, compiled.py,   services that take the network: next-token loss,
     hook_points.py, params.py,             generation, compiled calls, the catalogue of hook points,
     factored_matrix.py, weight_views.py,   weights by name and on disk, TransformerLens' stacked
-    transformer_lens.py                    weight views and its config and state dict
+    transformer_lens.py, processing.py,    weight views and its config and state dict, weight
+    hugging_face.py                        processing on a state dict, GPT-2 from Hugging Face's files
     gpt.py                                 GPT: the network plus TransformerLens' calls, the facade
 """
 
