@@ -14,6 +14,8 @@ pytree without a reference to the model, the model comes first:
     minillm:         accumulated_resid(model, cache, layer, apply_ln=True)
 
 Stacks are [component, batch, pos, d_model] ([component, batch, d_model] with an int pos_slice).
+A layer, or a token of logit_attrs, may be given as an int or as a 1-element integer array, as in
+TransformerLens.
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ import jax
 import jax.numpy as jnp
 
 from minillm.model import GPT
-from minillm.model.hooks import ActivationCache, act_name
+from minillm.model.hooks import ActivationCache, act_name, as_int
 from minillm.model.inputs import check_indices
 
 PosSlice = None | int | slice | jax.Array
+BatchSlice = PosSlice
 
 
-def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2) -> jax.Array:
+def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2, what: str = "pos_slice") -> jax.Array:
     """Apply a position slice to the position axis (an int removes the axis, as in TransformerLens).
-    An int or integer array outside the positions is refused (JAX would clamp it)."""
+    An int or integer array outside the positions is refused (JAX would clamp it). With `axis` and
+    `what`, the same for another axis (batch_slice on the batch axis)."""
     if pos_slice is None:
         return x
-    check_indices(pos_slice, x.shape[axis], "pos_slice")
+    check_indices(pos_slice, x.shape[axis], what)
     index = [slice(None)] * x.ndim
     index[axis] = pos_slice
     return x[tuple(index)]
@@ -46,7 +50,10 @@ def _stack(components: list, labels: list[str], return_labels: bool):
 
 def _layer_or_final(model: GPT, layer: int | None) -> int:
     n = model.cfg.n_layers
-    if layer is None or layer == -1:
+    if layer is None:
+        return n
+    layer = as_int(layer, "layer")  # an int, or a 1-element array as TransformerLens takes it
+    if layer == -1:
         return n
     if not 0 <= layer <= n:
         raise ValueError(f"layer must be in [0, n_layers={n}] or None/-1 (the final stream), got {layer}")
@@ -60,6 +67,8 @@ def apply_ln_to_stack(
     layer: int | None = None,
     mlp_input: bool = False,
     pos_slice: PosSlice = None,
+    batch_slice: BatchSlice = None,
+    has_batch_dim: bool = True,
     recompute_ln: bool = False,
 ) -> jax.Array:
     """Put each component through the LayerNorm that reads the stream at `layer` (None: ln_final).
@@ -68,11 +77,43 @@ def apply_ln_to_stack(
     to the normalized stream (LayerNorm's w and b are not applied: fold them into the weights first,
     see minillm.weight_processing). recompute_ln=True instead applies ln_final in full to each
     component with its own statistics (TransformerLens' logit lens of a component on its own).
-    A model without LayerNorm returns the stack unchanged.
+    A model without LayerNorm returns the stack unchanged (batch-sliced, if batch_slice is given).
+
+    As in TransformerLens, `pos_slice` selects the positions of the cached scale (the stack is
+    already sliced), and `batch_slice` the batch elements: of the scale, and of the stack's axis 1
+    too when has_batch_dim=True. A stack with no batch axis, or already sliced to the batch
+    elements it holds, takes has_batch_dim=False: then only the scale is sliced. After slicing, the
+    stack's axes between the component axis and d_model must be the scale's; if not, a ValueError
+    names both shapes.
     """
+    return _apply_ln(
+        model, cache, residual_stack, layer, mlp_input, pos_slice, batch_slice, has_batch_dim, recompute_ln
+    )
+
+
+def _apply_ln(
+    model: GPT,
+    cache: ActivationCache,
+    residual_stack: jax.Array,
+    layer: int | None,
+    mlp_input: bool,
+    pos_slice: PosSlice,
+    batch_slice: BatchSlice,
+    has_batch_dim: bool,
+    recompute_ln: bool,
+    caller: str = "apply_ln_to_stack",
+) -> jax.Array:
+    """apply_ln_to_stack; `caller` names the public call in its errors."""
+    layer = _layer_or_final(model, layer)
+    if batch_slice is not None and has_batch_dim:
+        if residual_stack.ndim < 3:
+            raise ValueError(
+                f"{caller}: has_batch_dim=True, but the stack {tuple(residual_stack.shape)} has no batch axis "
+                "(it needs [component, batch, ..., d_model]); pass has_batch_dim=False"
+            )
+        residual_stack = _pos(residual_stack, batch_slice, axis=1, what="batch_slice")
     if model.cfg.normalization_type is None:
         return residual_stack
-    layer = _layer_or_final(model, layer)
     if recompute_ln and layer == model.cfg.n_layers:
         ln = model.ln_final
         x = residual_stack - residual_stack.mean(-1, keepdims=True)
@@ -82,7 +123,22 @@ def apply_ln_to_stack(
         scale_name = "ln_final.hook_scale"
     else:
         scale_name = act_name("scale", layer, "ln2" if mlp_input else "ln1")
-    scale = _pos(cache[scale_name], pos_slice)  # [b, p, 1] or [b, 1]
+    full_scale = cache[scale_name]  # [b, p, 1], or [p, 1] in a cache without its batch axis
+    scale = _pos(full_scale, pos_slice)  # [b, p', 1] or [b, 1]
+    if batch_slice is not None:
+        if full_scale.ndim < 3:
+            raise ValueError(
+                f"{caller}: batch_slice={batch_slice!r}, but the cache has no batch axis (remove_batch_dim)"
+            )
+        scale = _pos(scale, batch_slice, axis=0, what="batch_slice")
+    if tuple(scale.shape[:-1]) != tuple(residual_stack.shape[1:-1]):  # JAX would broadcast them, or fail unnamed
+        raise ValueError(
+            f"{caller}: the stack {tuple(residual_stack.shape)} [component, ..., d_model] does not fit the cached "
+            f"{scale_name} {tuple(full_scale.shape)}, which is {tuple(scale.shape)} after pos_slice={pos_slice!r} and "
+            f"batch_slice={batch_slice!r}: the stack's axes between component and d_model must be "
+            f"{tuple(scale.shape[:-1])}. A stack of some batch elements only: pass those elements as batch_slice with "
+            "has_batch_dim=False (has_batch_dim=True slices the stack's batch axis too)"
+        )
     centred = residual_stack - residual_stack.mean(-1, keepdims=True)
     return centred / scale
 
@@ -242,6 +298,15 @@ def logit_directions(model: GPT, tokens: jax.Array, incorrect_tokens: jax.Array 
     return jnp.moveaxis(directions, 0, -1)
 
 
+def _token_ids(ids: jax.Array | int, what: str) -> jax.Array:
+    """Output token ids as an integer array; one element of any shape is one token (a scalar), as
+    TransformerLens' tokens_to_residual_directions takes a 1-element tensor."""
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+        raise TypeError(f"logit_attrs: {what} must be integer token ids, got dtype {ids.dtype}")
+    return ids.reshape(()) if ids.size == 1 else ids
+
+
 def logit_attrs(
     model: GPT,
     cache: ActivationCache,
@@ -249,6 +314,8 @@ def logit_attrs(
     tokens: jax.Array | int,
     incorrect_tokens: jax.Array | int | None = None,
     pos_slice: PosSlice = None,
+    batch_slice: BatchSlice = None,
+    has_batch_dim: bool = True,
 ) -> jax.Array:
     """Direct logit attribution, as TransformerLens' `cache.logit_attrs`: each component's
     contribution to the logit of `tokens` (or to the logit difference tokens - incorrect_tokens).
@@ -257,22 +324,34 @@ def logit_attrs(
     without apply_ln): it is put through the final LayerNorm's scaling here (apply_ln_to_stack, the
     cached ln_final scale; `pos_slice` selects its positions) and dotted with the directions ->
     [component, ...]. Fold LayerNorm into the weights first for the contributions to add up to the
-    logits minus b_U. tokens and incorrect_tokens must have the same shape."""
-    tokens = jnp.asarray(tokens)
+    logits minus b_U. tokens and incorrect_tokens must have the same shape; a 1-element array is
+    one token, as an int is.
+
+    batch_slice selects batch elements, as in TransformerLens: of the cached scale, and of the
+    stack's axis 1 too when has_batch_dim=True (the stack then holds the whole batch). For a stack
+    without a batch axis, or one already sliced to the elements it holds, pass has_batch_dim=False:
+    logit_attrs(model, cache, stack[:, 2], t, batch_slice=2, has_batch_dim=False). The tokens are
+    not batch-sliced: give those of the elements the stack ends up with. A stack that does not fit
+    the scale raises a ValueError naming both shapes."""
+    tokens = _token_ids(tokens, "tokens")
     if incorrect_tokens is not None:
-        incorrect_tokens = jnp.asarray(incorrect_tokens)
+        incorrect_tokens = _token_ids(incorrect_tokens, "incorrect_tokens")
         if incorrect_tokens.shape != tokens.shape:
             raise ValueError(
                 f"logit_attrs: tokens {tokens.shape} and incorrect_tokens {incorrect_tokens.shape} "
-                "must have the same shape"
+                "must have the same shape (one element counts as a single token, shape ())"
             )
     for name, ids in (("tokens", tokens), ("incorrect_tokens", incorrect_tokens)):
         if ids is not None and not isinstance(ids, jax.core.Tracer) and ids.size:
             if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab_out:
                 raise ValueError(f"logit_attrs: {name} must be output ids in [0, {model.cfg.d_vocab_out})")
-    scaled = apply_ln_to_stack(model, cache, residual_stack, None, pos_slice=pos_slice)
+    scaled = _apply_ln(
+        model, cache, residual_stack, None, False, pos_slice, batch_slice, has_batch_dim, False, caller="logit_attrs"
+    )
     directions = logit_directions(model, tokens, incorrect_tokens)
-    if pos_slice is not None and jnp.ndim(tokens) == 2:  # tokens [b, p]: slice their positions too
+    if pos_slice is not None and jnp.ndim(tokens) == 2 and tokens.shape[1] != residual_stack.shape[-2]:
+        # tokens [b, p] for every position: slice them as the stack was. Tokens that fit the sliced
+        # stack already (as TransformerLens expects them) are taken as they are, never sliced twice.
         directions = _pos(directions, pos_slice)
     if directions.shape[:-1] != scaled.shape[1:-1] and directions.ndim > 1:
         raise ValueError(

@@ -1,6 +1,8 @@
 """Decompositions (minillm/decompose.py) sum back to the residual stream; logit attributions add up
-to the logits; out-of-range tokens and empty stacks behave as in TransformerLens."""
+to the logits; out-of-range tokens, empty stacks, batch slices and 1-element arrays behave as in
+TransformerLens, and a stack that does not fit the cache is named."""
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import random_tokens
@@ -110,3 +112,104 @@ def test_stacks_before_layer_0_are_empty_as_in_transformerlens(run):
         assert neurons.shape == (0, tokens.shape[0], cfg.d_model) and labels == []
         with pytest.raises(IndexError, match="neuron"):
             D.stack_neuron_results(model, cache, 1, neuron_slice=np.array([0, cfg.d_mlp]))
+
+
+def test_logit_attrs_batch_slice_and_has_batch_dim_as_in_transformerlens(run):
+    """batch_slice slices the cached scale, and the stack too when has_batch_dim=True; a stack of some
+    batch elements only takes has_batch_dim=False (TransformerLens' meaning, checked against it by hand)."""
+    model, cfg, tokens, logits, cache = run
+    stack = D.decompose_resid(model, cache, pos_slice=-1)  # [c, b, d]
+    full = D.logit_attrs(model, cache, stack, 3, pos_slice=-1)  # [c, b]
+    some = np.array([0, 2])
+    np.testing.assert_allclose(D.logit_attrs(model, cache, stack, 3, pos_slice=-1, batch_slice=some), full[:, some])
+    np.testing.assert_allclose(D.logit_attrs(model, cache, stack, 3, pos_slice=-1, batch_slice=1), full[:, 1])
+    np.testing.assert_allclose(
+        D.logit_attrs(model, cache, stack[:, some], 3, pos_slice=-1, batch_slice=some, has_batch_dim=False),
+        full[:, some],
+        atol=1e-6,
+    )
+    one = D.logit_attrs(model, cache, stack[:, 1], 3, pos_slice=-1, batch_slice=1, has_batch_dim=False)
+    np.testing.assert_allclose(one, full[:, 1], atol=1e-6)
+    # per-element tokens are those of the elements kept (not sliced again)
+    correct = tokens[:, -1] % cfg.d_vocab_out
+    per_token = D.logit_attrs(model, cache, stack, correct, pos_slice=-1)
+    sliced = D.logit_attrs(model, cache, stack, correct[some], pos_slice=-1, batch_slice=some)
+    np.testing.assert_allclose(sliced, per_token[:, some])
+    with pytest.raises(ValueError, match="has_batch_dim=False"):
+        D.logit_attrs(model, cache, stack[:, 0, :2], 3, batch_slice=0)  # [c, 2]: no batch axis to slice
+
+
+def test_a_stack_that_does_not_fit_the_cached_scale_is_named(run):
+    """A stack sliced to some batch elements, given without batch_slice, raises naming both shapes
+    (JAX would raise an unnamed broadcasting error, or broadcast)."""
+    model, cfg, tokens, logits, cache = run
+    stack = D.decompose_resid(model, cache, pos_slice=-1)  # [c, 3, d]
+    if cfg.normalization_type is None:  # no scale to fit: each element's attribution stands alone
+        full = D.logit_attrs(model, cache, stack, 3, pos_slice=-1)
+        np.testing.assert_array_equal(D.logit_attrs(model, cache, stack[:, :2], 3, pos_slice=-1), full[:, :2])
+        return
+    with pytest.raises(ValueError, match="does not fit") as error:
+        D.logit_attrs(model, cache, stack[:, :2], 3, pos_slice=-1)
+    message = str(error.value)
+    assert str(tuple(stack[:, :2].shape)) in message and "(3, 1)" in message and "has_batch_dim=False" in message
+    with pytest.raises(ValueError, match="does not fit"):
+        D.apply_ln_to_stack(model, cache, stack[:, :2], pos_slice=-1)
+    with pytest.raises(IndexError, match="batch_slice"):
+        D.logit_attrs(model, cache, stack, 3, pos_slice=-1, batch_slice=3)
+
+
+def test_one_element_arrays_are_scalars_as_in_transformerlens(run):
+    """A 1-element integer array (any shape) is the int it holds: a token of logit_attrs, a layer."""
+    model, cfg, tokens, logits, cache = run
+    stack = D.decompose_resid(model, cache, pos_slice=-1)
+    want = D.logit_attrs(model, cache, stack, 3, 4, pos_slice=-1)
+    assert want.shape == (stack.shape[0], tokens.shape[0])
+    np.testing.assert_array_equal(
+        D.logit_attrs(model, cache, stack, np.array([3]), np.array([[4]]), pos_slice=-1), want
+    )
+    np.testing.assert_array_equal(D.logit_attrs(model, cache, stack, jnp.array([3]), 4, pos_slice=-1), want)
+    for layer in (np.array([1]), jnp.array([[1]]), np.int64(1)):
+        np.testing.assert_array_equal(D.stack_head_results(model, cache, layer), D.stack_head_results(model, cache, 1))
+        np.testing.assert_array_equal(D.accumulated_resid(model, cache, layer), D.accumulated_resid(model, cache, 1))
+        np.testing.assert_array_equal(D.decompose_resid(model, cache, layer), D.decompose_resid(model, cache, 1))
+    if not cfg.attn_only:
+        np.testing.assert_array_equal(
+            D.stack_neuron_results(model, cache, np.array([1]), pos_slice=-1),
+            D.stack_neuron_results(model, cache, 1, pos_slice=-1),
+        )
+    with pytest.raises(TypeError, match="layer"):
+        D.stack_head_results(model, cache, np.array([0, 1]))
+    with pytest.raises(TypeError, match="layer"):
+        D.decompose_resid(model, cache, 1.0)
+    with pytest.raises(TypeError, match="integer token ids"):
+        D.logit_attrs(model, cache, stack, np.array([3.0]), pos_slice=-1)
+
+
+def test_the_neuron_stack_before_layer_0_with_its_remainder_is_the_stream_entering_layer_0(run):
+    """stack_neuron_results(0, incl_remainder=True): no neurons, only the remainder, as in
+    TransformerLens; minillm's remainder is resid_pre 0 (TransformerLens' is the last layer's
+    resid_post, as its layer - 1 = -1 wraps around: docs/conventions.md)."""
+    model, cfg, tokens, logits, cache = run
+    if cfg.attn_only:
+        with pytest.raises(ValueError, match="no neurons"):
+            D.stack_neuron_results(model, cache, 0, incl_remainder=True)
+        return
+    stack, labels = D.stack_neuron_results(model, cache, 0, incl_remainder=True, return_labels=True)
+    assert stack.shape == (1, *cache["resid_pre", 0].shape) and labels == ["remainder"]
+    np.testing.assert_allclose(stack[0], cache["hook_embed"] + cache["hook_pos_embed"], atol=1e-6)
+    last = D.stack_neuron_results(model, cache, 0, pos_slice=-1, incl_remainder=True)
+    np.testing.assert_allclose(last[0], cache["resid_pre", 0][:, -1], atol=1e-6)
+
+
+def test_tokens_already_sliced_to_the_positions_are_not_sliced_again(run):
+    """TransformerLens expects tokens sliced as the stack is; tokens for every position are sliced here."""
+    model, cfg, tokens, logits, cache = run
+    positions = [3, 1]  # slicing [b, 2] tokens again with these would fail or swap them
+    stack = D.stack_head_results(model, cache, pos_slice=positions)  # [component, b, 2, d]
+    answers = np.asarray(tokens) % cfg.d_vocab_out  # [b, p] output ids
+    full = D.logit_attrs(model, cache, stack, answers, pos_slice=positions)
+    pre_sliced = D.logit_attrs(model, cache, stack, answers[:, positions], pos_slice=positions)
+    np.testing.assert_array_equal(pre_sliced, full)
+    assert full.shape == (stack.shape[0], tokens.shape[0], 2)
+    whole = D.logit_attrs(model, cache, D.stack_head_results(model, cache), answers)  # every position
+    np.testing.assert_allclose(full, whole[:, :, positions], rtol=1e-5, atol=1e-6)

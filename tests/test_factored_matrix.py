@@ -1,6 +1,7 @@
 """FactoredMatrix (minillm/model/factored_matrix.py) against the dense product it stands for: sizes,
-products, transpose, SVD, eigenvalues, norms, matmul chains, indexing (range-checked), and its
-passage through jit. (The circuits made of it: test_circuits.py.)"""
+products, transpose, SVD (cached), eigenvalues, norms (16-bit factors upcast), matmul chains,
+scalar factors, indexing (range-checked), and its passage through jit. (The circuits made of it:
+test_circuits.py.)"""
 
 import jax
 import jax.numpy as jnp
@@ -161,3 +162,52 @@ def test_indices_are_range_checked():
     for bad in [2, -3, (0, 3), (0, 0, 5), (0, 0, 0, 4), np.array([0, 2])]:
         with pytest.raises(IndexError, match="out of range"):
             fm[bad]
+
+
+def test_has_leading_dims_as_in_transformerlens():
+    A, B = random_factors((2, 3), 5, 2, 4)
+    assert FactoredMatrix(A, B).has_leading_dims
+    assert not FactoredMatrix(A[0, 0], B[0, 0]).has_leading_dims
+    assert FactoredMatrix(A[0, 0], B).has_leading_dims  # one factor's leading dims are enough
+    assert not FactoredMatrix(A, B)[1, 2].has_leading_dims  # indexed down to one matrix
+    assert FactoredMatrix(A[0, 0], B[0, 0]).unsqueeze(0).has_leading_dims
+
+
+def test_svd_is_computed_once_and_every_call_returns_the_same_three_arrays():
+    fm = FactoredMatrix(*random_factors((2,), 6, 3, 5))
+    U, S, V = fm.svd()
+    again = fm.svd()
+    assert again[0] is U and again[1] is S and again[2] is V  # V too, as TransformerLens caches it
+    assert fm.U is U and fm.S is S and fm.V is V
+    close(np.asarray(U) * np.asarray(S)[..., None, :] @ np.swapaxes(V, -1, -2), dense(fm.A, fm.B))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_16_bit_factors_are_upcast_for_the_linear_algebra(dtype):
+    """jnp.linalg refuses 16-bit input; the spectra come out in float32 (complex64), exact for the
+    16-bit factors as they are (compared with float64 NumPy on the same rounded values)."""
+    A, B = random_factors((2,), 6, 3, 6)
+    fm = FactoredMatrix(jnp.asarray(A, dtype), jnp.asarray(B, dtype))
+    A16, B16 = np.asarray(fm.A, np.float64), np.asarray(fm.B, np.float64)  # the rounded factors
+    eig = np.asarray(fm.eigenvalues)
+    assert eig.dtype == np.complex64
+    want = np.linalg.eigvals(B16 @ A16)
+    for i in range(2):
+        close(np.sort_complex(eig[i]), np.sort_complex(want[i]), rtol=1e-4, atol=1e-4)
+    U, S, V = fm.svd()
+    assert S.dtype == jnp.float32
+    close(S, np.linalg.svd(A16 @ B16, compute_uv=False)[..., :3])
+    close(fm.norm(), np.linalg.norm(A16 @ B16, axis=(-2, -1)))
+    assert fm.unit_norm().A.dtype == dtype
+
+
+def test_a_one_element_array_is_a_scalar_factor():
+    """fm * x takes a 1-element array as the scalar it holds, as TransformerLens does (numel() == 1)."""
+    A, B = random_factors((2,), 5, 2, 4)
+    fm = FactoredMatrix(A, B)
+    for x in (np.array([2.0], np.float32), jnp.array([[2.0]]), np.float32(2.0)):
+        for product in (fm * x, x * fm):
+            assert isinstance(product, FactoredMatrix) and product.shape == fm.shape
+            close(product.AB, 2 * dense(A, B))
+    with pytest.raises(ValueError, match="scalar"):
+        fm * np.array([2.0, 3.0])

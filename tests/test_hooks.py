@@ -1,5 +1,6 @@
 """Hook points and the cache (minillm/model/hooks.py) as pure, per-call interventions: caching,
-patching, identity hooks, gradients with respect to activations, and composition with jit and vmap."""
+patching, identity hooks, gradients with respect to activations, and composition with jit and vmap;
+the cache's layers (negative, out of range, 1-element arrays) as TransformerLens reads them."""
 
 import jax
 import jax.numpy as jnp
@@ -229,6 +230,39 @@ def test_negative_layers_count_from_the_end_in_cache_keys_and_hook_names(model, 
         cache["resid_post", -cfg.n_layers - 1]
     with pytest.raises(KeyError, match="Unknown hook point"):
         model.run_with_hooks(tokens, [(act_name("resid_pre", -cfg.n_layers - 1), lambda x, hook: x)])
+
+
+def test_cache_layers_resolve_against_the_model_and_out_of_range_ones_are_named(model, cfg, tokens):
+    """Every way a layer reaches the cache (a tuple, a full name, act_name) counts a negative one from
+    the end of the model's layers, also in a cache that holds only some of them, as TransformerLens
+    does; a layer outside [-n_layers, n_layers) raises a KeyError saying so (not "unknown name")."""
+    n, last = cfg.n_layers, cfg.n_layers - 1
+    _, cache = model.run_with_cache(tokens)
+    assert cache["attn_out", -n] is cache["attn_out", 0]
+    assert cache["blocks.-1.attn.hook_pattern"] is cache[f"blocks.{last}.attn.hook_pattern"]
+    assert cache[act_name("q", -1)] is cache["q", last]
+    if cfg.normalization_type == "LN":
+        assert cache["scale", -1, "ln1"] is cache[f"blocks.{last}.ln1.hook_scale"]
+    for key in [("resid_pre", n), ("resid_pre", -n - 1), f"blocks.{n}.hook_resid_pre", ("pattern", -n - 3)]:
+        with pytest.raises(KeyError, match=f"out of range: the model has n_layers={n}"):
+            cache[key]
+        assert key not in cache
+    _, first = model.run_with_cache(tokens, names_filter="blocks.0.hook_resid_post")
+    with pytest.raises(KeyError, match="not cached"):  # -1 is the model's last layer, not the cache's
+        first["resid_post", -1]
+
+
+def test_a_one_element_array_is_the_layer_it_holds(model, cfg, tokens):
+    """A 1-element integer array (any shape) names a layer as the int it holds (TransformerLens takes
+    a 1-element tensor as its item); any other array, or a float, is refused by name."""
+    assert act_name("resid_pre", np.array([1])) == "blocks.1.hook_resid_pre"
+    assert act_name("scale", jnp.array([[0]]), "ln1") == "blocks.0.ln1.hook_scale"
+    _, cache = model.run_with_cache(tokens)
+    assert cache["resid_post", np.array([-1])] is cache["resid_post", cfg.n_layers - 1]
+    assert cache["pattern", jnp.array([0])] is cache["pattern", 0]
+    for bad in (np.array([0, 1]), np.array([1.0]), 1.0, True):
+        with pytest.raises(TypeError, match="act_name: layer"):
+            act_name("resid_pre", bad)
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Losses and evaluation (minillm/model/losses.py): cross-entropy accurate in float32 where the naive
 one is not, the masked loss of a task's batch, chunked evaluation equal to one batch, map_in_chunks
-equal to applying the function to all rows, and the next-token loss refusing tokens without a logit.
+equal to applying the function to all rows, and the next-token loss refusing tokens without a logit
+or a mask not shaped like the tokens.
 (The return types and the next-token loss through the model's calls: test_gpt.py.)"""
 
 import jax
@@ -10,7 +11,7 @@ import pytest
 from helpers import modular_config
 
 from minillm import GPT
-from minillm.model.losses import cross_entropy, evaluate, loss_fn, map_in_chunks, masked_cross_entropy
+from minillm.model.losses import cross_entropy, evaluate, loss_fn, map_in_chunks, masked_cross_entropy, next_token_loss
 from minillm.tasks import make_task
 
 MOD = make_task("modular_arithmetic", p=11, frac_train=0.6)
@@ -76,3 +77,16 @@ def test_the_next_token_loss_refuses_tokens_without_a_logit(configs):
     model = GPT(cfg)
     with pytest.raises(ValueError, match="d_vocab_out"):
         model(np.array([[1, cfg.d_vocab_out, 2]], np.int32), return_type="loss")
+
+
+def test_the_next_token_loss_refuses_a_mask_not_shaped_like_the_tokens():
+    """As TransformerLens' lm_cross_entropy_loss asserts, but as a ValueError naming both shapes (JAX
+    raised an unnamed broadcasting error, or broadcast a [p] mask over the batch)."""
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.standard_normal((2, 5, 7)), jnp.float32)
+    tokens = jnp.asarray(rng.integers(0, 7, (2, 5)), jnp.int32)
+    ones = np.ones((2, 5), np.int32)
+    np.testing.assert_allclose(next_token_loss(logits, tokens, ones), next_token_loss(logits, tokens), rtol=1e-6)
+    for bad in (np.ones((2, 4), np.int32), np.ones(5, np.int32)):
+        with pytest.raises(ValueError, match=r"attention_mask must have the tokens' shape \(2, 5\)"):
+            next_token_loss(logits, tokens, bad)

@@ -75,3 +75,18 @@ def test_a_model_transformer_lens_cannot_express_is_refused_and_bad_files_are_na
     bad.write_bytes(b"\x80\x04not safetensors")  # e.g. a pickle: never unpickled
     with pytest.raises(ValueError, match="safetensors"):
         GPT.from_transformer_lens(str(bad), GPT(cfg).to_transformer_lens()[1])
+
+
+def test_n_heads_not_given_is_derived_from_d_head_as_transformer_lens_does():
+    """HookedTransformerConfig's default n_heads is -1, meaning d_model // d_head; leaving it out means
+    the same. A d_head that does not divide d_model is refused, as TransformerLens refuses it."""
+    base = GPT(CONFIGS["mlp_ln_gelu"]).to_transformer_lens()[1]
+    want = config_from_transformer_lens(base)
+    assert want.n_heads == base["d_model"] // base["d_head"]
+    without = {k: v for k, v in base.items() if k != "n_heads"}
+    for given in (without, {**without, "n_heads": -1}, {**without, "n_heads": None}):
+        assert config_from_transformer_lens(given) == want
+    with pytest.raises(ValueError, match="d_head=5"):
+        config_from_transformer_lens({**without, "d_head": 5})  # d_model 32
+    odd = GPT(CONFIGS["mlp_noln_relu"]).to_transformer_lens()[1]  # d_head * n_heads != d_model: n_heads kept
+    assert config_from_transformer_lens(odd).n_heads == CONFIGS["mlp_noln_relu"].n_heads

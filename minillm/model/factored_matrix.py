@@ -13,10 +13,14 @@ mdim x mdim problems, and a product with another matrix stays factored. Leading 
     fm.norm(), fm.eigenvalues              # [layer, head], [layer, head, d_head]
     (W_E @ fm @ W_U)[0, 3]                 # still factored: [d_vocab, d_vocab_out], rank d_head
 
-The names (AB, BA, T, ldim, mdim, rdim, svd, U, S, V, eigenvalues, norm, get_corner, collapse_l,
-collapse_r, make_even, unsqueeze, pair) are TransformerLens' `FactoredMatrix`, with the same
-meaning: `svd()` returns (U, S, V) with fm.AB == U @ diag(S) @ V^T, V [..., rdim, r] in columns
-(NumPy's and JAX's svd give Vh = V^T instead: careful when mixing them). TransformerLens' `Vh`
+The names (AB, BA, T, ldim, mdim, rdim, has_leading_dims, svd, U, S, V, eigenvalues, norm,
+get_corner, collapse_l, collapse_r, make_even, unsqueeze, pair) are TransformerLens'
+`FactoredMatrix`, with the same meaning: `svd()` returns (U, S, V) with fm.AB == U @ diag(S) @ V^T,
+V [..., rdim, r] in columns (NumPy's and JAX's svd give Vh = V^T instead: careful when mixing
+them), computed once per FactoredMatrix and cached, all three. Factors in bfloat16 or float16 are
+upcast to float32 for the linear algebra (svd and what reads it, eigenvalues), as TransformerLens
+does for eigenvalues: JAX's decompositions refuse 16-bit input. A scalar factor (`fm * x`) may be a
+1-element array, as in TransformerLens. TransformerLens' `Vh`
 property, a deprecated alias that returns V, is refused here with that explanation rather than
 given a second meaning. Indices are range-checked (JAX would clamp fm[5] on a leading size of 2 to
 fm[1]). A FactoredMatrix is a JAX pytree (leaves A and B), so it can be passed into and returned
@@ -59,6 +63,11 @@ def _is_traced(*xs: Array) -> bool:
     return any(isinstance(x, jax.core.Tracer) for x in xs)
 
 
+def _upcast(x: Array) -> Array:
+    """16-bit floats as float32 for jnp.linalg (its decompositions have no 16-bit kernels)."""
+    return x.astype(jnp.float32) if x.dtype in (jnp.bfloat16, jnp.float16) else x
+
+
 @jax.jit  # one compiled program per shape: much faster to build than op-by-op
 def _svd_of_product(A: Array, B: Array) -> tuple[Array, Array, Array]:
     """SVD of A @ B from its factors: QR of A and of B^T, then the SVD of the small core between them."""
@@ -92,7 +101,7 @@ class FactoredMatrix:
             ) from e
         self.A = jnp.broadcast_to(A, leading + A.shape[-2:])  # [..., ldim, mdim]
         self.B = jnp.broadcast_to(B, leading + B.shape[-2:])  # [..., mdim, rdim]
-        self._svd: tuple[Array, Array, Array] | None = None
+        self._svd: tuple[Array, Array, Array] | None = None  # (U, S, V), filled by the first svd()
 
     # --- pytree: the leaves are A and B ------------------------------------------------------
     def tree_flatten(self):
@@ -128,6 +137,11 @@ class FactoredMatrix:
         return len(self.shape)
 
     @property
+    def has_leading_dims(self) -> bool:
+        """Whether there are batch dimensions before the matrix ones ([layer, head, ...])."""
+        return self.A.ndim > 2
+
+    @property
     def pair(self) -> tuple[Array, Array]:
         return self.A, self.B
 
@@ -143,9 +157,12 @@ class FactoredMatrix:
     @property
     def BA(self) -> Array:
         """The reverse product [..., mdim, mdim]; only defined when ldim == rdim."""
-        if self.ldim != self.rdim:
-            raise ValueError(f"BA needs a square matrix (ldim == rdim), got shape {self.shape}")
+        self._check_square("BA")
         return _mm(self.B, self.A)
+
+    def _check_square(self, what: str) -> None:
+        if self.ldim != self.rdim:
+            raise ValueError(f"{what} needs a square matrix (ldim == rdim), got shape {self.shape}")
 
     @property
     def T(self) -> FactoredMatrix:
@@ -192,46 +209,44 @@ class FactoredMatrix:
 
     def __mul__(self, scalar: Any) -> FactoredMatrix:
         scalar = jnp.asarray(scalar)
-        if scalar.ndim != 0:
+        if scalar.size != 1:
             raise ValueError(
                 f"FactoredMatrix * x needs a scalar x, got shape {tuple(scalar.shape)}; use @ for matrix products"
             )
-        return FactoredMatrix(self.A * scalar, self.B)
+        # a 1-element array is that scalar, as in TransformerLens (numel() == 1): it adds no dimension
+        return FactoredMatrix(self.A * scalar.reshape(()), self.B)
 
     __rmul__ = __mul__
 
     # --- spectra ----------------------------------------------------------------------------------
-    def _svd_h(self) -> tuple[Array, Array, Array]:
-        """(U, S, Vh) with AB == U @ diag(S) @ Vh, cached."""
-        if self._svd is not None:
-            return self._svd
-        result = _svd_of_product(self.A, self.B)
-        if not _is_traced(*result):  # caching a tracer on an object that outlives the trace would leak it
-            self._svd = result
-        return result
-
     def svd(self) -> tuple[Array, Array, Array]:
         """(U [..., ldim, r], S [..., r], V [..., rdim, r]) with AB == U @ diag(S) @ V^T, r = min(ldim,
         mdim, rdim), S descending: TransformerLens' convention (NumPy's svd returns V^T instead).
         Computed from QR decompositions of A and B^T and the SVD of the small core between them; the
-        ldim x rdim product is never formed."""
-        U, S, Vh = self._svd_h()
-        return U, S, _swap(Vh)
+        ldim x rdim product is never formed. Computed once: every call returns the same three arrays
+        (float32 for 16-bit factors)."""
+        if self._svd is not None:
+            return self._svd
+        U, S, Vh = _svd_of_product(_upcast(self.A), _upcast(self.B))
+        result = (U, S, _swap(Vh))
+        if not _is_traced(*result):  # caching a tracer on an object that outlives the trace would leak it
+            self._svd = result
+        return result
 
     @property
     def U(self) -> Array:
         """Left singular vectors [..., ldim, r] (columns)."""
-        return self._svd_h()[0]
+        return self.svd()[0]
 
     @property
     def S(self) -> Array:
         """Singular values [..., r], descending."""
-        return self._svd_h()[1]
+        return self.svd()[1]
 
     @property
     def V(self) -> Array:
         """Right singular vectors as columns [..., rdim, r]: AB == U diag(S) V^T."""
-        return _swap(self._svd_h()[2])
+        return self.svd()[2]
 
     @property
     def Vh(self) -> Array:
@@ -243,8 +258,12 @@ class FactoredMatrix:
     @property
     def eigenvalues(self) -> Array:
         """The eigenvalues of BA [..., mdim], complex. If BAv = kv then AB(Av) = k(Av): the nonzero
-        eigenvalues of AB are those of the small mdim x mdim matrix BA (AB's others are zero)."""
-        return jnp.linalg.eig(self.BA)[0]
+        eigenvalues of AB are those of the small mdim x mdim matrix BA (AB's others are zero).
+        16-bit factors are upcast to float32 first (complex64 out), as TransformerLens does; BA is
+        then formed in float32 too (TransformerLens forms it in 16 bits, so its eigenvalues carry
+        that rounding, about 0.5% in bfloat16)."""
+        self._check_square("eigenvalues")
+        return jnp.linalg.eig(_mm(_upcast(self.B), _upcast(self.A)))[0]
 
     def norm(self) -> Array:
         """Frobenius norm [...]: sqrt of the sum of squared singular values."""
@@ -252,25 +271,25 @@ class FactoredMatrix:
 
     def unit_norm(self) -> FactoredMatrix:
         """The same matrices scaled to Frobenius norm 1 (a zero matrix stays zero)."""
-        norm = self.norm()
+        norm = self.norm().astype(self.A.dtype)  # the norm is float32 for 16-bit factors: keep A's dtype
         return FactoredMatrix(self.A / jnp.where(norm > 0, norm, 1.0)[..., None, None], self.B)
 
     def collapse_l(self) -> Array:
         """diag(S) @ Vh [..., r, rdim]: the matrix with its left orthogonal factor U removed
         (AB == U @ collapse_l()); same norms and same products' norms as AB from the left."""
-        U, S, Vh = self._svd_h()
-        return S[..., :, None] * Vh
+        U, S, V = self.svd()
+        return S[..., :, None] * _swap(V)
 
     def collapse_r(self) -> Array:
         """U @ diag(S) [..., ldim, r]: AB with its right orthogonal factor removed (AB == collapse_r() @ Vh)."""
-        U, S, Vh = self._svd_h()
+        U, S, V = self.svd()
         return U * S[..., None, :]
 
     def make_even(self) -> FactoredMatrix:
         """The same matrix factored as (U sqrt(S)) @ (sqrt(S) Vh): both factors carry half the scale."""
-        U, S, Vh = self._svd_h()
+        U, S, V = self.svd()
         root = jnp.sqrt(S)
-        return FactoredMatrix(U * root[..., None, :], root[..., :, None] * Vh)
+        return FactoredMatrix(U * root[..., None, :], root[..., :, None] * _swap(V))
 
     # --- indexing -----------------------------------------------------------------------------------
     def __getitem__(self, index: Any) -> FactoredMatrix:

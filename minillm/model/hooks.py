@@ -18,6 +18,8 @@ This module imports nothing from minillm: the model imports it, never the other 
 from __future__ import annotations
 
 import difflib
+import math
+import numbers
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NameFilter = None | str | Sequence[str] | Callable[[str], bool]
 HookFn = Callable[[jax.Array, "HookPoint"], jax.Array | None]
@@ -82,13 +85,29 @@ _LAYER_TYPES = {
 }
 
 
+def as_int(value: Any, what: str) -> int:
+    """A Python int from an int, or from an integer array of one element (any shape): TransformerLens
+    takes a 1-element tensor where it takes one token, layer or head (its `.item()`, or the tensor's
+    `__index__`), so minillm does too. Anything else raises a TypeError naming `what`."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None and math.prod(shape) == 1:
+        array = value if isinstance(value, jax.Array) else np.asarray(value)
+        if jnp.issubdtype(array.dtype, jnp.integer):
+            return int(array.reshape(()))
+    got = f"an array of shape {tuple(shape)} and dtype {value.dtype}" if shape is not None else repr(value)
+    raise TypeError(f"{what} must be an int (or an integer array of one element), got {got}")
+
+
 def act_name(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
     """Full hook name from a short one, as TransformerLens' `get_act_name`.
 
     act_name("pattern", 0) == "blocks.0.attn.hook_pattern"; act_name("resid_pre", 1) ==
     "blocks.1.hook_resid_pre"; act_name("scale", 0, "ln1") == "blocks.0.ln1.hook_scale";
     act_name("scale") == "ln_final.hook_scale"; act_name("embed") == "hook_embed". A full name is
-    returned unchanged. "k6" and "scale4ln1" are read as ("k", 6) and ("scale", 4, "ln1").
+    returned unchanged. "k6" and "scale4ln1" are read as ("k", 6) and ("scale", 4, "ln1"). `layer`
+    may be a 1-element integer array (as_int); a negative one is kept here and resolved by the cache.
     """
     if layer is None and layer_type is None and ("." in name or name.startswith("hook_")):
         return name
@@ -107,7 +126,7 @@ def act_name(name: str, layer: int | None = None, layer_type: str | None = None)
         layer_type = _LAYER_TYPES[layer_type]
     parts = []
     if layer is not None:
-        parts.append(f"blocks.{int(layer)}")
+        parts.append(f"blocks.{as_int(layer, 'act_name: layer')}")
     elif name in ("scale", "normalized"):
         parts.append("ln_final")
     if layer_type:
@@ -117,6 +136,7 @@ def act_name(name: str, layer: int | None = None, layer_type: str | None = None)
 
 
 _NEGATIVE_LAYER_RE = re.compile(r"^blocks\.(-\d+)\.")
+_ANY_LAYER_RE = re.compile(r"^blocks\.(-?\d+)\.")
 
 
 def resolve_layer(name: str, n_layers: int) -> str:
@@ -349,7 +369,9 @@ class ActivationCache:
     """The activations of one forward pass, by hook name. A pytree, so it can leave `jax.jit`.
 
     `cache["blocks.0.attn.hook_pattern"]`, or the shorthand `cache["pattern", 0]`
-    (`cache["scale", 0, "ln1"]`, `cache["embed"]`), as in TransformerLens.
+    (`cache["scale", 0, "ln1"]`, `cache["embed"]`), as in TransformerLens. A negative layer counts
+    from the end of the model's layers (`all_names`, every hook of the model, gives their number);
+    one out of range raises a KeyError that says so.
     """
 
     def __init__(self, activations: dict[str, jax.Array], all_names: Sequence[str] = ()):
@@ -357,13 +379,24 @@ class ActivationCache:
         self._all_names = tuple(all_names)  # every hook of the model, for error messages
 
     def _full_name(self, key: Any) -> str:
+        """The full hook name of a key, its layer resolved: negative counts from the end of the
+        model's n_layers (cache["resid_post", -1], cache["blocks.-1.hook_resid_post"]), as in
+        TransformerLens; a layer outside [-n_layers, n_layers) raises a KeyError saying so."""
         if isinstance(key, tuple):
             name = act_name(*key)
         else:
             name = act_name(key) if isinstance(key, str) else key
-        if isinstance(name, str) and name.startswith("blocks.-"):  # cache["resid_post", -1]
-            name = resolve_layer(name, _n_layers_of(self._all_names or list(self._acts)))
-        return name
+        match = _ANY_LAYER_RE.match(name) if isinstance(name, str) else None
+        if match is None:
+            return name
+        # the model's n_layers, read from its hook names (a cache built without them: from its keys)
+        n_layers = _n_layers_of(self._all_names or list(self._acts))
+        layer = int(match.group(1))
+        if not -n_layers <= layer < n_layers:
+            model = "the model has" if self._all_names else "this cache (built without all_names) holds"
+            valid = f"0 to {n_layers - 1}, or -{n_layers} to -1 counting from the end" if n_layers else "no layer"
+            raise KeyError(f"layer {layer} in {key!r} is out of range: {model} n_layers={n_layers} ({valid})")
+        return resolve_layer(name, n_layers)
 
     def __getitem__(self, key: Any) -> jax.Array:
         name = self._full_name(key)
@@ -377,7 +410,10 @@ class ActivationCache:
         raise unknown_name_error(name, self._all_names or list(self._acts))
 
     def __contains__(self, key: Any) -> bool:
-        return self._full_name(key) in self._acts
+        try:
+            return self._full_name(key) in self._acts
+        except KeyError:  # a layer out of range is not in the cache
+            return False
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._acts)

@@ -60,6 +60,12 @@ def next_token_loss(
     nll = cross_entropy(logits[:, :-1], tokens[:, 1:])  # [b, p - 1]
     if attention_mask is None:
         return nll if per_token else nll.mean()
+    attention_mask = jnp.asarray(attention_mask)
+    if attention_mask.shape != tokens.shape:  # JAX would fail unnamed, or broadcast a [p] mask
+        raise ValueError(
+            f"next_token_loss: attention_mask must have the tokens' shape {tuple(tokens.shape)}, "
+            f"got {tuple(attention_mask.shape)}"
+        )
     mask = (attention_mask[:, 1:] * attention_mask[:, :-1]).astype(nll.dtype)
     if per_token:
         return nll * mask

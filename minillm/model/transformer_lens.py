@@ -64,6 +64,21 @@ def _as_dict(tl_cfg: Any) -> dict[str, Any]:
     return dict(vars(tl_cfg))
 
 
+def _n_heads(d: dict[str, Any]) -> int:
+    """n_heads, or, when it is not given (None, or HookedTransformerConfig's default -1), d_model // d_head
+    as TransformerLens derives it, refusing a d_model that d_head does not divide as it does."""
+    n_heads = d.get("n_heads")
+    if n_heads is not None and n_heads != -1:
+        return int(n_heads)
+    d_model, d_head = int(d["d_model"]), int(d["d_head"])
+    if d_head <= 0 or d_model % d_head:
+        raise ValueError(
+            f"from_transformer_lens: n_heads is not given (got {n_heads!r}) and d_model={d_model} is not a multiple "
+            f"of d_head={d_head}, so it cannot be derived as d_model // d_head"
+        )
+    return d_model // d_head
+
+
 def config_from_transformer_lens(tl_cfg: Any) -> GPTConfig:
     """A GPTConfig from a HookedTransformerConfig (or its to_dict()); refuses what minillm does not compute."""
     d = _as_dict(tl_cfg)
@@ -92,7 +107,7 @@ def config_from_transformer_lens(tl_cfg: Any) -> GPTConfig:
         raise ValueError(f"from_transformer_lens: attention_dir={direction!r} is not supported")
     fields = {k: d[k] for k in _SAME if d.get(k) is not None}
     fields["attn_only"] = bool(fields.get("attn_only", False))
-    fields["n_heads"] = int(d.get("n_heads") or d["d_model"] // d["d_head"])
+    fields["n_heads"] = _n_heads(d)
     fields["d_vocab_out"] = int(d.get("d_vocab_out") or d["d_vocab"])
     if d.get("d_vocab_out") == -1:
         fields["d_vocab_out"] = int(d["d_vocab"])
