@@ -24,6 +24,14 @@ GPT") runs the clean prompt with Gaussian noise added to the subject's embedding
 
 and every patched run of the sweep is that corrupted run with one clean piece restored.
 
+Path patching (Wang et al. 2022, "Interpretability in the Wild") asks what flows along one path:
+`get_path_patch_head_to_heads(model, clean, corrupted, metric, receiver_heads=[(1, 0)],
+receiver_input="k")` gives, for every sender head, the metric of the clean run in which only that
+head's edge into the receivers' keys carries its corrupted output ([layer, head], one compiled
+call over every sender); `get_path_patch_head_to_final_resid_post` does the same for each head's
+direct path to the logits. Both run on minillm.graph's edges, and are tested against Wang et al.'s
+three steps written with hooks.
+
 Attribution patching (Nanda 2023, "Attribution patching: activation patching at industrial scale")
 approximates every patch of a sweep at once to first order: metric(patched) - metric(corrupted) ~
 sum over the patched entries of (clean - corrupted) * d metric / d activation, with the gradient
@@ -41,12 +49,14 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
+from minillm.graph import Graph, edge_forward, sender_outputs
 from minillm.model import GPT
 from minillm.model.hooks import ActivationCache, FwdHooks, act_name
-from minillm.model.inputs import check_tokens
+from minillm.model.inputs import check_indices, check_tokens
 from minillm.sharding import check_mesh
 
 Metric = Callable[[jax.Array], jax.Array]
@@ -377,6 +387,118 @@ def get_act_patch_attn_head_by_pos_every(
     out = [s(model, corrupted_tokens, clean_cache, patching_metric, **kw) for s in sweeps]
     pattern = get_act_patch_attn_head_pattern_by_pos(model, corrupted_tokens, clean_cache, patching_metric, **kw)
     return jnp.stack(out + [pattern.transpose(0, 2, 1)])
+
+
+# ---------------------------------------------------------------------------------------------
+# Path patching
+# ---------------------------------------------------------------------------------------------
+RECEIVER_INPUTS = ("q", "k", "v")
+
+
+def _path_setup(graph: Graph, receivers: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(the edge mask with every edge into the receivers off, each head sender's index in
+    graph.senders, and whether it has a path to any receiver), heads in [layer, head] order."""
+    keep = np.ones(len(graph.edges), np.float32)
+    into = set(receivers)
+    for e, edge in enumerate(graph.edges):
+        if edge.split(" -> ")[1] in into:
+            keep[e] = 0.0
+    heads = [f"blocks.{l}.attn.head{h}" for l in range(graph.cfg.n_layers) for h in range(graph.cfg.n_heads)]
+    has_path = np.array([any(f"{s} -> {r}" in graph.edges for r in receivers) for s in heads])
+    return keep, np.array([graph.senders.index(s) for s in heads]), has_path
+
+
+@partial(jax.jit, static_argnames=("patching_metric", "batch_size"))
+def _path_sweep(model: GPT, tokens, keep, clean_out, change, senders, patching_metric, batch_size):
+    def one(s):  # every edge into a receiver carries its sender's clean output, but sender s's corrupted one
+        ablated = clean_out.at[s].add(change[s])
+        return patching_metric(edge_forward(model, tokens, keep, ablated)[0])
+
+    return jax.lax.map(one, senders, batch_size=batch_size)
+
+
+def _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size):
+    graph = Graph.of(model.cfg)
+    clean_tokens = check_tokens(clean_tokens, model.cfg)
+    corrupted_tokens = check_tokens(corrupted_tokens, model.cfg)
+    if corrupted_tokens.shape != clean_tokens.shape:
+        raise ValueError(
+            f"corrupted tokens {corrupted_tokens.shape} and clean tokens {clean_tokens.shape} must have the same shape"
+        )
+    clean_out, corrupted_out = sender_outputs(model, clean_tokens), sender_outputs(model, corrupted_tokens)
+    change = corrupted_out - clean_out  # [senders, b, p, d]
+    if sender_positions is not None:  # the sender carries its corrupted output at these positions only
+        n_pos = clean_tokens.shape[1]
+        positions = np.atleast_1d(np.asarray(sender_positions))
+        check_indices(positions, n_pos, "sender_positions")
+        at = np.zeros(n_pos, bool)
+        at[positions] = True
+        change = change * jnp.asarray(at, change.dtype)[None, None, :, None]
+    keep, senders, has_path = _path_setup(graph, receivers)
+    values = _path_sweep(
+        model, clean_tokens, jnp.asarray(keep), clean_out, change, jnp.asarray(senders), patching_metric, batch_size
+    )
+    return jnp.where(jnp.asarray(has_path), values, jnp.nan).reshape(model.cfg.n_layers, model.cfg.n_heads)
+
+
+def get_path_patch_head_to_heads(
+    model: GPT,
+    clean_tokens,
+    corrupted_tokens,
+    patching_metric: Metric,
+    receiver_heads: Sequence[tuple[int, int]],
+    receiver_input: str | Sequence[str] = "v",
+    *,
+    sender_positions=None,
+    batch_size: int = 8,
+) -> jax.Array:
+    """Path patching (Wang et al. 2022, as ARENA writes it): for every sender head, the metric of the
+    clean run in which only the path from that head into the receivers' `receiver_input` ("q", "k",
+    "v", or several) carries the head's output on the corrupted tokens; every other path, the
+    receivers' other inputs and the sender's own direct effect stay clean. [layer, head]; NaN for a
+    head with no path to any receiver (at or after the receivers' layers).
+
+    In minillm.graph's terms: every edge into a receiver's input is ablated, carrying its sender's
+    clean output, except that the path's sender carries its corrupted one. So each receiver's input
+    is its clean input plus the sender's change alone (Wang et al.'s step 2: the other heads frozen
+    to the clean run) and its LayerNorm runs on that; everything downstream of the receivers then
+    runs free (their step 3); a receiver never sees another receiver's change. `sender_positions`
+    restricts the change to those positions of the sender's output (e.g. the second subject). All
+    senders run in one compiled call (`jax.lax.map` over the senders, `batch_size` at a time).
+    The direction is Wang et al.'s: corrupted into clean, so an important path moves the metric away
+    from its clean value (activation patching above goes the other way)."""
+    inputs = (receiver_input,) if isinstance(receiver_input, str) else tuple(receiver_input)
+    bad = [x for x in inputs if x not in RECEIVER_INPUTS]
+    if bad or not inputs:
+        raise ValueError(f"receiver_input must be among {RECEIVER_INPUTS}, got {receiver_input!r}")
+    cfg = model.cfg
+    receivers = []
+    for pair in receiver_heads:
+        if np.size(pair) != 2:
+            raise ValueError(f"receiver_heads holds (layer, head) pairs, got {pair!r}")
+        layer, head = (int(i) for i in np.asarray(pair).reshape(-1))
+        check_indices(layer, cfg.n_layers, "receiver layer")
+        check_indices(head, cfg.n_heads, "receiver head")
+        receivers += [f"blocks.{layer % cfg.n_layers}.attn.head{head % cfg.n_heads}.{x}" for x in inputs]
+    if not receivers:
+        raise ValueError("receiver_heads is empty: name at least one (layer, head)")
+    return _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size)
+
+
+def get_path_patch_head_to_final_resid_post(
+    model: GPT,
+    clean_tokens,
+    corrupted_tokens,
+    patching_metric: Metric,
+    *,
+    sender_positions=None,
+    batch_size: int = 8,
+) -> jax.Array:
+    """Path patching into the logits: for every head, the metric of the clean run in which only the
+    head's direct path to the final residual stream (hence the logits) carries its corrupted output;
+    what later heads read of it stays clean. [layer, head], in one compiled call. See
+    get_path_patch_head_to_heads for the rest."""
+    return _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, ["logits"], sender_positions, batch_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from helpers import CONFIGS
 
-from minillm import GPT, act_name
+from minillm import GPT, GPTConfig, act_name
 from minillm import patching as P
 
 CFG = CONFIGS["mlp_ln_gelu"]
@@ -184,3 +184,90 @@ def test_corruption_hooks_make_the_corrupted_run_of_a_sweep():
     np.testing.assert_allclose(fast[0, 0], corrupted, atol=1e-5)
     with pytest.raises(TypeError, match="corruption_hooks"):
         P.get_act_patch_resid_pre(model, clean, clean_cache, metric, corruption_hooks=[noise[1]])
+
+
+# --- path patching -------------------------------------------------------------------------------
+def naive_path_patch(model, clean, corrupted, metric, receivers, sender_positions=None):
+    """Wang et al.'s three steps with hooks, one sender at a time: (1) cache the clean and corrupted
+    runs; (2) run the clean tokens with every head's hook_z and every MLP's output frozen to the clean
+    run, except the sender's z, which takes the corrupted one (at sender_positions), and record the
+    receivers' q/k/v (or the logits, for receivers=None); (3) run the clean tokens with the receivers'
+    inputs patched from step 2 and take the metric."""
+    cfg = model.cfg
+    _, clean_cache = model.run_with_cache(clean)
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    out = np.full((cfg.n_layers, cfg.n_heads), np.nan)
+    for sl, sh in itertools.product(range(cfg.n_layers), range(cfg.n_heads)):
+        if receivers is not None and all(rl <= sl for rl, _, _ in receivers):
+            continue  # no path
+
+        def freeze_z(z, hook, sl=sl, sh=sh):
+            layer = int(hook.name.split(".")[1])
+            frozen = clean_cache["z", layer]
+            if layer == sl:
+                new = corrupted_cache["z", sl][:, :, sh]
+                if sender_positions is not None:
+                    at = np.isin(np.arange(z.shape[1]), sender_positions)[None, :, None]
+                    new = jnp.where(at, new, frozen[:, :, sh])
+                frozen = frozen.at[:, :, sh].set(new)
+            return frozen
+
+        freeze = [(lambda n: n.endswith("attn.hook_z"), freeze_z)]
+        if not cfg.attn_only:
+            freeze += [(lambda n: n.endswith("hook_mlp_out"), lambda x, hook: clean_cache[hook.name])]
+        if receivers is None:
+            out[sl, sh] = metric(model.run_with_hooks(clean, freeze))
+            continue
+        names = sorted({act_name(x, rl) for rl, _, x in receivers})
+        _, step2 = model.run_with_cache(clean, names_filter=names, fwd_hooks=freeze)
+
+        def patch(act, hook):
+            for rl, rh, x in receivers:
+                if hook.name == act_name(x, rl):
+                    act = act.at[:, :, rh].set(step2[hook.name][:, :, rh])
+            return act
+
+        out[sl, sh] = metric(model.run_with_hooks(clean, [(names, patch)]))
+    return out
+
+
+PATH_CFG = GPTConfig(n_layers=3, d_model=32, n_heads=2, n_ctx=12, d_vocab=23, attn_only=True, seed=11)
+
+
+@pytest.mark.parametrize("cfg", [PATH_CFG, CFG], ids=["attn_only_3_layers", "mlp_ln_gelu"])
+def test_path_patching_equals_wangs_three_steps_with_hooks(cfg):
+    model, clean, corrupted, _, metric = setup(cfg)
+    last = cfg.n_layers - 1
+    cases = [
+        ([(last, 1, "k")], [(last, 1)], "k", None)
+    ]  # (receivers as (layer, head, input), heads, inputs, positions)
+    if cfg.n_layers == 3:  # receivers in two layers: one never sees the other's change
+        cases.append(([(2, 0, "q"), (2, 0, "v"), (1, 1, "q"), (1, 1, "v")], [(2, 0), (1, 1)], ("q", "v"), [2, 4]))
+    for receivers, heads, inputs, positions in cases:
+        fast = P.get_path_patch_head_to_heads(
+            model, clean, corrupted, metric, heads, inputs, sender_positions=positions
+        )
+        naive = naive_path_patch(model, clean, corrupted, metric, receivers, positions)
+        np.testing.assert_allclose(fast, naive, rtol=1e-4, atol=1e-5, equal_nan=True)
+        assert np.isnan(fast[last]).all() and not np.isnan(fast[0]).any()  # no path from the receivers' layer
+    fast = P.get_path_patch_head_to_final_resid_post(model, clean, corrupted, metric)
+    np.testing.assert_allclose(fast, naive_path_patch(model, clean, corrupted, metric, None), rtol=1e-4, atol=1e-5)
+    clean_value = metric(model(clean))
+    assert np.abs(np.asarray(fast) - clean_value).max() > 1e-3  # the corruption reaches the logits
+
+
+def test_path_patching_refuses_bad_receivers():
+    model, clean, corrupted, _, metric = setup(PATH_CFG)
+    for heads, inputs, error, match in [
+        ([(1, 2)], "q", IndexError, "receiver head"),
+        ([(3, 0)], "q", IndexError, "receiver layer"),
+        ([(1, 0)], "z", ValueError, "receiver_input"),
+        ([1], "q", ValueError, r"\(layer, head\) pairs"),
+        ([], "q", ValueError, "empty"),
+    ]:
+        with pytest.raises(error, match=match):
+            P.get_path_patch_head_to_heads(model, clean, corrupted, metric, heads, inputs)
+    with pytest.raises(ValueError, match="same shape"):
+        P.get_path_patch_head_to_heads(model, clean, corrupted[:1], metric, [(1, 0)])
+    with pytest.raises(IndexError, match="sender_positions"):
+        P.get_path_patch_head_to_heads(model, clean, corrupted, metric, [(1, 0)], sender_positions=[6])
