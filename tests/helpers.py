@@ -91,6 +91,8 @@ GENERATOR_TASKS = [
     T.AssociativeRecall(),
     T.AssociativeRecall(n_pairs=3, n_keys=3, n_values=4, n_train=200, n_test=100),
     T.AssociativeRecall(n_pairs=6, n_keys=16, n_values=16, n_queries=4, n_train=200, n_test=100),
+    T.IndirectObject(n_train=256, n_test=256),
+    T.IndirectObject(n_names=5, n_fillers=2, n_slots=5, orders=("ABB", "BAB"), n_train=100, n_test=100),
     T.FactualRecall(n_train=512, n_test=512),
     T.FactualRecall(
         n_subjects=12,

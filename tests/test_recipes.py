@@ -72,7 +72,7 @@ def test_a_recipe_names_its_target_once_in_its_train_config():
 
 def test_only_the_early_stopping_recipes_stop_at_their_target():
     stopping = {name for name, r in RECIPES.items() if r.train.target_margin is not None}
-    assert stopping == {"modular_addition"}
+    assert stopping == {"modular_addition", "ioi", "ioi_shortcut"}
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ The tasks (`TASKS`, `make_task(name, **kwargs)`), one file per family:
     reversal            "5 3 9 -> 9 3 5"
     associative_recall  "k3 v7 k12 v0 k12" -> v0
     factual_recall      "<bos> x3 Ada Moss x7 rel1" -> attr17 (a fact stored in the weights)
+    indirect_object     "<bos> f3 N7 f2 N19 f5 N7 f1 <to>" -> N19 (the name that appears once; Wang et al. 2022)
 
 Every task has the sizes a model needs (`d_vocab`, `d_vocab_out`, `seq_len`;
 the model's n_ctx must be >= seq_len), readable `decode` / `encode`, and a
@@ -56,6 +57,7 @@ from typing import Any
 from minillm.tasks.base import Batch, Task
 from minillm.tasks.brackets import BalancedBrackets, BracketDepth
 from minillm.tasks.facts import FactualRecall
+from minillm.tasks.ioi import IndirectObject
 from minillm.tasks.lists import Reversal, Sorting
 from minillm.tasks.modular import ModularArithmetic
 from minillm.tasks.recall import AssociativeRecall
@@ -72,6 +74,7 @@ __all__ = [
     "Reversal",
     "AssociativeRecall",
     "FactualRecall",
+    "IndirectObject",
     "TASKS",
     "make_task",
 ]
@@ -91,6 +94,7 @@ TASKS: dict[str, type[Task]] = {
         Reversal,
         AssociativeRecall,
         FactualRecall,
+        IndirectObject,
     )
 }
 

@@ -120,6 +120,30 @@ def bracket_depth_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]
     return {"bracket_depth": lambda model: {k: float(v) for k, v in measure(model).items()}}
 
 
+def ioi_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
+    """Accuracy on 512 fresh prompts of each order, "ABB", "BAB" and "BBA" (trained on or not), and
+    the mean logit difference IO - S over all of them."""
+    from minillm.tasks.ioi import ORDERS
+
+    batches = [
+        task.sample_with_info(jax.random.key(10_000 + data_seed + i), 512, order) for i, order in enumerate(ORDERS)
+    ]
+    tokens = jnp.concatenate([b.tokens for b, _ in batches])
+    io = jnp.concatenate([info.io for _, info in batches])
+    s = jnp.concatenate([info.s for _, info in batches])
+
+    @jax.jit
+    def measure(model):
+        logits = model(tokens)[:, -1]  # [3 * 512, n_names]
+        rows = jnp.arange(len(io))
+        correct = (logits.argmax(-1) == io).reshape(len(ORDERS), -1).mean(axis=1)
+        return {f"acc_{o}": correct[i] for i, o in enumerate(ORDERS)} | {
+            "logit_diff": (logits[rows, io] - logits[rows, s]).mean()
+        }
+
+    return {"ioi": lambda model: {k: float(v) for k, v in measure(model).items()}}
+
+
 # --- the recipes --------------------------------------------------------------------------------
 def _recipes() -> dict[str, Recipe]:
     mod = make_task("modular_arithmetic", p=113, op="add", frac_train=0.3)
@@ -176,6 +200,23 @@ def _recipes() -> dict[str, Recipe]:
         steps_per_call=50,
         eval_every=100,
         checkpoint_every=500,
+    )
+    ioi = make_task("indirect_object")
+    ioi_twin = make_task("indirect_object", orders=("ABB", "BAB"))
+    ioi_model = dict(n_layers=2, d_model=64, n_heads=4, attn_only=True)
+    ioi_train = TrainConfig(
+        steps=4000,
+        lr=3e-3,
+        weight_decay=0.01,
+        warmup_steps=100,
+        schedule="cosine",
+        batch_size=128,
+        steps_per_call=50,
+        eval_every=100,
+        checkpoint_every=500,
+        target=("test_acc", 0.99),
+        target_margin=300,
+        loss_positions_only=True,
     )
     small = dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256)
     small_train = dict(
@@ -322,6 +363,32 @@ def _recipes() -> dict[str, Recipe]:
                 facts_plain,
                 facts_model,
                 _target(facts_train, "test_acc", 0.99),
+            ),
+            Recipe(
+                "ioi",
+                "indirect object identification: the name that appears once, in any order",
+                "A miniature of Wang et al. 2022's indirect object identification: <bos>, 16 slots holding 13 "
+                "fillers (of 12) and three names (of 30: IO once, S twice, in the orders ABB, BAB and BBA), <to>; "
+                "the answer is IO, read at the last position only. 2 layers, attention only, d_model 64, 4 heads, "
+                "LayerNorm; AdamW lr 3e-3, cosine, batch 128; stops 300 steps after 99% test accuracy. Planning "
+                "found duplicate-token heads at S2 and heads that attend from the end to S2 and suppress it "
+                "(lesson 7). Two seeds.",
+                ioi,
+                _model_for(ioi, **ioi_model),
+                ioi_train,
+                ioi_metrics,
+                n_seeds=2,
+            ),
+            Recipe(
+                "ioi_shortcut",
+                "the same on Wang et al.'s two orders only: a name-order shortcut",
+                "The cautionary twin of `ioi`: only the orders ABB and BAB, as in Wang et al.'s ABBA / BABA "
+                "sentences, where the repeated name always comes last. Planning found the model then answers "
+                "'the name that is not the last one' and scores 0 on the unseen order BBA (acc_BBA).",
+                ioi_twin,
+                _model_for(ioi_twin, **ioi_model),
+                ioi_train,
+                ioi_metrics,
             ),
             Recipe(
                 "sorting",
