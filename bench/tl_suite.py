@@ -2,6 +2,8 @@
 
     bash bench/run.sh --suite        # installs bench/.venv-tl (torch CPU, transformer-lens 3.x) once,
                                      # runs this, writes bench/TL_SUITE.md
+    bash bench/run.sh --suite4       # the same checks against TransformerLens 4.x's TransformerBridge
+                                     # (bench/.venv-tl4), writes bench/TL4_SUITE.md
 
 Each check runs one call (or a few lines of ARENA-style code) in both libraries on the same model
 and inputs, and compares the numbers. A check passes when they agree to float32 tolerance, or, where
@@ -9,7 +11,12 @@ minillm differs on purpose, when minillm refuses loudly (the check says which). 
 needed only here: it is not a test dependency.
 
 The configs cover what the ARENA toy models use: attention-only with LayerNorm, MLPs with GELU,
-no LayerNorm with ReLU, LNPre, bidirectional attention.
+no LayerNorm with ReLU, LNPre, bidirectional attention. TransformerLens 3.x builds each as a
+HookedTransformer; 4.x, which has none, as a TransformerBridge in compatibility mode, booted two ways
+(bench/tl.py's BRIDGE_ROUTES: a Hugging Face GPT-2 where the config is one, and TransformerLens' own
+native model), each config and route a row group of its own; a config a route cannot build is
+listed with the reason. The checks are the same in both: under 4.x a failing row is labelled with
+the kind of difference found (BRIDGE_FAILURES; BRIDGE_DIFFERENCES says what it is).
 """
 
 from __future__ import annotations
@@ -29,13 +36,17 @@ import torch
 
 warnings.filterwarnings("ignore")
 import transformer_lens.patching as tlp  # noqa: E402
-import transformer_lens.utils as tl_utils  # noqa: E402
 from transformer_lens import head_detector as tl_heads  # noqa: E402
+
+try:  # 3.x
+    import transformer_lens.utils as tl_utils  # noqa: E402
+except ModuleNotFoundError:  # 4.x renamed the module ("same names")
+    import transformer_lens.utilities as tl_utils  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
-from bench.tl import hooked_transformer, rel_diff, sender_outputs  # noqa: E402
+from bench.tl import BRIDGE, BRIDGE_ROUTES, NotExpressible, rel_diff, sender_outputs, tl_model  # noqa: E402
 from minillm import GPT, GPTConfig, hook_names, utils  # noqa: E402
 from minillm import decompose as D  # noqa: E402
 from minillm import graph as G  # noqa: E402
@@ -57,6 +68,88 @@ CONFIGS = {
     ),
 }
 RTOL = 1e-4
+
+# What the 4.x run found, checked by hand against TransformerLens 4.3's source: bench/TL4_SUITE.md
+# opens with it. Each kind of failure, per (route, check); a failure not listed here is "unclassified".
+BRIDGE_FAILURES = {
+    ("gpt2", "weights_round_trip"): "names differ",
+    ("native", "weights_round_trip"): "names differ",
+    ("gpt2", "on_request_hook_points_cached"): "shapes differ",
+    ("gpt2", "on_request_hooks_edited"): "shapes differ",
+    ("native", "forward_and_every_activation"): "numbers differ",
+    ("native", "on_request_hook_points_cached"): "call missing",
+    ("native", "on_request_hooks_edited"): "call missing",
+    ("native", "head_k_input_patched"): "call missing",
+    ("native", "graph_edges_ablated"): "call missing",
+}
+BRIDGE_DIFFERENCES = """\
+## Where TransformerBridge (4.x) differs from HookedTransformer (3.9)
+
+The same checks pass on every config in 3.9 (bench/TL_SUITE.md). Under 4.x each config is booted
+two ways (bench/tl.py, `transformer_bridge`), with minillm's weights and
+`enable_compatibility_mode(no_processing=True)` (its default folds LayerNorm and centres weights,
+which a HookedTransformer built from a config never did):
+**[gpt2]** a Hugging Face `GPT2LMHeadModel` built from the config, wrapped by TransformerLens' GPT-2
+adapter (`build_bridge_from_module`); **[native]** `TransformerBridge.boot_native` (TransformerLens'
+own small model), weights through its `convert_tl_checkpoint`. Both load every weight strictly and
+give minillm's logits (3e-7 to 5e-7 relative; also, measured once outside the checks, with random
+biases and LayerNorm weights, which the suite's fresh models leave at 0 and 1). Numbers below that no
+check prints were measured the same way, on `mlp_ln_gelu`, in 4.3 and 3.9.
+
+**Names**
+
+- `state_dict()` is in the bridge's names and `nn.Linear` shapes (`blocks.0.attn.q.weight`
+  [n_heads * d_head, d_model], `embed.weight`, `unembed.weight`), not HookedTransformer's
+  (`blocks.0.attn.W_Q` [n_heads, d_model, d_head], `embed.W_E`), so
+  `GPT.from_transformer_lens(tl.state_dict(), tl.cfg)` finds none of its weights.
+  *weights_round_trip*, both routes. (`tl.tl_named_parameters()` has 3.9's names: loading that
+  gives minillm's logits exactly.)
+- `transformer_lens.utils` is now `transformer_lens.utilities` (same functions); the bridge also has
+  hook points 3.9 lacks (`embed.hook_in`, `blocks.0.ln1.hook_in`, `blocks.0.attn.q.hook_out`, ...).
+  Neither fails a check.
+
+**Shapes**
+
+- Under `use_split_qkv_input` or `use_attn_in`, ln1's `hook_scale` and `hook_normalized` fire once,
+  on the whole residual ([batch, pos, 1], [batch, pos, d_model]), where 3.9 fires them per head and
+  input ([batch, pos, n_heads, 1], [batch, pos, n_heads, d_model]): the bridge normalizes the per-head
+  copies through the raw LayerNorm module, without its hooks (`AttentionBridge._apply_ln1_per_head`,
+  "deliberate divergence"). An edit there then changes nothing: scaling `blocks.1.ln1.hook_scale`
+  by 3 under split inputs moves the bridge's logits by 4e-7, 3.9's and minillm's by 0.53.
+  *on_request_hook_points_cached* [gpt2] (the shapes), *on_request_hooks_edited* [gpt2] (its ln1
+  cases; the edits of `hook_attn_in`, `hook_{q,k,v}_input` and `hook_mlp_in` give 3.9's logits).
+
+**Numbers**
+
+- [native] `attn.hook_attn_scores` is the attention pattern, equal to `hook_pattern` (masked entries
+  0, not -inf; every entry a probability, not a scaled pre-softmax score): the plain
+  `AttentionBridge` fires it after the fact on the weights the module returns ("Most HF
+  implementations return post-softmax weights"), and an edit there changes nothing (x2: the logits
+  move by 0; by 0.29 in 3.9 and minillm). *forward_and_every_activation* [native]: "the non-finite
+  entries differ" (causal), 4.9 relative (bidirectional). The [gpt2] route's scores are 3.9's.
+
+**Calls missing or refused**
+
+- [native] no per-head hook points: `set_use_attn_result`, `set_use_split_qkv_input` and
+  `set_use_attn_in` raise NotImplementedError (only `JointQKVAttentionBridge` and
+  `PositionEmbeddingsAttentionBridge` support them; `boot_native` uses `AttentionBridge`), so there is
+  no `attn.hook_result`, `hook_attn_in` or `hook_{q,k,v}_input`. *on_request_hook_points_cached*,
+  *on_request_hooks_edited*, *head_k_input_patched* [native]: NotImplementedError;
+  *graph_edges_ablated* [native]: no `blocks.0.attn.hook_result` (the model is built without
+  use_attn_result, see the notes after the table). `hook_mlp_in` works; `stack_head_results` and the
+  head patching sweeps work from `hook_z`.
+- `use_attn_in` and `use_split_qkv_input` are mutually exclusive (`set_use_split_qkv_input` raises
+  ValueError); 3.9 takes both (the "all" mode of *on_request_hook_points_cached*, which [gpt2] does
+  not reach: it fails first on ln1's shapes).
+- The GPT-2 route takes only GPT-2-shaped configs (LayerNorm, causal, MLPs, d_head = d_model /
+  n_heads, no unembedding bias): of the five, `mlp_ln_gelu`. The native route boots all five
+  (LN, LNPre and no normalization, attention-only, bidirectional, d_head 5 with d_model 24 and 3 heads).
+
+Everything else passes on both routes: logits, losses and return types, stop/start at layer,
+remove_batch_dim, the stacked weights, QK/OV FactoredMatrix, composition scores, the cache
+decompositions and logit attributions, head detectors, patching sweeps, attention masks, hooks on
+unreached points, `unembed.hook_in`; on [gpt2] also the per-head hooks' values, edge ablation and
+key-input patching."""
 
 
 def close(ours, theirs, rtol: float = RTOL) -> None:
@@ -256,7 +349,8 @@ G_ON_REQUEST = ("hook_attn_in", "hook_q_input", "hook_k_input", "hook_v_input", 
 @contextlib.contextmanager
 def tl_flags(tl, **flags):
     """TransformerLens with some of its hook-point flags switched on (through its own set_use_* calls),
-    restored afterwards. minillm needs no flag: a call that names the hook point gets it."""
+    restored afterwards (on a 4.x bridge, setting its cfg's flag goes through the same set_use_* call).
+    minillm needs no flag: a call that names the hook point gets it."""
     old = {k: getattr(tl.cfg, k) for k in flags}
     try:
         for k, v in flags.items():
@@ -537,37 +631,90 @@ CHECKS = [
 ]
 
 
+def run_checks(label: str, model: GPT, tl, tokens: np.ndarray) -> list[tuple[str, str, str, str]]:
+    """Every check on one model: (config, check, pass/FAIL, detail) rows."""
+    rows = []
+    for check in CHECKS:
+        try:
+            check(model, tl, tokens.copy())
+            rows.append((label, check.__name__, "pass", ""))
+        except Exception as e:  # a difference, or a call one library lacks: report it, go on
+            rows.append((label, check.__name__, "FAIL", f"{type(e).__name__}: {e}".splitlines()[0][:160]))
+            traceback.print_exc(limit=2)
+    return rows
+
+
+def build_bridge(model: GPT, route: str) -> tuple[object, list[tuple[str, str, str, str]]]:
+    """The TransformerBridge for a route, with use_attn_result=True like the HookedTransformer; where
+    the bridge refuses that flag, without it, and a row that says so (the checks that need per-head
+    results then fail on their own)."""
+    try:
+        return tl_model(model, route=route, use_attn_result=True), []
+    except NotImplementedError as e:
+        refused = f"call missing: set_use_attn_result(True) raises {type(e).__name__}: {e}".splitlines()[0][:200]
+        return tl_model(model, route=route), [("", "(build) use_attn_result=True", "refused", refused)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join(HERE, "TL_SUITE.md"))
+    parser.add_argument("--out", default=os.path.join(HERE, "TL4_SUITE.md" if BRIDGE else "TL_SUITE.md"))
     args = parser.parse_args()
-    rows, passed, failed = [], 0, 0
+    rows, notes = [], []
     torch.set_grad_enabled(False)
     for cfg_name, cfg in CONFIGS.items():
         model = GPT(cfg)
-        tl = hooked_transformer(model, use_attn_result=True)
         tokens = np.random.default_rng(0).integers(0, cfg.d_vocab, (4, cfg.n_ctx)).astype(np.int64)
         tokens[:, 6:] = tokens[:, : cfg.n_ctx - 6]  # a repeat, so that head detectors have something
-        for check in CHECKS:
+        if not BRIDGE:
+            rows += run_checks(cfg_name, model, tl_model(model, use_attn_result=True), tokens)
+            continue
+        for route in BRIDGE_ROUTES:
+            label = f"{cfg_name} [{route}]"
             try:
-                check(model, tl, tokens.copy())
-                passed += 1
-                rows.append((cfg_name, check.__name__, "pass", ""))
-            except Exception as e:  # a difference, or a call one library lacks: report it, go on
-                failed += 1
-                detail = f"{type(e).__name__}: {e}".splitlines()[0][:160]
-                rows.append((cfg_name, check.__name__, "FAIL", detail))
-                traceback.print_exc(limit=2)
+                tl, build_rows = build_bridge(model, route)
+            except NotExpressible as e:  # not silently dropped: the config's row says why
+                notes.append((label, "(all checks)", "not expressible in 4.x", str(e)[:200]))
+                continue
+            notes += [(label, *r[1:]) for r in build_rows]
+            rows += [
+                (c, n, r, d if r == "pass" else f"{BRIDGE_FAILURES.get((route, n), 'unclassified')}: {d}")
+                for c, n, r, d in run_checks(label, model, tl, tokens)
+            ]
+    passed = sum(r[2] == "pass" for r in rows)
+    failed = len(rows) - passed
     versions = {p: importlib.metadata.version(p) for p in ("transformer-lens", "torch", "jax")}
-    lines = [
-        "# minillm against TransformerLens, call by call",
-        "",
-        f"`bash bench/run.sh --suite` on {datetime.date.today()}; {versions}.",
-        f"**{passed} passed, {failed} failed** ({len(CHECKS)} checks x {len(CONFIGS)} configs).",
-        "",
-        "| config | check | result | detail |",
-        "| --- | --- | --- | --- |",
-    ] + [f"| {c} | {n} | {r} | {d} |" for c, n, r, d in rows]
+    if BRIDGE:
+        versions["transformers"] = importlib.metadata.version("transformers")
+        head = [
+            "# minillm against TransformerLens 4.x's TransformerBridge, call by call",
+            "",
+            f"`bash bench/run.sh --suite4` on {datetime.date.today()}; {versions}.",
+            f"**{passed} passed, {failed} failed** ({len(CHECKS)} checks x {len(rows) // len(CHECKS)} bridges of "
+            f"{len(CONFIGS)} configs; {sum(n[2] == 'not expressible in 4.x' for n in notes)} config/route pairs "
+            "not expressible, listed after the table).",
+            "",
+            BRIDGE_DIFFERENCES,
+            "",
+            "## The checks",
+            "",
+            "Each config through each route ([gpt2], [native]; above). A failing row's detail opens with the kind "
+            "of difference found (names, shapes or numbers differ, call missing; `BRIDGE_FAILURES` in "
+            "bench/tl_suite.py), then the error.",
+            "",
+        ]
+    else:
+        head = [
+            "# minillm against TransformerLens, call by call",
+            "",
+            f"`bash bench/run.sh --suite` on {datetime.date.today()}; {versions}.",
+            f"**{passed} passed, {failed} failed** ({len(CHECKS)} checks x {len(CONFIGS)} configs).",
+            "",
+        ]
+    table = ["| config | check | result | detail |", "| --- | --- | --- | --- |"]
+    lines = head + table + [f"| {c} | {n} | {r} | {d.replace('|', '/')} |" for c, n, r, d in rows]
+    if notes:
+        lines += ["", "Not run, or run without a flag:", ""] + table
+        lines += [f"| {c} | {n} | {r} | {d.replace('|', '/')} |" for c, n, r, d in notes]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
