@@ -65,6 +65,13 @@ def test_info_orders_and_corruptions():
         names = np.asarray(abc.tokens)[rows, np.asarray(info.positions)] - task.first_name
         assert all(len(set(r)) == 3 for r in names.tolist())  # three different names
         assert not (names[:, :, None] == np.stack([info.io, info.s], 1)[:, None, :]).any()  # none of IO and S
+    batch, info = task.sample_with_info(jax.random.key(3), 16, "BAB", positions=(2, 7, 16))  # a template
+    assert (np.asarray(info.positions) == [2, 7, 16]).all() and (
+        np.asarray(batch.tokens)[:, 7] - task.first_name == info.io
+    ).all()
+    for bad in [(2, 2, 5), (0, 3, 5), (3, 5, 17), (5, 3, 7), (1, 2)]:
+        with pytest.raises(ValueError, match="positions must be 3 increasing"):
+            task.sample_with_info(jax.random.key(3), 2, positions=bad)
     twin = T.IndirectObject(orders=("ABB", "BAB"))
     _, info = twin.sample_with_info(jax.random.key(2), 256)
     assert set(twin.order_of(info)) == {"ABB", "BAB"}

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from minillm import discovery
+from minillm import discovery, patching
 from minillm.detectors import head_scores, repeated_random_tokens
 from minillm.fourier import excluded_logits, fourier_basis
 from minillm.graph import Graph, ablated_outputs, run_with_edges
@@ -308,3 +308,44 @@ def check_roc_auc(fn: Callable) -> None:
         truth = [e for e, t in zip(graph.edges, is_true) if t]
         expected = discovery.roc(discovery.EdgeScores(graph, scores, 0.0, "check"), truth).auc
         _compare(f"AUC (trial {trial})", fn(scores, is_true), expected, atol=1e-9)
+
+
+@exercise
+def check_path_patch_by_hand(fn: Callable) -> None:
+    """fn(model, clean, corrupted, metric, sender, receiver) -> metric of the clean run in which the
+    head sender = (layer, head) reaches the receiver = (layer, head, "q" | "k" | "v") with its
+    corrupted output, every other head frozen to the clean run (Wang et al.'s three steps)."""
+    model = GPT(GPTConfig(n_layers=3, d_model=24, n_heads=3, n_ctx=32, d_vocab=20, attn_only=True, seed=9))
+    clean = repeated_random_tokens(jax.random.key(7), 3, 6, 20)
+    corrupted = repeated_random_tokens(jax.random.key(8), 3, 6, 20)
+
+    def metric(logits):
+        return logits[:, -1, 3].mean() - logits[:, -1, 5].mean()
+
+    for sender, receiver in [((0, 1), (2, 0, "k")), ((1, 2), (2, 1, "q")), ((0, 0), (1, 2, "v"))]:
+        expected = patching.get_path_patch_head_to_heads(model, clean, corrupted, metric, [receiver[:2]], receiver[2])
+        _compare(
+            f"path {sender} -> {receiver}", fn(model, clean, corrupted, metric, sender, receiver), expected[sender]
+        )
+
+
+@exercise
+def check_mean_ablate_at_positions(fn: Callable) -> None:
+    """fn(model, tokens, means, entries) -> logits with each head's hook_z at each (layer, head, pos)
+    of `entries` replaced by means[layer][pos, head] (means: {layer: [pos, head, d_head]})."""
+    model = _test_model(4)
+    tokens = repeated_random_tokens(jax.random.key(9), 4, 8, 20)
+    reference = repeated_random_tokens(jax.random.key(10), 16, 8, 20)
+    _, cache = model.run_with_cache(reference, names_filter=lambda n: n.endswith("hook_z"))
+    means = {l: cache["z", l].mean(0) for l in range(model.cfg.n_layers)}
+    for entries in ([(0, 1, 5)], [(0, 0, 3), (1, 2, 16), (1, 3, 16)], []):
+
+        def hook(z, hook, entries=entries):
+            layer = int(hook.name.split(".")[1])
+            for l, h, p in entries:
+                if l == layer:
+                    z = z.at[:, p, h].set(means[l][p, h])
+            return z
+
+        expected = model.run_with_hooks(tokens, [(lambda n: n.endswith("attn.hook_z"), hook)])
+        _compare(f"logits with {entries} mean-ablated", fn(model, tokens, means, entries), expected)

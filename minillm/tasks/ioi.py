@@ -97,15 +97,27 @@ class IndirectObject(Task):
         return 2 + self.n_fillers
 
     # --- data ------------------------------------------------------------------------------------
-    def sample_with_info(self, key: Array, batch_size: int, order: str | None = None) -> tuple[Batch, NameInfo]:
+    def sample_with_info(
+        self, key: Array, batch_size: int, order: str | None = None, positions: tuple[int, int, int] | None = None
+    ) -> tuple[Batch, NameInfo]:
         """A batch and where its names are; `order` ("ABB", "BAB" or "BBA") fixes the order of every
-        prompt (any of the three, trained on or not), None draws from the task's own orders."""
+        prompt (any of the three, trained on or not), None draws from the task's own orders;
+        `positions` fixes the three names' token positions (increasing, in 1..n_slots), a template
+        as Wang et al.'s sentences have, so that a position means the same name slot in every prompt."""
         if order is not None and order not in ORDERS:
             raise ValueError(f"{self.name}: order must be one of {ORDERS}, got {order!r}")
         b = batch_size
         k_pos, k_names, k_order, k_fill = jax.random.split(key, 4)
-        slots = jnp.sort(jnp.argsort(jax.random.uniform(k_pos, (b, self.n_slots)), axis=1)[:, :3], axis=1)
-        positions = (slots + 1).astype(jnp.int32)  # after <bos>
+        if positions is None:
+            slots = jnp.sort(jnp.argsort(jax.random.uniform(k_pos, (b, self.n_slots)), axis=1)[:, :3], axis=1)
+            positions = (slots + 1).astype(jnp.int32)  # after <bos>
+        else:
+            at = [int(i) for i in positions]
+            if len(at) != 3 or at != sorted(set(at)) or at[0] < 1 or at[-1] > self.n_slots:
+                raise ValueError(
+                    f"{self.name}: positions must be 3 increasing positions in 1..{self.n_slots}, got {positions!r}"
+                )
+            positions = jnp.broadcast_to(jnp.asarray(at, jnp.int32), (b, 3))
         names = jnp.argsort(jax.random.uniform(k_names, (b, self.n_names)), axis=1)[:, :2].astype(jnp.int32)
         io, s = names[:, 0], names[:, 1]
         if order is None:
