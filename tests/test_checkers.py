@@ -205,3 +205,34 @@ def test_universality_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
     over_d = lambda c: by_sum_and_difference(jnp.asarray(c)).std(axis=1).mean() / jnp.asarray(c).std()
     with pytest.raises(AssertionError):  # the standard deviation over d instead of over s
         check_distance_irrelevance(over_d)
+
+
+def test_ioi_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
+    """Lesson 7's: path patching by hand and mean ablation at (layer, head, position) entries."""
+    from minillm import patching
+    from minillm.lessons.checkers import check_mean_ablate_at_positions, check_path_patch_by_hand
+
+    def library(model, clean, corrupted, metric, sender, receiver):
+        values = patching.get_path_patch_head_to_heads(model, clean, corrupted, metric, [receiver[:2]], receiver[2])
+        return values[sender]
+
+    check_path_patch_by_hand(library)
+    with pytest.raises(AssertionError, match="path"):  # the sender's own layer instead of the receiver's input
+        check_path_patch_by_hand(lambda m, clean, corrupted, metric, sender, receiver: metric(m(corrupted)))
+
+    def mean_ablate(model, tokens, means, entries):
+        def hook(z, hook):
+            layer = int(hook.name.split(".")[1])
+            for l, h, p in entries:
+                z = z.at[:, p, h].set(means[l][p, h]) if l == layer else z
+            return z
+
+        return model.run_with_hooks(tokens, [(lambda n: n.endswith("hook_z"), hook)])
+
+    check_mean_ablate_at_positions(mean_ablate)
+    with pytest.raises(AssertionError, match="mean-ablated"):  # zero instead of the mean
+        check_mean_ablate_at_positions(
+            lambda model, tokens, means, entries: mean_ablate(
+                model, tokens, {l: 0 * m for l, m in means.items()}, entries
+            )
+        )
