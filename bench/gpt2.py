@@ -1,21 +1,29 @@
-"""GPT-2 from Hugging Face's files: the same numbers as Hugging Face and TransformerLens 3.9, and
-timings of a GPT-2-small-shaped model against TransformerLens on the same CPU.
+"""GPT-2 from Hugging Face's files: the same numbers as Hugging Face and TransformerLens (3.9's
+HookedTransformer or 4.x's TransformerBridge), and timings of a GPT-2-small-shaped model against
+TransformerLens 3.9 on the same CPU.
 
-    bench/.venv-tl/bin/python bench/gpt2.py               # parity (two sizes), then the timings
-    bench/.venv-tl/bin/python bench/gpt2.py --parity      # parity only (a minute)
+    bench/.venv-tl/bin/python bench/gpt2.py               # parity (three sizes), then the timings
+    bench/.venv-tl/bin/python bench/gpt2.py --parity      # parity only (half a minute)
     bench/.venv-tl/bin/python bench/gpt2.py --timing      # timings only
+    bench/.venv-tl4/bin/python bench/gpt2.py --parity     # parity against TransformerLens 4.x
 
-(`bash bench/run.sh` installs bench/.venv-tl once: torch CPU, transformer-lens 3.x, transformers.)
+(`bash bench/run.sh` installs bench/.venv-tl once: torch CPU, transformer-lens 3.x, transformers;
+bench/.venv-tl4 is the same with transformer-lens 4.x. The timings need 3.x.)
 No network: Hugging Face is told to stay offline, every model has random weights made here, and
 the tokenizer is a byte-level BPE trained here with `tokenizers`.
 
-Parity. A `GPT2LMHeadModel` of each of two sizes, randomly initialised (its LayerNorms and biases
-moved away from 1 and 0, so that folding them is exercised), is saved with `save_pretrained` next to
-its tokenizer. minillm loads the directory (`GPT.from_pretrained`); TransformerLens loads it with
-`HookedTransformer.from_pretrained(dir, hf_model=..., tokenizer=...)`, both with and without weight
-processing. Printed: the largest relative difference (max |a - b| / max |b|) of the logits against
+Parity. A `GPT2LMHeadModel` of each of three sizes (the last with n_inner), randomly initialised
+(its LayerNorms and biases moved away from 1 and 0, so that folding them is exercised), is saved
+with `save_pretrained` next to its tokenizer. minillm loads the directory (`GPT.from_pretrained`);
+TransformerLens 3.x loads it with `HookedTransformer.from_pretrained(dir, hf_model=...,
+tokenizer=...)`, 4.x with `TransformerBridge.boot_transformers(dir)` (model and tokenizer read from
+the directory) and then `enable_compatibility_mode()` (HookedTransformer's names and processing),
+both with and without weight processing. Printed: the largest relative difference (max |a - b| / max
+|b|, over the finite entries, infinite where the non-finite entries differ) of the logits against
 Hugging Face's, and of every hook point both libraries cache against TransformerLens', the names
-only one side has, and whether to_tokens / to_str_tokens / to_string / greedy generate agree.
+only one side has (`blocks.*.` where every layer has it), and whether to_tokens / to_str_tokens /
+to_string / to_single_token / greedy generate / text input agree (a call that raises is DIFFERENT,
+with its error).
 
 Timing. A GPT-2-small-shaped model (12 layers, d_model 768, 12 heads, vocabulary 50257, random
 weights) saved and loaded the same way, a prompt of 64 tokens, batch 1:
@@ -37,6 +45,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -73,11 +82,28 @@ TEXTS = [
     "Naïve café owners serve crème brûlée 🦊",
 ]
 EOT = "<|endoftext|>"
+TL_VERSION = importlib.metadata.version("transformer-lens")
+BRIDGE = int(TL_VERSION.split(".")[0]) >= 4  # TransformerLens 4.x: TransformerBridge, no HookedTransformer
 
 
 def rel(a, b) -> float:
+    """max |a - b| / max |b| over the finite entries; inf if the non-finite ones (masked -inf) differ."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+    finite = np.isfinite(b)
+    if not np.array_equal(a[~finite], b[~finite]):
+        return float("inf")
+    a, b = a[finite], b[finite]
+    diff = np.nan_to_num(np.abs(a - b), nan=np.inf)  # a NaN where b is finite: as far as can be
+    return float(diff.max() / max(np.abs(b).max(), 1e-12)) if b.size else 0.0
+
+
+def by_layer(names: set, n_layers: int) -> list:
+    """The names sorted, `blocks.*.x` for a `blocks.i.x` that every layer has."""
+    rests = {m[1] for n in names if (m := re.match(r"blocks\.\d+\.(.*)", n))}
+    every = {r for r in rests if all(f"blocks.{i}.{r}" in names for i in range(n_layers))}
+    return sorted(
+        {f"blocks.*.{m[1]}" if (m := re.match(r"blocks\.\d+\.(.*)", n)) and m[1] in every else n for n in names}
+    )
 
 
 def tokenizer_for(vocab_size: int):
@@ -121,12 +147,31 @@ def local_names_for_transformer_lens() -> None:
     loading.get_official_model_name = lambda name: name if os.path.isdir(name) else official(name)
 
 
-def parity() -> None:
+def load_transformer_lens(d: str, hf, hf_tok, processed: bool):
+    """TransformerLens' model of the directory: 3.x's HookedTransformer, with or without processing;
+    4.x's TransformerBridge (model and tokenizer read from the directory) in compatibility mode."""
+    if BRIDGE:
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(d, device="cpu")
+        bridge.enable_compatibility_mode(no_processing=not processed)  # else fold_ln, centring, value biases
+        return bridge
     from transformer_lens import HookedTransformer
 
-    local_names_for_transformer_lens()
+    load = HookedTransformer.from_pretrained if processed else HookedTransformer.from_pretrained_no_processing
+    return load(d, hf_model=hf, tokenizer=hf_tok, device="cpu")
 
-    print(f"transformers {transformers.__version__}, transformer-lens {importlib.metadata.version('transformer-lens')}")
+
+def last_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {lines[-1].strip() if lines else ''}"
+
+
+def parity() -> None:
+    if not BRIDGE:
+        local_names_for_transformer_lens()
+    how = " (TransformerBridge.boot_transformers(dir), enable_compatibility_mode)" if BRIDGE else ""
+    print(f"transformers {transformers.__version__}, transformer-lens {TL_VERSION}{how}")
     for label, sizes in SIZES.items():
         with tempfile.TemporaryDirectory() as d:
             hf, hf_tok = save_random_gpt2(d, sizes)
@@ -136,17 +181,14 @@ def parity() -> None:
             print(f"\n## {label}: Hugging Face GPT2LMHeadModel, saved with save_pretrained")
             for processed in (False, True):
                 load = GPT.from_pretrained if processed else GPT.from_pretrained_no_processing
-                tl_load = (
-                    HookedTransformer.from_pretrained if processed else HookedTransformer.from_pretrained_no_processing
-                )
                 model = load(d)
                 logits, cache = model.run_with_cache(tokens_np)
                 try:
-                    tl = tl_load(d, hf_model=hf, tokenizer=hf_tok, device="cpu")
-                except RuntimeError as e:  # TransformerLens 3.9 takes d_mlp = 4 d_model whatever n_inner says
+                    tl = load_transformer_lens(d, hf, hf_tok, processed)
+                except Exception as e:  # TransformerLens 3.9 takes d_mlp = 4 d_model whatever n_inner says
                     print(
-                        f"minillm logits vs Hugging Face {rel(logits, hf_logits):.1e}; TransformerLens 3.9 cannot load "
-                        f"it: {str(e).splitlines()[-1].strip()}"
+                        f"minillm logits vs Hugging Face {rel(logits, hf_logits):.1e}; TransformerLens {TL_VERSION} "
+                        f"cannot load it: {last_line(e)}"
                     )
                     break
                 with torch.no_grad():
@@ -157,14 +199,19 @@ def parity() -> None:
                     print(f"{what}: log-probs vs Hugging Face {rel(lp, hf_lp):.1e}")
                 else:
                     print(f"{what}: logits vs Hugging Face {rel(logits, hf_logits):.1e}")
-                diffs = {n: rel(cache[n], tl_cache[n].numpy()) for n in tl_cache.keys() if n in cache}
+                shared = [n for n in tl_cache.keys() if n in cache]
+                shapes = {n: (tuple(cache[n].shape), tuple(tl_cache[n].shape)) for n in shared}
+                diffs = {n: rel(cache[n], tl_cache[n].numpy()) for n in shared if len(set(shapes[n])) == 1}
                 worst = max(diffs, key=diffs.get)
                 print(
                     f"  vs TransformerLens: logits {rel(logits, tl_logits.numpy()):.1e}; {len(diffs)} hook points, "
                     f"largest {diffs[worst]:.1e} ({worst})"
                 )
-                only_tl = sorted(set(tl_cache.keys()) - set(cache.keys()))
-                only_mini = sorted(set(cache.keys()) - set(tl_cache.keys()))
+                if len(diffs) < len(shared):
+                    differ = {n: shapes[n] for n in shared if n not in diffs}
+                    print(f"  hook points whose shapes DIFFER (minillm, TransformerLens): {differ}")
+                only_tl = by_layer(set(tl_cache.keys()) - set(cache.keys()), sizes["n_layer"])
+                only_mini = by_layer(set(cache.keys()) - set(tl_cache.keys()), sizes["n_layer"])
                 if only_tl or only_mini:
                     print(f"  hook points only TransformerLens caches: {only_tl}; only minillm: {only_mini}")
             else:
@@ -173,25 +220,34 @@ def parity() -> None:
 
 def text_checks(model, tl) -> None:
     """to_tokens, to_str_tokens, to_string, to_single_token, greedy generate and text input, both libraries."""
-    same = {
-        "to_tokens (padded list)": np.array_equal(model.to_tokens(TEXTS), tl.to_tokens(TEXTS).numpy()),
-        "to_tokens (left padding)": np.array_equal(
+
+    def text_input():  # logits at every real position of a right-padded batch
+        last = [len(model.to_tokens(t)[0]) - 1 for t in TEXTS]
+        with torch.no_grad():
+            tl_text = tl(TEXTS).numpy()
+        text = np.asarray(model(TEXTS))
+        return all(rel(text[i, : n + 1], tl_text[i, : n + 1]) < 1e-5 for i, n in enumerate(last))
+
+    checks = {
+        "to_tokens (padded list)": lambda: np.array_equal(model.to_tokens(TEXTS), tl.to_tokens(TEXTS).numpy()),
+        "to_tokens (left padding)": lambda: np.array_equal(
             model.to_tokens(TEXTS, padding_side="left"), tl.to_tokens(TEXTS, padding_side="left").numpy()
         ),
-        "to_str_tokens": all(model.to_str_tokens(t) == tl.to_str_tokens(t) for t in TEXTS),
-        "to_string": model.to_string(model.to_tokens(TEXTS)) == tl.to_string(tl.to_tokens(TEXTS)),
-        "to_single_token": model.to_single_token(" the") == tl.to_single_token(" the"),
-        "generate (greedy, 10 tokens)": model.generate(TEXTS[0], 10, temperature=0)
-        == tl.generate(TEXTS[0], 10, do_sample=False, verbose=False),
+        "to_str_tokens": lambda: all(model.to_str_tokens(t) == tl.to_str_tokens(t) for t in TEXTS),
+        "to_string": lambda: model.to_string(model.to_tokens(TEXTS)) == tl.to_string(tl.to_tokens(TEXTS)),
+        "to_single_token": lambda: model.to_single_token(" the") == tl.to_single_token(" the"),
+        "generate (greedy, 10 tokens)": lambda: (
+            model.generate(TEXTS[0], 10, temperature=0) == tl.generate(TEXTS[0], 10, do_sample=False, verbose=False)
+        ),
+        "model(list of texts): logits at every real position": text_input,
     }
-    last = [len(model.to_tokens(t)[0]) - 1 for t in TEXTS]
-    with torch.no_grad():
-        tl_text = tl(TEXTS).numpy()
-    text = np.asarray(model(TEXTS))
-    same["model(list of texts): logits at every real position"] = all(
-        rel(text[i, : n + 1], tl_text[i, : n + 1]) < 1e-5 for i, n in enumerate(last)
-    )
-    print("  text: " + ", ".join(f"{k} {'same' if v else 'DIFFERENT'}" for k, v in same.items()))
+    results = []
+    for name, check in checks.items():
+        try:
+            results.append(f"{name} {'same' if check() else 'DIFFERENT'}")
+        except Exception as e:
+            results.append(f"{name} DIFFERENT ({last_line(e)})")
+    print("  text: " + ", ".join(results))
 
 
 def _rss_mb() -> float:
@@ -356,6 +412,10 @@ if __name__ == "__main__":
     parser.add_argument("--timing", action="store_true", help="timings only")
     parser.add_argument("--quick", action="store_true", help="shorter timings")
     args = parser.parse_args()
+    if BRIDGE and not args.parity:
+        parser.error(
+            f"the timings run against TransformerLens 3.x's HookedTransformer (bench/.venv-tl), not {TL_VERSION}"
+        )
     if not args.timing:
         parity()
     if not args.parity:
