@@ -177,8 +177,7 @@ def test_forward_checker_accepts_the_model_and_refuses_a_missing_piece():
     from minillm.lessons.checkers import check_forward_from_state_dict
 
     def via_model(weights, cfg, tokens, final_ln=True):
-        model = GPT(cfg)
-        model.load_state_dict(weights)
+        model = GPT.from_state_dict(cfg, weights)  # no random weights drawn
         _, cache = model.run_with_cache(tokens)
         streams = [cache["resid_pre", 0]] + [cache["resid_post", l] for l in range(cfg.n_layers)]
         resid = streams[-1]

@@ -156,6 +156,7 @@ def test_registry():
         "reversal",
         "associative_recall",
         "factual_recall",
+        "indirect_object",
     }
     for name, cls in T.TASKS.items():
         assert cls.name == name
