@@ -117,8 +117,8 @@ def tokenizer_for(vocab_size: int):
     alphabet = tokenizers.pre_tokenizers.ByteLevel.alphabet()
     trainer = tokenizers.trainers.BpeTrainer(vocab_size=vocab_size - 1, initial_alphabet=alphabet, show_progress=False)
     tok.train_from_iterator(corpus, trainer)
-    while tok.get_vocab_size() < vocab_size - 1:  # a small corpus stops short of the size asked: fill it
-        tok.add_tokens([f"<unused{tok.get_vocab_size()}>"])
+    have = tok.get_vocab_size()  # a small corpus stops short of the size asked: fill it, in one call
+    tok.add_tokens([f"<unused{i}>" for i in range(have, vocab_size - 1)])
     tok.add_special_tokens([EOT])
     return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOT, eos_token=EOT, unk_token=EOT)
 

@@ -20,21 +20,24 @@ What GPT-2 stores differently, and how it is read:
 - The activation is the tanh GELU ("gelu_new"), the LayerNorm epsilon `layer_norm_epsilon`.
 - `attn.bias` / `attn.masked_bias` in older files are the causal mask, a buffer: skipped.
 
-Memory: tensors are read one at a time from the memory-mapped file and converted; the caller holds
-at most this dict and the model's arrays, two copies, and fewer in bfloat16.
+Memory: tensors are read one at a time with plain reads (a memory map's pages would count as a
+copy), processed as NumPy arrays in place (NumPy hands freed memory back at once), and become JAX
+arrays one at a time. Loading holds about one copy of the weights plus the tensors being rewritten
+(bench/gpt2.py measures the peak).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
-import safetensors
 
 from minillm.model import processing
 from minillm.model.checkpoint import CheckpointError
@@ -150,15 +153,39 @@ def weight_files(path: str) -> list[str]:
     raise FileNotFoundError(f"from_pretrained: {path!r} has no {WEIGHTS_FILE} (nor {INDEX_FILE}). {_DOWNLOAD_HINT}")
 
 
+_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}
+
+
 def _tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, array) of every tensor, one at a time, with the "transformer." prefix dropped."""
+    """(name, array) of every tensor, the "transformer." prefix dropped, read one at a time with
+    plain reads: no memory map, whose pages would count as one more copy of the model."""
     for file in files:
-        try:
-            with safetensors.safe_open(file, framework="numpy") as f:
-                for name in f.keys():
-                    yield name.removeprefix("transformer."), f.get_tensor(name)
-        except (safetensors.SafetensorError, OSError, ValueError) as e:
-            raise CheckpointError(f"from_pretrained: {file} is truncated or corrupt: {e}") from e
+        size = os.path.getsize(file)
+        with open(file, "rb") as f:
+            try:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n)) if 8 + n <= size else None
+            except (struct.error, ValueError) as e:
+                raise CheckpointError(f"from_pretrained: {file} is truncated or corrupt: {e}") from e
+            if not isinstance(header, dict):
+                raise CheckpointError(f"from_pretrained: {file} is truncated or corrupt: no readable header")
+            header.pop("__metadata__", None)
+            for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
+                if info["dtype"] not in _DTYPES:
+                    raise ValueError(
+                        f"from_pretrained: {file}: {name} is {info['dtype']}; minillm reads {sorted(_DTYPES)}"
+                    )
+                array = np.empty(tuple(info["shape"]), _DTYPES[info["dtype"]])
+                start, end = info["data_offsets"]
+                if end - start != array.nbytes or 8 + n + end > size:
+                    raise CheckpointError(
+                        f"from_pretrained: {file} is truncated or corrupt: {name} needs bytes {start}..{end} "
+                        f"of its data, the file has {size - 8 - n}"
+                    )
+                f.seek(8 + n + start)
+                if array.nbytes and f.readinto(array.reshape(-1).view(np.uint8)) != array.nbytes:
+                    raise CheckpointError(f"from_pretrained: {file} is truncated: {name} is cut short")
+                yield name.removeprefix("transformer."), array
 
 
 def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
@@ -234,7 +261,7 @@ def read_weights(path: str, cfg: GPTConfig, tied: bool = True) -> dict[str, np.n
             wrong.append(f"{name} has shape {tuple(x.shape)}, config.json implies {want}")
             continue
         seen.add(name)
-        weights.update(_convert(name, np.asarray(x, np.float32), cfg))
+        weights.update(_convert(name, x.astype(np.float32, copy=False), cfg))
     missing = sorted(set(expected) - seen)
     if missing or unexpected or wrong:
         problems = [f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}"] if missing else []
@@ -281,7 +308,8 @@ def load_pretrained(
         fold_biases_of_values=fold_value_biases,
     )
     store = "float32" if float32_weights else dtype  # the weights' own dtype: the compute dtype, unless asked
-    weights = {name: jnp.asarray(w, store) for name, w in weights.items()}
+    for name in weights:  # NumPy -> JAX in place: each NumPy array is freed as its JAX copy replaces it
+        weights[name] = jnp.asarray(weights[name], store)
     model = cls.from_state_dict(cfg, weights)
     if has_tokenizer_files(path):
         try:

@@ -2,8 +2,9 @@
 `GPT.from_pretrained(path, fold_ln=True, ...)`.
 
 Each function takes TransformerLens-named weights (`{"blocks.0.attn.W_Q": [h, d, e], ...}`) and the
-config and returns the rewritten weights in a new dict (arrays it does not rewrite are shared, so a
-caller that drops the old dict holds one copy of the model). The log-probabilities are unchanged up
+config, replaces the entries it rewrites in that same dict (the arrays themselves are never
+modified), and returns it: an old array is freed as soon as its new one is in, so a loader holds
+one copy of the model and one tensor more, never two models. The log-probabilities are unchanged up
 to float rounding; minillm/weight_processing.py says what each transform does and why it is exact,
 and gives the calls on a GPT. This module sits below the facade so that a checkpoint can be
 processed while it loads, before any model exists.
@@ -11,18 +12,28 @@ processed while it loads, before any model exists.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from minillm.model.config import GPTConfig
 
 Array = jax.Array
 Weights = dict[str, Any]
 
-_einsum = partial(jnp.einsum, precision=jax.lax.Precision.HIGHEST)
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _xp(x: Any) -> Any:
+    """NumPy for NumPy arrays (a loader processes weights before they become JAX arrays: NumPy
+    returns freed memory to the system at once), jax.numpy otherwise."""
+    return np if isinstance(x, np.ndarray) else jnp
+
+
+def _einsum(spec: str, a: Any, b: Any) -> Any:
+    return np.einsum(spec, a, b) if isinstance(b, np.ndarray) else jnp.einsum(spec, a, b, precision=_HIGHEST)
 
 
 def centered(x: Array, axis: int) -> Array:
@@ -36,8 +47,13 @@ def _fold_ln_into(
     shape = [1] * W.ndim
     shape[d_axis] = -1
     if fold_biases:
-        b = b + jnp.tensordot(ln_b, W, axes=([0], [d_axis]), precision=jax.lax.Precision.HIGHEST)
-    W = W * jnp.reshape(ln_w, shape)
+        axes = ([0], [d_axis])
+        b = b + (
+            np.tensordot(ln_b, W, axes)
+            if isinstance(W, np.ndarray)
+            else jnp.tensordot(ln_b, W, axes, precision=_HIGHEST)
+        )
+    W = W * ln_w.reshape(shape)
     if center_weights:  # x is a normalized (zero-mean) vector: W's mean over d_model never mattered
         W = centered(W, d_axis)
     return W, b
@@ -45,7 +61,6 @@ def _fold_ln_into(
 
 def fold_ln(w: Weights, cfg: GPTConfig, fold_biases: bool = True, center_weights: bool = True) -> Weights:
     """Every LayerNorm's w (and b) folded into the weights that read it; then LN w = 1 (b = 0)."""
-    w = dict(w)
     if cfg.normalization_type != "LN":
         return w
     readers = []  # (LN name, [(weight name, bias name, d_model axis of the weight)])
@@ -59,9 +74,9 @@ def fold_ln(w: Weights, cfg: GPTConfig, fold_biases: bool = True, center_weights
         ln_w, ln_b = w[f"{ln}.w"], w[f"{ln}.b"]
         for W_name, b_name, d_axis in weights:
             w[W_name], w[b_name] = _fold_ln_into(ln_w, ln_b, w[W_name], w[b_name], d_axis, fold_biases, center_weights)
-        w[f"{ln}.w"] = jnp.ones_like(ln_w)
+        w[f"{ln}.w"] = _xp(ln_w).ones_like(ln_w)
         if fold_biases:
-            w[f"{ln}.b"] = jnp.zeros_like(ln_b)
+            w[f"{ln}.b"] = _xp(ln_b).zeros_like(ln_b)
     return w
 
 
@@ -77,7 +92,6 @@ def writing_weights(cfg: GPTConfig) -> list[str]:
 
 def center_writers(w: Weights, cfg: GPTConfig) -> Weights:
     """The residual stream's writers with zero mean over d_model (exact only behind a LayerNorm)."""
-    w = dict(w)
     for name in writing_weights(cfg):
         w[name] = centered(w[name], -1)
     return w
@@ -85,7 +99,6 @@ def center_writers(w: Weights, cfg: GPTConfig) -> Weights:
 
 def center_unembed(w: Weights) -> Weights:
     """W_U and b_U with zero mean over the output vocabulary."""
-    w = dict(w)
     w["unembed.W_U"] = centered(w["unembed.W_U"], -1)  # [d, v_out]: mean over the output vocab
     w["unembed.b_U"] = centered(w["unembed.b_U"], -1)
     return w
@@ -93,12 +106,11 @@ def center_unembed(w: Weights) -> Weights:
 
 def fold_value_biases(w: Weights, cfg: GPTConfig) -> Weights:
     """b_V = 0 and b_O += sum over heads of b_V @ W_O."""
-    w = dict(w)
     for l in range(cfg.n_layers):
         attn = f"blocks.{l}.attn"
         b_V, W_O = w[f"{attn}.b_V"], w[f"{attn}.W_O"]  # [h, e], [h, e, d]
         w[f"{attn}.b_O"] = w[f"{attn}.b_O"] + _einsum("he,hed->d", b_V, W_O)
-        w[f"{attn}.b_V"] = jnp.zeros_like(b_V)
+        w[f"{attn}.b_V"] = _xp(b_V).zeros_like(b_V)
     return w
 
 
