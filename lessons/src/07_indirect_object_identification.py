@@ -383,9 +383,8 @@ def cut(seed, part):
     keep[[graph.index(e) for e in edges]] = 0.0
     logits = run_with_edges(model, tokens, keep, ablated_outputs(model, tokens, "corrupted", abc))
     # the same cut with hooks, to read the pattern: each suppressor's input loses layer 0's change
-    _, clean_cache = model.run_with_cache(tokens, names_filter=lambda n: n == "blocks.0.attn.hook_result")
-    _, abc_cache = model.run_with_cache(abc, names_filter=lambda n: n == "blocks.0.attn.hook_result")
-    change = (clean_cache["result", 0] - abc_cache["result", 0]).sum(2)  # [b, p, d]
+    clean_out, abc_out = (model.run_with_cache(t, names_filter=["blocks.0.attn.hook_result"])[1] for t in (tokens, abc))
+    change = (clean_out["result", 0] - abc_out["result", 0]).sum(2)  # [b, p, d]
     hook = (
         f"blocks.1.hook_{part}_input",
         lambda x, hook: x.at[:, :, jnp.asarray(suppressors[seed])].add(-change[:, :, None]),
