@@ -234,7 +234,7 @@ class GPT(WeightViews, Transformer):
             raise ValueError(f"get_token_position: mode must be 'first' or 'last', got {mode!r}")
         tokens = self.to_tokens(input, prepend_bos, padding_side) if isinstance(input, str) else input
         ids = np.asarray(tokens)
-        if ids.ndim == 2 and ids.shape[0] != 1 or ids.ndim > 2:
+        if ids.ndim > 2 or (ids.ndim == 2 and ids.shape[0] != 1):
             raise ValueError(f"get_token_position: tokens of shape {ids.shape}: pass one sequence, [p] or [1, p]")
         token = self.to_single_token(single_token) if isinstance(single_token, str) else int(single_token)
         found = np.flatnonzero(ids.reshape(-1) == token)
