@@ -9,7 +9,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from hf_files import TEXT, config, train_tokenizer, write_gpt2
+from hf_files import HUB_GPT2_FILES, TEXT, config, train_tokenizer, write_gpt2, write_hub_gpt2
 
 from minillm import GPT, Tokenizer
 
@@ -140,3 +140,124 @@ def test_errors_name_the_problem(tmp_path, tok):
     with pytest.raises(ValueError, match="no BOS token"):
         no_bos.encode_batch("a", prepend_bos=True)
     assert no_bos.encode_batch("a", prepend_bos=False)[0].tolist() == [tok.encode("a")]
+
+
+@pytest.fixture(scope="module")
+def hub_snapshot(tmp_path_factory):
+    """A directory laid out exactly as a snapshot of the Hub's gpt2 repository (tests/hf_files.py):
+    its tokenizer_config.json is {"model_max_length": 1024}, naming no special token."""
+    path = str(tmp_path_factory.mktemp("hub_gpt2"))
+    write_hub_gpt2(path)
+    return path
+
+
+def test_a_snapshot_of_the_hubs_gpt2_repository_has_every_text_call(hub_snapshot):
+    """The issue: GPT-2's tokenizer_config.json names no BOS, EOS or pad, and every text call failed.
+    Each falls back to <|endoftext|> (tokenizer.json's special token), as TransformerLens has them."""
+    model = GPT.from_pretrained(hub_snapshot)
+    tok = model.tokenizer
+    eot = tok._tokenizer.token_to_id(EOT)
+    assert eot == 299 and (tok.bos_token, tok.eos_token, tok.pad_token) == (EOT, EOT, EOT)
+    assert tok.bos_token_id == tok.eos_token_id == tok.pad_token_id == eot
+    text = "the fox and the dog"
+    tokens = model.to_tokens(text)
+    assert tokens[0, 0] == eot and model.to_string(tokens[0, 1:]) == text and model.to_string(tokens)[0] == EOT + text
+    assert model.to_str_tokens(text)[0] == EOT and "".join(model.to_str_tokens(text)[1:]) == text
+    the = model.to_single_token(" the")
+    assert model.to_single_token(EOT) == eot and model.to_tokens(EOT + "the")[0, :2].tolist() == [eot, eot]
+    assert model.get_token_position(" the", text) == model.to_str_tokens(text).index(" the")
+    last = len(model.to_str_tokens(text, prepend_bos=False)) - 1 - model.to_str_tokens(text)[::-1].index(" the")
+    assert model.get_token_position(the, text, mode="last", prepend_bos=False) == last
+    padded, mask = tok.encode_batch([text, "a"])
+    assert padded.shape[0] == 2 and mask[1].tolist() == [1, 1] + [0] * (padded.shape[1] - 2)
+    assert (padded[1, 2:] == eot).all() and model.to_tokens([text, "a"]).tolist() == padded.tolist()
+    np.testing.assert_allclose(model([text, "a"])[1, :2], model("a")[0], rtol=1e-5, atol=1e-5)
+    greedy = model.generate("the fox", 5, temperature=0)
+    assert isinstance(greedy, str) and greedy.startswith("the fox") and not greedy.startswith(EOT)
+
+
+def test_the_hub_snapshot_loads_its_safetensors_and_ignores_the_other_formats(hub_snapshot, tmp_path):
+    """pytorch_model.bin, tf_model.h5, flax_model.msgpack, the ONNX and TFLite files sit beside
+    model.safetensors in the Hub's snapshot (here as bytes no reader accepts): the loader reads
+    model.safetensors and nothing else, and gets the same model as from config.json + model.safetensors
+    + tokenizer.json alone."""
+    import shutil
+
+    assert {"pytorch_model.bin", "tf_model.h5", "flax_model.msgpack", "rust_model.ot"} <= set(HUB_GPT2_FILES)
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):
+        shutil.copy(f"{hub_snapshot}/{name}", tmp_path / name)
+    full, alone = GPT.from_pretrained(hub_snapshot), GPT.from_pretrained(str(tmp_path))
+    tokens = full.to_tokens(["the fox and the dog", "a drink"])
+    assert tokens.tolist() == alone.to_tokens(["the fox and the dog", "a drink"]).tolist()
+    np.testing.assert_array_equal(full(tokens), alone(tokens))
+
+
+def _directory(path, added: list[tuple[str, bool]], **files) -> str:
+    """tokenizer.json (the trained BPE with `added` as its added tokens: (content, special), ids from
+    299) beside the JSON files given (tokenizer_config_json={...} writes tokenizer_config.json)."""
+    tok = json.loads(train_tokenizer(300).to_str())
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False}
+    tok["added_tokens"] = [{"id": 299 + i, "content": c, **flags, "special": s} for i, (c, s) in enumerate(added)]
+    (path / "tokenizer.json").write_text(json.dumps(tok))
+    for name, content in files.items():
+        (path / name.replace("_json", ".json")).write_text(json.dumps(content))
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "settings, added, want",
+    [
+        ({"model_max_length": 1024}, [(EOT, True)], (EOT, EOT, EOT)),  # GPT-2's own files
+        ({"bos_token": EOT}, [(EOT, True)], (EOT, EOT, EOT)),  # only BOS named: it is EOS and pad too
+        ({"eos_token": {"content": EOT, "special": True}}, [(EOT, True)], (EOT, EOT, EOT)),  # only EOS
+        ({"pad_token": "<pad>"}, [(EOT, True), ("<pad>", True)], (EOT, EOT, "<pad>")),  # two special: EOT by name
+        ({"model_max_length": 8}, [("<s>", True)], ("<s>", "<s>", "<s>")),  # the one special added token
+        ({"model_max_length": 8}, [("<s>", True), ("</s>", True)], (None, None, None)),  # which? none
+        ({"model_max_length": 8}, [("<s>", False)], (None, None, None)),  # an added token that is not special
+        ({"bos_token": "<s>", "eos_token": "</s>"}, [("<s>", True), ("</s>", True)], ("<s>", "</s>", "</s>")),
+    ],
+)
+def test_each_special_token_falls_back_on_its_own(tmp_path, settings, added, want):
+    """BOS, EOS and pad each: named in tokenizer_config.json, else BOS and EOS for each other (pad: EOS),
+    else tokenizer.json's one special added token, else <|endoftext|> in the vocabulary."""
+    tok = Tokenizer.from_directory(_directory(tmp_path, added, tokenizer_config_json=settings))
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == want
+    if want[0] is not None:
+        assert tok.encode_batch(["a b", "a"])[0][:, 0].tolist() == [tok.bos_token_id] * 2
+    # special_tokens_map.json alone (no tokenizer_config.json) is read the same way
+    (tmp_path / "tokenizer_config.json").unlink()
+    (tmp_path / "special_tokens_map.json").write_text(json.dumps(settings))
+    assert (lambda t: (t.bos_token, t.eos_token, t.pad_token))(Tokenizer.from_directory(str(tmp_path))) == want
+
+
+def test_the_hubs_vocab_and_merges_fall_back_to_endoftext(tmp_path):
+    """vocab.json + merges.txt as the Hub's gpt2 has them (no tokenizer.json), beside its tokenizer_config.json:
+    <|endoftext|> of the vocabulary is BOS, EOS and pad, and one token in a text."""
+    from hf_files import hub_tokenizer_files
+
+    for name, content in hub_tokenizer_files(300).items():
+        if name != "tokenizer.json":
+            (tmp_path / name).write_text(content)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"model_max_length": 1024}))
+    tok = Tokenizer.from_directory(str(tmp_path))
+    assert tok.bos_token_id == tok.eos_token_id == tok.pad_token_id == 299
+    assert tok.encode_batch([EOT + "the", "a"])[0][:, :2].tolist() == [[299, 299], [299, tok.encode("a")[0]]]
+
+
+def test_no_special_token_at_all_fails_only_where_one_is_needed(tmp_path):
+    """A tokenizer with no BOS, EOS or pad to be found: the calls that need none work; prepend_bos=True
+    and padding raise MissingSpecialToken (a ValueError) naming what is missing."""
+    from minillm.model.tokenizer import MissingSpecialToken
+
+    write_gpt2(str(tmp_path / "model"), config(n_layer=1, n_positions=64), tokenizer=False)
+    model = GPT.from_pretrained(str(tmp_path / "model"))
+    model.tokenizer = tok = Tokenizer.from_directory(_directory(tmp_path, [], tokenizer_config_json={}))
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == (None, None, None)
+    tokens = model.to_tokens("the fox", prepend_bos=False)
+    assert model.to_string(tokens[0]) == "the fox" and model.to_single_token(" the") == tok.encode(" the")[0]
+    assert model.to_tokens(["ab", "cd"], prepend_bos=False).shape == (2, len(tok.encode("ab")))
+    assert model.generate("the fox", 3, temperature=0, prepend_bos=False).startswith("the fox")
+    with pytest.raises(MissingSpecialToken, match="no BOS token"):
+        model.to_tokens("the fox")
+    with pytest.raises(ValueError, match="no pad token"):
+        model.to_tokens(["the fox", "a"], prepend_bos=False)

@@ -19,6 +19,15 @@ The rules, TransformerLens' (`HookedTransformer.to_tokens` and friends), and the
   tokenizer's, or EOS when it has none (GPT-2 has none: pad = EOS = BOS = `<|endoftext|>`), and the
   mask says which positions are padding, so a pad token equal to BOS is never confused with it.
 - Decoding keeps special tokens and leaves spaces as they are (`clean_up_tokenization_spaces=False`).
+
+Which tokens are BOS, EOS and pad, each found on its own (GPT-2's tokenizer_config.json on the Hub
+holds only `{"model_max_length": 1024}`, naming none of them):
+1. the token tokenizer_config.json (or special_tokens_map.json) names;
+2. BOS and EOS stand in for each other (a file naming only one gives both), and pad is EOS;
+3. the special token of tokenizer.json's added tokens (GPT-2's `<|endoftext|>`), when it has one;
+4. `<|endoftext|>` when the vocabulary has it (vocab.json + merges.txt, GPT-2's convention).
+A token still missing is an error (`MissingSpecialToken`, a ValueError) only in a call that needs it:
+`prepend_bos=True` needs BOS, a list of texts of different lengths needs pad.
 """
 
 from __future__ import annotations
@@ -55,6 +64,26 @@ def _import_tokenizers() -> Any:
 def _token_content(value: Any) -> str | None:
     """A special token in tokenizer_config.json: a string, or {"content": string, ...}."""
     return value.get("content") if isinstance(value, dict) else value
+
+
+class MissingSpecialToken(ValueError):
+    """A call needs BOS or pad, and the tokenizer has none (none named, none to fall back to)."""
+
+
+def _special_tokens(settings: dict[str, Any], tokenizer: Any) -> dict[str, str | None]:
+    """BOS, EOS and pad, each by the rules of the module docstring: named, else each other, else
+    tokenizer.json's one special added token, else the vocabulary's `<|endoftext|>`."""
+    named = {k: _token_content(settings.get(f"{k}_token")) for k in ("bos", "eos", "pad")}
+    bos = named["bos"] or named["eos"]
+    eos = named["eos"] or named["bos"]
+    if bos is None:  # nothing named: the tokenizer's own special token, or GPT-2's
+        added = tokenizer.get_added_tokens_decoder().values()
+        special = sorted({t.content for t in added if t.special})
+        if len(special) == 1:
+            bos = eos = special[0]
+        elif tokenizer.token_to_id("<|endoftext|>") is not None:
+            bos = eos = "<|endoftext|>"
+    return {"bos": bos, "eos": eos, "pad": named["pad"]}  # pad None: EOS (Tokenizer.__init__)
 
 
 class Tokenizer:
@@ -98,8 +127,8 @@ class Tokenizer:
     @classmethod
     def from_directory(cls, path: str) -> Tokenizer:
         """tokenizer.json (or vocab.json + merges.txt, GPT-2's byte-level BPE) from a directory, with
-        the special tokens from tokenizer_config.json / special_tokens_map.json when present, else
-        `<|endoftext|>` as BOS and EOS when the vocabulary has it (GPT-2's convention)."""
+        the special tokens tokenizer_config.json / special_tokens_map.json name, each token missing
+        there found as the module docstring says (GPT-2's: `<|endoftext|>` for all three)."""
         tokenizers = _import_tokenizers()
         path = os.fspath(path)
         if os.path.isfile(os.path.join(path, TOKENIZER_FILE)):
@@ -120,9 +149,7 @@ class Tokenizer:
             if os.path.isfile(file):
                 with open(file) as f:
                     settings = {**json.load(f), **settings}  # tokenizer_config.json wins
-        special = {k: _token_content(settings.get(f"{k}_token")) for k in ("bos", "eos", "pad")}
-        if not settings and tok.token_to_id("<|endoftext|>") is not None:
-            special["bos"] = special["eos"] = "<|endoftext|>"
+        special = _special_tokens(settings, tok)
         present = [t for t in special.values() if t is not None]
         tok.add_special_tokens(sorted(set(present)))  # so that "<|endoftext|>" in a text is one token
         return cls(tok, bos_token=special["bos"], eos_token=special["eos"], pad_token=special["pad"])
@@ -142,7 +169,10 @@ class Tokenizer:
         if not prepend_bos:
             return []
         if self.bos_token_id is None:
-            raise ValueError("prepend_bos=True, but this tokenizer has no BOS token: pass prepend_bos=False")
+            raise MissingSpecialToken(
+                "prepend_bos=True, but this tokenizer has no BOS token (its files name none, and it has no special "
+                "token nor <|endoftext|> to use): pass prepend_bos=False, or name one in tokenizer_config.json"
+            )
         return [self.bos_token_id]
 
     def encode_batch(
@@ -169,7 +199,10 @@ class Tokenizer:
         if width == 0:
             raise ValueError("to_tokens: the text is empty and prepend_bos=False: no tokens")
         if any(len(r) < width for r in rows) and self.pad_token_id is None:
-            raise ValueError("to_tokens: texts of different lengths need padding, and this tokenizer has no pad token")
+            raise MissingSpecialToken(
+                "to_tokens: texts of different lengths need padding, and this tokenizer has no pad token (its files "
+                "name no pad nor EOS token, and it has no special token nor <|endoftext|> to use)"
+            )
         tokens = np.full((len(rows), width), self.pad_token_id or 0, np.int32)
         mask = np.zeros((len(rows), width), np.int32)
         for i, r in enumerate(rows):
