@@ -13,6 +13,7 @@ two markers, or a named test that never reads its block fails `test_every_block_
 from __future__ import annotations
 
 import inspect
+import os
 import pathlib
 import re
 import sys
@@ -136,6 +137,57 @@ def test_gpt2_example(monkeypatch, tmp_path):
         1,
         len(namespace["model"].to_tokens("When Mary and John went to the store, John gave a drink to")[0]),
     )
+
+
+def test_gpt2_download_command(monkeypatch, tmp_path):
+    """The download command names exactly the files from_pretrained reads in a snapshot of the Hub's
+    gpt2 repository (every file it holds, written by tests/hf_files.py), into the directory the example
+    loads; those files alone give the model and the text calls of the whole snapshot."""
+    import builtins
+    import shlex
+    import shutil
+
+    import numpy as np
+    import tokenizers
+    from hf_files import write_hub_gpt2
+
+    from minillm import GPT
+
+    words = shlex.split(readme_block("test_gpt2_download_command").strip())
+    assert words[:3] == ["hf", "download", "openai-community/gpt2"] and words[-2:] == ["--local-dir", "gpt2"]
+    named = words[3:-2]
+    snapshot = tmp_path / "snapshot"
+    write_hub_gpt2(str(snapshot))
+    read, real_open, real_tokenizer = set(), builtins.open, tokenizers.Tokenizer
+
+    def record(file):  # the snapshot's files only (JAX may open files of its own)
+        if isinstance(file, (str, os.PathLike)) and not (name := os.path.relpath(file, snapshot)).startswith(".."):
+            read.add(name)
+
+    def recording_open(file, *args, **kwargs):
+        record(file)
+        return real_open(file, *args, **kwargs)
+
+    class RecordingTokenizer:  # tokenizer.json is read by the tokenizers package, not by open()
+        @staticmethod
+        def from_file(file):
+            record(file)
+            return real_tokenizer.from_file(file)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(builtins, "open", recording_open)
+        patch.setattr(tokenizers, "Tokenizer", RecordingTokenizer)
+        full = GPT.from_pretrained(str(snapshot))
+    assert sorted(read) == sorted(named)
+    (tmp_path / "gpt2").mkdir()
+    for name in named:
+        shutil.copy(snapshot / name, tmp_path / "gpt2" / name)
+    monkeypatch.chdir(tmp_path)
+    model = GPT.from_pretrained("gpt2")  # as the example below the command loads it
+    texts = ["When Mary and John went to the store", "a drink"]
+    assert model.to_tokens(texts).tolist() == full.to_tokens(texts).tolist()
+    np.testing.assert_array_equal(model(texts), full(texts))
+    assert model.generate("The quick", 4, temperature=0) == full.generate("The quick", 4, temperature=0)
 
 
 def test_gpt2_example_script(capsys, tmp_path):
