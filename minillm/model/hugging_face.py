@@ -18,7 +18,15 @@ What GPT-2 stores differently, and how it is read:
 - The unembedding is tied to the embedding: W_U = wte.T (an `lm_head.weight` in the file is used
   when present); GPT-2 has no unembedding bias, so b_U = 0.
 - The activation is the tanh GELU ("gelu_new"), the LayerNorm epsilon `layer_norm_epsilon`.
-- `attn.bias` / `attn.masked_bias` in older files are the causal mask, a buffer: skipped.
+- `attn.bias` / `attn.masked_bias` in older files are the causal mask, a buffer: skipped (its header
+  entry is checked like any other, but it is never read, so its dtype does not matter).
+
+Every file's header is checked in full before a tensor is read, by the parser minillm's own
+checkpoints use (minillm/model/checkpoint.py, SafetensorsFile): offsets within the data section,
+each tensor's byte count equal to its shape times its dtype's size (computed before anything is
+allocated), tensors disjoint and covering the data exactly, a header under the format's 100 MB cap.
+A file that fails, a tensor in a dtype other than F32, F16, BF16 or F64, a name that appears twice
+or does not fit config.json is refused with `CheckpointError` naming the tensor.
 
 Memory: tensors are read one at a time with plain reads (a memory map's pages would count as a
 copy), processed as NumPy arrays in place (NumPy hands freed memory back at once), and become JAX
@@ -30,17 +38,15 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import jax.numpy as jnp
-import ml_dtypes
 import numpy as np
 
 from minillm.model import processing
-from minillm.model.checkpoint import CheckpointError
+from minillm.model.checkpoint import NUMPY_DTYPES, CheckpointError, SafetensorsFile
 from minillm.model.config import DTYPES, GPTConfig
 from minillm.model.tokenizer import Tokenizer, has_tokenizer_files
 
@@ -153,39 +159,22 @@ def weight_files(path: str) -> list[str]:
     raise FileNotFoundError(f"from_pretrained: {path!r} has no {WEIGHTS_FILE} (nor {INDEX_FILE}). {_DOWNLOAD_HINT}")
 
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16, "F64": np.float64}
+# the dtypes a GPT-2 file's weights come in (a tensor in another is refused by name and dtype)
+_DTYPES = {k: NUMPY_DTYPES[k] for k in ("F32", "F16", "BF16", "F64")}
 
 
 def _tensors(files: list[str]) -> Iterator[tuple[str, np.ndarray]]:
-    """(name, array) of every tensor, the "transformer." prefix dropped, read one at a time with
-    plain reads: no memory map, whose pages would count as one more copy of the model."""
+    """(name, array) of every tensor but the causal-mask buffers, the "transformer." prefix dropped.
+
+    Each file's header is checked in full first (SafetensorsFile: offsets, sizes, coverage, the
+    buffers' entries included); the tensors are then read one at a time, in file order, with plain
+    reads: no memory map, whose pages would count as one more copy of the model."""
     for file in files:
-        size = os.path.getsize(file)
-        with open(file, "rb") as f:
-            try:
-                (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n)) if 8 + n <= size else None
-            except (struct.error, ValueError) as e:
-                raise CheckpointError(f"from_pretrained: {file} is truncated or corrupt: {e}") from e
-            if not isinstance(header, dict):
-                raise CheckpointError(f"from_pretrained: {file} is truncated or corrupt: no readable header")
-            header.pop("__metadata__", None)
-            for name, info in sorted(header.items(), key=lambda item: item[1]["data_offsets"][0]):
-                if info["dtype"] not in _DTYPES:
-                    raise ValueError(
-                        f"from_pretrained: {file}: {name} is {info['dtype']}; minillm reads {sorted(_DTYPES)}"
-                    )
-                array = np.empty(tuple(info["shape"]), _DTYPES[info["dtype"]])
-                start, end = info["data_offsets"]
-                if end - start != array.nbytes or 8 + n + end > size:
-                    raise CheckpointError(
-                        f"from_pretrained: {file} is truncated or corrupt: {name} needs bytes {start}..{end} "
-                        f"of its data, the file has {size - 8 - n}"
-                    )
-                f.seek(8 + n + start)
-                if array.nbytes and f.readinto(array.reshape(-1).view(np.uint8)) != array.nbytes:
-                    raise CheckpointError(f"from_pretrained: {file} is truncated: {name} is cut short")
-                yield name.removeprefix("transformer."), array
+        with SafetensorsFile(file, f"from_pretrained: {file}") as st:
+            for t in st.tensors:
+                if t.name.endswith(_BUFFERS):  # never read: its dtype does not matter
+                    continue
+                yield t.name.removeprefix("transformer."), st.read(t, _DTYPES)
 
 
 def _expected_shapes(cfg: GPTConfig) -> dict[str, tuple[int, ...]]:
@@ -244,15 +233,18 @@ def _convert(name: str, x: np.ndarray, cfg: GPTConfig) -> dict[str, np.ndarray]:
 def read_weights(path: str, cfg: GPTConfig, tied: bool = True) -> dict[str, np.ndarray]:
     """The weights of a GPT-2 directory under TransformerLens' names, float32 NumPy arrays.
 
-    Every tensor is checked against the config (a missing or unexpected name, or a shape that does
-    not fit, is refused with the name and both shapes) before it is converted.
+    Every tensor is checked against the config (a missing, unexpected or repeated name, or a shape
+    that does not fit, is refused with the name and both shapes: CheckpointError) before it is
+    converted.
     """
     expected = _expected_shapes(cfg)
     weights: dict[str, np.ndarray] = {}
-    seen, unexpected, wrong = set(), [], []
+    read, seen, unexpected, wrong = set(), set(), [], []
     for name, x in _tensors(weight_files(path)):
-        if name.endswith(_BUFFERS):
+        if name in read:  # the later copy would silently replace the earlier
+            wrong.append(f"{name} appears twice (with and without 'transformer.', or in two shards)")
             continue
+        read.add(name)
         want = (cfg.d_vocab, cfg.d_model) if name == "lm_head.weight" else expected.get(name)
         if want is None:
             unexpected.append(name)
@@ -266,12 +258,12 @@ def read_weights(path: str, cfg: GPTConfig, tied: bool = True) -> dict[str, np.n
     if missing or unexpected or wrong:
         problems = [f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}"] if missing else []
         problems += [f"unexpected {unexpected[:8]}"] if unexpected else []
-        raise ValueError(
+        raise CheckpointError(
             f"from_pretrained: the weights in {path!r} do not fit its {CONFIG_FILE}: " + "; ".join(problems + wrong)
         )
     if "unembed.W_U" not in weights:  # tied (GPT-2's default): the unembedding is the embedding
         if not tied:
-            raise ValueError(
+            raise CheckpointError(
                 f"from_pretrained: {CONFIG_FILE} says tie_word_embeddings=false, but {path!r} has no lm_head.weight"
             )
         weights["unembed.W_U"] = weights["embed.W_E"].T
