@@ -26,11 +26,14 @@ and every patched run of the sweep is that corrupted run with one clean piece re
 
 Path patching (Wang et al. 2022, "Interpretability in the Wild") asks what flows along one path:
 `get_path_patch_head_to_heads(model, clean, corrupted, metric, receiver_heads=[(1, 0)],
-receiver_input="k")` gives, for every sender head, the metric of the clean run in which only that
-head's edge into the receivers' keys carries its corrupted output ([layer, head], one compiled
-call over every sender); `get_path_patch_head_to_final_resid_post` does the same for each head's
-direct path to the logits. Both run on minillm.graph's edges, and are tested against Wang et al.'s
-three steps written with hooks.
+receiver_input="k")` gives, for every sender head, the metric of the clean run in which the
+receivers' keys are what they would be if only that head's output were corrupted: every other head
+frozen to its clean output, the MLPs recomputed, so the sender reaches the receivers directly and
+through the MLPs between them ([layer, head], one compiled call over every sender);
+`get_path_patch_head_to_final_resid_post` does the same for the logits. Both are tested against
+Wang et al.'s three steps written with hooks, on models with MLPs and LayerNorm. The `_frozen_mlps`
+variants freeze the MLPs too, so that only the direct edge carries the change (minillm.graph's edge);
+on an attention-only model the two agree.
 
 Attribution patching (Nanda 2023, "Attribution patching: activation patching at industrial scale")
 approximates every patch of a sweep at once to first order: metric(patched) - metric(corrupted) ~
@@ -393,52 +396,108 @@ def get_act_patch_attn_head_by_pos_every(
 # Path patching
 # ---------------------------------------------------------------------------------------------
 RECEIVER_INPUTS = ("q", "k", "v")
+Receivers = tuple[tuple[int, int, str], ...]  # (layer, head, "q" | "k" | "v"); () for the logits
 
 
-def _path_setup(graph: Graph, receivers: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(the edge mask with every edge into the receivers off, each head sender's index in
-    graph.senders, and whether it has a path to any receiver), heads in [layer, head] order."""
-    keep = np.ones(len(graph.edges), np.float32)
-    into = set(receivers)
-    for e, edge in enumerate(graph.edges):
-        if edge.split(" -> ")[1] in into:
-            keep[e] = 0.0
-    heads = [f"blocks.{l}.attn.head{h}" for l in range(graph.cfg.n_layers) for h in range(graph.cfg.n_heads)]
-    has_path = np.array([any(f"{s} -> {r}" in graph.edges for r in receivers) for s in heads])
-    return keep, np.array([graph.senders.index(s) for s in heads]), has_path
-
-
-@partial(jax.jit, static_argnames=("patching_metric", "batch_size"))
-def _path_sweep(model: GPT, tokens, keep, clean_out, change, senders, patching_metric, batch_size):
-    def one(s):  # every edge into a receiver carries its sender's clean output, but sender s's corrupted one
-        ablated = clean_out.at[s].add(change[s])
-        return patching_metric(edge_forward(model, tokens, keep, ablated)[0])
-
-    return jax.lax.map(one, senders, batch_size=batch_size)
-
-
-def _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size):
-    graph = Graph.of(model.cfg)
+def _check_path_tokens(model: GPT, clean_tokens, corrupted_tokens) -> tuple[jax.Array, jax.Array]:
     clean_tokens = check_tokens(clean_tokens, model.cfg)
     corrupted_tokens = check_tokens(corrupted_tokens, model.cfg)
     if corrupted_tokens.shape != clean_tokens.shape:
         raise ValueError(
             f"corrupted tokens {corrupted_tokens.shape} and clean tokens {clean_tokens.shape} must have the same shape"
         )
-    clean_out, corrupted_out = sender_outputs(model, clean_tokens), sender_outputs(model, corrupted_tokens)
-    change = corrupted_out - clean_out  # [senders, b, p, d]
-    if sender_positions is not None:  # the sender carries its corrupted output at these positions only
-        n_pos = clean_tokens.shape[1]
-        positions = np.atleast_1d(np.asarray(sender_positions))
-        check_indices(positions, n_pos, "sender_positions")
-        at = np.zeros(n_pos, bool)
-        at[positions] = True
-        change = change * jnp.asarray(at, change.dtype)[None, None, :, None]
-    keep, senders, has_path = _path_setup(graph, receivers)
-    values = _path_sweep(
-        model, clean_tokens, jnp.asarray(keep), clean_out, change, jnp.asarray(senders), patching_metric, batch_size
+    return clean_tokens, corrupted_tokens
+
+
+def _position_mask(sender_positions, n_pos: int) -> np.ndarray:
+    """[p] float32: 1 where the sender carries its corrupted output (every position for None)."""
+    if sender_positions is None:
+        return np.ones(n_pos, np.float32)
+    positions = np.atleast_1d(np.asarray(sender_positions))
+    check_indices(positions, n_pos, "sender_positions")
+    at = np.zeros(n_pos, np.float32)
+    at[positions] = 1.0
+    return at
+
+
+def _check_receivers(model: GPT, receiver_heads, receiver_input) -> Receivers:
+    inputs = (receiver_input,) if isinstance(receiver_input, str) else tuple(receiver_input)
+    bad = [x for x in inputs if x not in RECEIVER_INPUTS]
+    if bad or not inputs:
+        raise ValueError(f"receiver_input must be among {RECEIVER_INPUTS}, got {receiver_input!r}")
+    cfg = model.cfg
+    receivers = []
+    for pair in receiver_heads:
+        if np.size(pair) != 2:
+            raise ValueError(f"receiver_heads holds (layer, head) pairs, got {pair!r}")
+        layer, head = (int(i) for i in np.asarray(pair).reshape(-1))
+        check_indices(layer, cfg.n_layers, "receiver layer")
+        check_indices(head, cfg.n_heads, "receiver head")
+        receivers += [(layer % cfg.n_layers, head % cfg.n_heads, x) for x in inputs]
+    if not receivers:
+        raise ValueError("receiver_heads is empty: name at least one (layer, head)")
+    return tuple(sorted(set(receivers)))
+
+
+def _has_path(cfg, receivers: Receivers) -> np.ndarray:
+    """[layer, head] bool: whether a head runs before some receiver (always, for the logits)."""
+    last = max((rl for rl, _, _ in receivers), default=cfg.n_layers)
+    return np.broadcast_to(np.arange(cfg.n_layers)[:, None] < last, (cfg.n_layers, cfg.n_heads))
+
+
+@partial(jax.jit, static_argnames=("receivers", "patching_metric", "batch_size"))
+def _wang_sweep(model: GPT, clean_tokens, corrupted_tokens, at, receivers: Receivers, patching_metric, batch_size):
+    """Wang et al.'s steps 2 and 3 for every sender head, in one compiled call."""
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    first = min((rl for rl, _, _ in receivers), default=L)
+    last = max((rl for rl, _, _ in receivers), default=L - 1)
+    z_names = [act_name("z", l) for l in range(L)]
+    # step 1: the clean and corrupted runs' head outputs (hook_z), and the clean residual stream
+    # entering the first receiver's block, where step 3 starts
+    _, clean_cache = model.run_with_cache(
+        clean_tokens, names_filter=z_names + [act_name("resid_pre", min(first, L - 1))]
     )
-    return jnp.where(jnp.asarray(has_path), values, jnp.nan).reshape(model.cfg.n_layers, model.cfg.n_heads)
+    _, corrupted_cache = model.run_with_cache(corrupted_tokens, names_filter=z_names)
+    clean_z = jnp.stack([clean_cache[n] for n in z_names])  # [layer, b, p, head, e]
+    change = jnp.stack([corrupted_cache[n] for n in z_names]) - clean_z
+    change = change * at.astype(change.dtype)[None, None, :, None, None]
+    by_name: dict[str, list[int]] = {}  # the receivers' hook points and their heads
+    for rl, rh, x in receivers:
+        by_name.setdefault(act_name(x, rl), []).append(rh)
+
+    def one(s):  # s: the sender's index in [layer, head] order
+        is_sender = (jnp.arange(L * H) == s).reshape(L, H).astype(change.dtype)
+
+        def freeze(z, hook, l):  # step 2: every head's output clean, but the sender's corrupted one
+            return (clean_z[l] + is_sender[l][None, None, :, None] * change[l]).astype(z.dtype)
+
+        frozen = [(z_names[l], partial(freeze, l=l)) for l in range(L)]
+        if not receivers:  # into the logits: step 2's final residual stream is what step 3 patches in
+            return patching_metric(model.run_with_hooks(clean_tokens, frozen))
+        # step 2, up to the last receiver's block: the MLPs recompute; record the receivers' inputs
+        _, step2 = model.run_with_cache(
+            clean_tokens, names_filter=list(by_name), fwd_hooks=frozen, stop_at_layer=last + 1
+        )
+
+        def patch(act, hook, heads):  # step 3: only the receivers' inputs change; the rest runs free
+            idx = jnp.asarray(heads)
+            return act.at[:, :, idx].set(step2[hook.name][:, :, idx])
+
+        hooks = [(name, partial(patch, heads=heads)) for name, heads in by_name.items()]
+        return patching_metric(
+            model.run_with_hooks(clean_cache[act_name("resid_pre", first)], hooks, start_at_layer=first)
+        )
+
+    return jax.lax.map(one, jnp.arange(L * H), batch_size=batch_size)
+
+
+def _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size):
+    clean_tokens, corrupted_tokens = _check_path_tokens(model, clean_tokens, corrupted_tokens)
+    at = jnp.asarray(_position_mask(sender_positions, clean_tokens.shape[1]))
+    values = _wang_sweep(model, clean_tokens, corrupted_tokens, at, receivers, patching_metric, batch_size)
+    values = values.reshape(model.cfg.n_layers, model.cfg.n_heads)
+    return jnp.where(jnp.asarray(_has_path(model.cfg, receivers)), values, jnp.nan)
 
 
 def get_path_patch_head_to_heads(
@@ -452,36 +511,29 @@ def get_path_patch_head_to_heads(
     sender_positions=None,
     batch_size: int = 8,
 ) -> jax.Array:
-    """Path patching (Wang et al. 2022, as ARENA writes it): for every sender head, the metric of the
-    clean run in which only the path from that head into the receivers' `receiver_input` ("q", "k",
-    "v", or several) carries the head's output on the corrupted tokens; every other path, the
-    receivers' other inputs and the sender's own direct effect stay clean. [layer, head]; NaN for a
-    head with no path to any receiver (at or after the receivers' layers).
+    """Path patching (Wang et al. 2022, "Interpretability in the Wild", Appendix B; ARENA's solution):
+    for every sender head, the metric of the clean run in which the receivers' `receiver_input`
+    ("q", "k", "v", or several) is what it would be if only the sender's output had been corrupted.
+    [layer, head]; NaN for a head with no path to any receiver (at or after the receivers' layers).
 
-    In minillm.graph's terms: every edge into a receiver's input is ablated, carrying its sender's
-    clean output, except that the path's sender carries its corrupted one. So each receiver's input
-    is its clean input plus the sender's change alone (Wang et al.'s step 2: the other heads frozen
-    to the clean run) and its LayerNorm runs on that; everything downstream of the receivers then
-    runs free (their step 3); a receiver never sees another receiver's change. `sender_positions`
-    restricts the change to those positions of the sender's output (e.g. the second subject). All
-    senders run in one compiled call (`jax.lax.map` over the senders, `batch_size` at a time).
-    The direction is Wang et al.'s: corrupted into clean, so an important path moves the metric away
-    from its clean value (activation patching above goes the other way)."""
-    inputs = (receiver_input,) if isinstance(receiver_input, str) else tuple(receiver_input)
-    bad = [x for x in inputs if x not in RECEIVER_INPUTS]
-    if bad or not inputs:
-        raise ValueError(f"receiver_input must be among {RECEIVER_INPUTS}, got {receiver_input!r}")
-    cfg = model.cfg
-    receivers = []
-    for pair in receiver_heads:
-        if np.size(pair) != 2:
-            raise ValueError(f"receiver_heads holds (layer, head) pairs, got {pair!r}")
-        layer, head = (int(i) for i in np.asarray(pair).reshape(-1))
-        check_indices(layer, cfg.n_layers, "receiver layer")
-        check_indices(head, cfg.n_heads, "receiver head")
-        receivers += [f"blocks.{layer % cfg.n_layers}.attn.head{head % cfg.n_heads}.{x}" for x in inputs]
-    if not receivers:
-        raise ValueError("receiver_heads is empty: name at least one (layer, head)")
+    Wang et al.'s three steps, for each sender:
+      1. run the clean and the corrupted tokens and keep every head's output (hook_z);
+      2. run the clean tokens with every head's output frozen to the clean run's, except the
+         sender's, which takes its corrupted one; the MLPs and LayerNorms recompute, so the
+         sender's change reaches the receivers directly *and through the MLPs between them*;
+         record the receivers' inputs (hook_q / hook_k / hook_v);
+      3. run the clean tokens with only the receivers' inputs replaced by step 2's; everything
+         downstream of them runs free. Return the metric.
+    A receiver never sees another receiver's change (the heads are frozen in step 2).
+    `sender_positions` restricts the sender's change to those positions (e.g. the second subject).
+    All senders run in one compiled call (`jax.lax.map` over the senders, `batch_size` at a time).
+    The direction is Wang et al.'s: corrupted into clean, so an important path moves the metric
+    away from its clean value (activation patching above goes the other way).
+
+    On an attention-only model this is also the single edge sender -> receiver of minillm.graph;
+    on a model with MLPs it is not: `get_path_patch_head_to_heads_frozen_mlps` freezes the MLPs too
+    and so measures that edge alone (the direct path, what an ACDC edge ablation removes)."""
+    receivers = _check_receivers(model, receiver_heads, receiver_input)
     return _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size)
 
 
@@ -494,11 +546,89 @@ def get_path_patch_head_to_final_resid_post(
     sender_positions=None,
     batch_size: int = 8,
 ) -> jax.Array:
-    """Path patching into the logits: for every head, the metric of the clean run in which only the
-    head's direct path to the final residual stream (hence the logits) carries its corrupted output;
-    what later heads read of it stays clean. [layer, head], in one compiled call. See
+    """Path patching into the logits (Wang et al.; ARENA's `get_path_patch_head_to_final_resid_post`):
+    for every head, the metric of the clean run in which that head alone takes its corrupted output
+    and every other head is frozen to its clean output, while the MLPs and LayerNorms recompute:
+    the head's direct path to the logits plus its paths through MLPs. [layer, head], one compiled
+    call. `get_path_patch_head_to_final_resid_post_frozen_mlps` measures the direct path alone. See
     get_path_patch_head_to_heads for the rest."""
-    return _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, ["logits"], sender_positions, batch_size)
+    return _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, (), sender_positions, batch_size)
+
+
+# --- the direct path only: every MLP frozen too (one edge of minillm.graph) ----------------------
+def _edge_setup(graph: Graph, receivers: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the edge mask with every edge into the receivers off, each head sender's index in
+    graph.senders), heads in [layer, head] order. Linear in the number of edges."""
+    into = set(receivers)
+    keep = np.array([edge.split(" -> ")[1] not in into for edge in graph.edges], np.float32)
+    s_index = {s: i for i, s in enumerate(graph.senders)}
+    heads = [f"blocks.{l}.attn.head{h}" for l in range(graph.cfg.n_layers) for h in range(graph.cfg.n_heads)]
+    return keep, np.array([s_index[s] for s in heads])
+
+
+@partial(jax.jit, static_argnames=("patching_metric", "batch_size"))
+def _edge_path_sweep(model: GPT, tokens, keep, clean_out, change, senders, patching_metric, batch_size):
+    def one(s):  # every edge into a receiver carries its sender's clean output, but sender s's corrupted one
+        ablated = clean_out.at[s].add(change[s])
+        return patching_metric(edge_forward(model, tokens, keep, ablated)[0])
+
+    return jax.lax.map(one, senders, batch_size=batch_size)
+
+
+def _frozen_mlps_path_patch(
+    model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size
+):
+    clean_tokens, corrupted_tokens = _check_path_tokens(model, clean_tokens, corrupted_tokens)
+    at = _position_mask(sender_positions, clean_tokens.shape[1])
+    clean_out, corrupted_out = sender_outputs(model, clean_tokens), sender_outputs(model, corrupted_tokens)
+    change = (corrupted_out - clean_out) * jnp.asarray(at, clean_out.dtype)[None, None, :, None]
+    names = [f"blocks.{rl}.attn.head{rh}.{x}" for rl, rh, x in receivers] or ["logits"]
+    keep, senders = _edge_setup(Graph.of(model.cfg), names)
+    values = _edge_path_sweep(
+        model, clean_tokens, jnp.asarray(keep), clean_out, change, jnp.asarray(senders), patching_metric, batch_size
+    )
+    values = values.reshape(model.cfg.n_layers, model.cfg.n_heads)
+    return jnp.where(jnp.asarray(_has_path(model.cfg, receivers)), values, jnp.nan)
+
+
+def get_path_patch_head_to_heads_frozen_mlps(
+    model: GPT,
+    clean_tokens,
+    corrupted_tokens,
+    patching_metric: Metric,
+    receiver_heads: Sequence[tuple[int, int]],
+    receiver_input: str | Sequence[str] = "v",
+    *,
+    sender_positions=None,
+    batch_size: int = 8,
+) -> jax.Array:
+    """NOT Wang et al.'s path patching on a model with MLPs (that is get_path_patch_head_to_heads):
+    the same steps with every MLP's output frozen to the clean run as well, so that only the
+    sender's *direct* edge into the receivers' inputs carries its corrupted output. In
+    minillm.graph's terms: every edge into a receiver is ablated to its sender's clean output,
+    except the sender's, which carries its corrupted one. Equal to get_path_patch_head_to_heads on
+    an attention-only model. [layer, head], one compiled call; the arguments are the same."""
+    receivers = _check_receivers(model, receiver_heads, receiver_input)
+    return _frozen_mlps_path_patch(
+        model, clean_tokens, corrupted_tokens, patching_metric, receivers, sender_positions, batch_size
+    )
+
+
+def get_path_patch_head_to_final_resid_post_frozen_mlps(
+    model: GPT,
+    clean_tokens,
+    corrupted_tokens,
+    patching_metric: Metric,
+    *,
+    sender_positions=None,
+    batch_size: int = 8,
+) -> jax.Array:
+    """NOT Wang et al.'s path patching on a model with MLPs: each head's direct edge to the logits
+    alone carries its corrupted output (what later heads and MLPs read of it stays clean).
+    [layer, head], one compiled call."""
+    return _frozen_mlps_path_patch(
+        model, clean_tokens, corrupted_tokens, patching_metric, (), sender_positions, batch_size
+    )
 
 
 # ---------------------------------------------------------------------------------------------

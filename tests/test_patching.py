@@ -187,12 +187,13 @@ def test_corruption_hooks_make_the_corrupted_run_of_a_sweep():
 
 
 # --- path patching -------------------------------------------------------------------------------
-def naive_path_patch(model, clean, corrupted, metric, receivers, sender_positions=None):
+def naive_path_patch(model, clean, corrupted, metric, receivers, sender_positions=None, freeze_mlps=False):
     """Wang et al.'s three steps with hooks, one sender at a time: (1) cache the clean and corrupted
-    runs; (2) run the clean tokens with every head's hook_z and every MLP's output frozen to the clean
-    run, except the sender's z, which takes the corrupted one (at sender_positions), and record the
-    receivers' q/k/v (or the logits, for receivers=None); (3) run the clean tokens with the receivers'
-    inputs patched from step 2 and take the metric."""
+    runs; (2) run the clean tokens with every head's hook_z frozen to the clean run, except the
+    sender's z, which takes the corrupted one (at sender_positions), the MLPs recomputing, and record
+    the receivers' q/k/v (or the logits, for receivers=None); (3) run the clean tokens with the
+    receivers' inputs patched from step 2 and take the metric. With freeze_mlps, step 2 also freezes
+    every MLP's output to the clean run (the direct path only: the _frozen_mlps variants)."""
     cfg = model.cfg
     _, clean_cache = model.run_with_cache(clean)
     _, corrupted_cache = model.run_with_cache(corrupted)
@@ -213,7 +214,7 @@ def naive_path_patch(model, clean, corrupted, metric, receivers, sender_position
             return frozen
 
         freeze = [(lambda n: n.endswith("attn.hook_z"), freeze_z)]
-        if not cfg.attn_only:
+        if freeze_mlps and not cfg.attn_only:
             freeze += [(lambda n: n.endswith("hook_mlp_out"), lambda x, hook: clean_cache[hook.name])]
         if receivers is None:
             out[sl, sh] = metric(model.run_with_hooks(clean, freeze))
@@ -232,9 +233,20 @@ def naive_path_patch(model, clean, corrupted, metric, receivers, sender_position
 
 
 PATH_CFG = GPTConfig(n_layers=3, d_model=32, n_heads=2, n_ctx=12, d_vocab=23, attn_only=True, seed=11)
+PATH_CONFIGS = {
+    "attn_only_3_layers": PATH_CFG,
+    "mlp_ln_gelu": CFG,
+    "mlp_noln_relu_3_layers": CONFIGS["mlp_noln_relu"],
+    "mlp_lnpre_relu": CONFIGS["mlp_lnpre_relu"],
+}
+SLOW_PATH_CONFIGS = ("mlp_noln_relu_3_layers", "mlp_lnpre_relu")  # the naive loop is op by op: 20-50 s each
 
 
-@pytest.mark.parametrize("cfg", [PATH_CFG, CFG], ids=["attn_only_3_layers", "mlp_ln_gelu"])
+@pytest.mark.parametrize(
+    "cfg",
+    [pytest.param(c, marks=[pytest.mark.slow] if k in SLOW_PATH_CONFIGS else []) for k, c in PATH_CONFIGS.items()],
+    ids=PATH_CONFIGS.keys(),
+)
 def test_path_patching_equals_wangs_three_steps_with_hooks(cfg):
     model, clean, corrupted, _, metric = setup(cfg)
     last = cfg.n_layers - 1
@@ -244,16 +256,47 @@ def test_path_patching_equals_wangs_three_steps_with_hooks(cfg):
     if cfg.n_layers == 3:  # receivers in two layers: one never sees the other's change
         cases.append(([(2, 0, "q"), (2, 0, "v"), (1, 1, "q"), (1, 1, "v")], [(2, 0), (1, 1)], ("q", "v"), [2, 4]))
     for receivers, heads, inputs, positions in cases:
-        fast = P.get_path_patch_head_to_heads(
-            model, clean, corrupted, metric, heads, inputs, sender_positions=positions
+        for freeze_mlps, fn in [
+            (False, P.get_path_patch_head_to_heads),
+            (True, P.get_path_patch_head_to_heads_frozen_mlps),
+        ]:
+            fast = fn(model, clean, corrupted, metric, heads, inputs, sender_positions=positions)
+            naive = naive_path_patch(model, clean, corrupted, metric, receivers, positions, freeze_mlps)
+            np.testing.assert_allclose(fast, naive, rtol=1e-4, atol=1e-5, equal_nan=True)
+            assert np.isnan(fast[last]).all() and not np.isnan(fast[0]).any()  # no path from the receivers' layer
+    for freeze_mlps, fn in [
+        (False, P.get_path_patch_head_to_final_resid_post),
+        (True, P.get_path_patch_head_to_final_resid_post_frozen_mlps),
+    ]:
+        fast = fn(model, clean, corrupted, metric)
+        np.testing.assert_allclose(
+            fast, naive_path_patch(model, clean, corrupted, metric, None, None, freeze_mlps), rtol=1e-4, atol=1e-5
         )
-        naive = naive_path_patch(model, clean, corrupted, metric, receivers, positions)
-        np.testing.assert_allclose(fast, naive, rtol=1e-4, atol=1e-5, equal_nan=True)
-        assert np.isnan(fast[last]).all() and not np.isnan(fast[0]).any()  # no path from the receivers' layer
-    fast = P.get_path_patch_head_to_final_resid_post(model, clean, corrupted, metric)
-    np.testing.assert_allclose(fast, naive_path_patch(model, clean, corrupted, metric, None), rtol=1e-4, atol=1e-5)
     clean_value = metric(model(clean))
     assert np.abs(np.asarray(fast) - clean_value).max() > 1e-3  # the corruption reaches the logits
+
+
+@pytest.mark.parametrize("cfg", [CFG, CONFIGS["mlp_noln_relu"]], ids=["mlp_ln_gelu", "mlp_noln_relu"])
+def test_path_patching_lets_the_mlps_recompute(cfg):
+    """On a model with MLPs, Wang's path patching carries the sender's change through the MLPs
+    between it and the receiver; the frozen-MLP variant does not. The two must differ (by more than
+    float error), and agree on an attention-only model."""
+    model, clean, corrupted, _, metric = setup(cfg)
+    last = cfg.n_layers - 1
+    clean_value = float(metric(model(clean)))
+    wang = np.asarray(P.get_path_patch_head_to_heads(model, clean, corrupted, metric, [(last, 0)], "v"))
+    frozen = np.asarray(P.get_path_patch_head_to_heads_frozen_mlps(model, clean, corrupted, metric, [(last, 0)], "v"))
+    assert np.nanmax(np.abs(wang - frozen)) > 0.05 * np.nanmax(np.abs(wang - clean_value)) > 1e-6
+    wang = np.asarray(P.get_path_patch_head_to_final_resid_post(model, clean, corrupted, metric))
+    frozen = np.asarray(P.get_path_patch_head_to_final_resid_post_frozen_mlps(model, clean, corrupted, metric))
+    assert np.abs(wang - frozen).max() > 0.05 * np.abs(wang - clean_value).max() > 1e-6
+    model, clean, corrupted, _, metric = setup(PATH_CFG)
+    np.testing.assert_allclose(
+        P.get_path_patch_head_to_heads(model, clean, corrupted, metric, [(2, 0)], "v"),
+        P.get_path_patch_head_to_heads_frozen_mlps(model, clean, corrupted, metric, [(2, 0)], "v"),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_path_patching_refuses_bad_receivers():

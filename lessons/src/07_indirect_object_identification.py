@@ -272,11 +272,14 @@ for seed in (0, 1):
 #
 # **Path patching** asks about one path at a time. The corrupted prompts are Wang's **ABC** prompts:
 # three different names in the same slots, so no name is repeated. For a sender head and a receiver
-# head's input (query, key or value), the clean run is repeated with only the sender's *direct*
-# contribution to that input taken from the ABC run; every other path stays clean (Wang's recipe:
-# run with everything frozen but the sender, record the receiver's input, patch it in).
-# `get_path_patch_head_to_heads` does this for every sender in one compiled call; it runs on lesson
-# 6's graph, where a path from a head to another head's input is one edge.
+# head's input (query, key or value), the clean run is repeated with only that input changed, and
+# changed as the sender alone would change it: Wang's recipe is to run with every other head frozen
+# to its clean output and the sender taking its ABC output, record the receiver's input, and patch
+# it in. The MLPs are *not* frozen in that run: on a model with MLPs, a sender's change that reaches
+# the receiver through an MLP in between counts as part of the path. (This lesson's models are
+# attention-only, so here a path is exactly lesson 6's edge from one head to another's input;
+# `get_path_patch_head_to_heads_frozen_mlps` is the edge on any model.)
+# `get_path_patch_head_to_heads` does this for every sender in one compiled call.
 #
 # ### Exercise 1: path patching by hand
 #
@@ -284,11 +287,13 @@ for seed in (0, 1):
 # sender head `(layer, head)` and one receiver `(layer, head, "q" | "k" | "v")`:
 # 1. cache the clean and the corrupted runs (`hook_z` of every head);
 # 2. run the clean tokens with every head's `hook_z` replaced by its clean value, except the
-#    sender's, which gets its corrupted value; record the receiver's `hook_q` / `hook_k` / `hook_v`;
+#    sender's, which gets its corrupted value (leave the MLPs alone: they recompute); record the
+#    receiver's `hook_q` / `hook_k` / `hook_v`;
 # 3. run the clean tokens with only the receiver head's q / k / v replaced by the recorded one, and
 #    return `metric(logits)`.
 #
-# The check compares your number with `get_path_patch_head_to_heads` on a 3-layer model.
+# The check compares your number with `get_path_patch_head_to_heads` on a 3-layer model with MLPs
+# and LayerNorm.
 
 
 # %%

@@ -314,8 +314,10 @@ def check_roc_auc(fn: Callable) -> None:
 def check_path_patch_by_hand(fn: Callable) -> None:
     """fn(model, clean, corrupted, metric, sender, receiver) -> metric of the clean run in which the
     head sender = (layer, head) reaches the receiver = (layer, head, "q" | "k" | "v") with its
-    corrupted output, every other head frozen to the clean run (Wang et al.'s three steps)."""
-    model = GPT(GPTConfig(n_layers=3, d_model=24, n_heads=3, n_ctx=32, d_vocab=20, attn_only=True, seed=9))
+    corrupted output, every other head frozen to the clean run and the MLPs recomputed (Wang et
+    al.'s three steps). Checked on a model with MLPs and LayerNorm, where freezing the MLPs too
+    would give other numbers."""
+    model = GPT(GPTConfig(n_layers=3, d_model=24, n_heads=3, d_mlp=48, n_ctx=32, d_vocab=20, seed=9))
     clean = repeated_random_tokens(jax.random.key(7), 3, 6, 20)
     corrupted = repeated_random_tokens(jax.random.key(8), 3, 6, 20)
 
