@@ -213,3 +213,58 @@ def test_tokens_already_sliced_to_the_positions_are_not_sliced_again(run):
     assert full.shape == (stack.shape[0], tokens.shape[0], 2)
     whole = D.logit_attrs(model, cache, D.stack_head_results(model, cache), answers)  # every position
     np.testing.assert_allclose(full, whole[:, :, positions], rtol=1e-5, atol=1e-6)
+
+
+def test_logit_attrs_batch_slices_exactly_as_transformerlens_own_test(configs):
+    """TransformerLens' test_logit_attrs_works_for_all_input_shapes on a minillm model with a batch of 8:
+    the stack holds the whole batch, batch_slice picks rows (a list [2, 5, 7], an array, an int), the
+    tokens are already those rows' (never sliced again). The reference is TransformerLens' arithmetic
+    written out: the stack's rows centred, divided by the cached ln_final scale of the same rows,
+    dotted with W_U[:, correct] - W_U[:, incorrect]."""
+    model = GPT(configs["mlp_ln_gelu"])
+    cfg = model.cfg
+    tokens = np.asarray(random_tokens(cfg, batch=8))
+    _, cache = model.run_with_cache(tokens)
+    stack = D.accumulated_resid(model, cache, layer=-1, incl_mid=True, pos_slice=-1)  # [c, 8, d]
+    answers = (tokens[:, :2] + 1) % cfg.d_vocab_out  # [8, 2]: (correct, incorrect) per prompt
+    W_U, scale = np.asarray(model.W_U, np.float64), np.asarray(cache["ln_final.hook_scale"][:, -1], np.float64)
+
+    def by_hand(rows, correct, incorrect, stack=stack):
+        x = np.asarray(stack, np.float64)
+        x = (x - x.mean(-1, keepdims=True)) / scale[rows]
+        return (x * (W_U[:, correct] - W_U[:, incorrect]).T).sum(-1)
+
+    every = np.arange(8)
+    full = D.logit_attrs(model, cache, stack, answers[:, 0], answers[:, 1], pos_slice=-1)
+    np.testing.assert_allclose(full, by_hand(every, answers[:, 0], answers[:, 1]), rtol=1e-4, atol=1e-4)
+    for batch in ([2, 5, 7], np.array([2, 5, 7]), [7, 2], -1, 3):  # a list, an array, ints (negative too)
+        ref = by_hand(batch, answers[batch, 0], answers[batch, 1], stack[:, batch])
+        got = D.logit_attrs(model, cache, stack, answers[batch, 0], answers[batch, 1], pos_slice=-1, batch_slice=batch)
+        assert got.shape == ref.shape == ((stack.shape[0], len(batch)) if np.ndim(batch) else (stack.shape[0],))
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(got, full[:, batch], rtol=1e-5, atol=1e-5)
+    # an int token, a 1-element array, and a stack without its batch axis (has_batch_dim=False)
+    one = D.logit_attrs(model, cache, stack, int(answers[-1, 0]), int(answers[-1, 1]), pos_slice=-1, batch_slice=-1)
+    np.testing.assert_allclose(one, full[:, -1], rtol=1e-5, atol=1e-5)
+    alone = D.logit_attrs(
+        model, cache, stack[:, -1], answers[-1, 0], answers[-1, 1], pos_slice=-1, batch_slice=-1, has_batch_dim=False
+    )
+    np.testing.assert_allclose(alone, full[:, -1], rtol=1e-5, atol=1e-5)
+    rows = [2, 5, 7]  # a stack already of those rows: has_batch_dim=False, as in TransformerLens
+    some = D.logit_attrs(
+        model,
+        cache,
+        stack[:, rows],
+        answers[rows, 0],
+        answers[rows, 1],
+        pos_slice=-1,
+        batch_slice=rows,
+        has_batch_dim=False,
+    )
+    np.testing.assert_allclose(some, full[:, rows], rtol=1e-5, atol=1e-5)
+    # every position: tokens [3, p] of those rows, the stack [c, 8, p, d]
+    per_pos = D.decompose_resid(model, cache)
+    all_pos = D.logit_attrs(model, cache, per_pos, tokens[rows] % cfg.d_vocab_out, batch_slice=rows)
+    want = D.logit_attrs(model, cache, per_pos, tokens % cfg.d_vocab_out)[:, rows]
+    assert all_pos.shape == (per_pos.shape[0], 3, tokens.shape[1])
+    np.testing.assert_allclose(all_pos, want, rtol=1e-5, atol=1e-5)
