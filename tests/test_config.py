@@ -57,3 +57,21 @@ def test_config_is_frozen():
     cfg = GPTConfig(**BASE)
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.d_model = 3
+
+
+def test_from_dict_derives_n_heads_from_d_head_as_transformerlens():
+    """HookedTransformerConfig.from_dict takes d_head without n_heads (its n_heads defaults to -1) and
+    derives n_heads = d_model // d_head; GPTConfig.from_dict does the same. A d_head that does not
+    divide d_model is refused (TransformerLens rounds n_heads down with a logged warning)."""
+    without = {k: v for k, v in BASE.items() if k != "n_heads"}
+    cfg = GPTConfig.from_dict({**without, "d_head": 8})
+    assert (cfg.n_heads, cfg.d_head, cfg.d_model) == (64 // 8, 8, 64)
+    assert cfg == GPTConfig(**without, n_heads=8, d_head=8)
+    for unset in (-1, None):  # TransformerLens' default, and a to_dict() of a config that left it out
+        assert GPTConfig.from_dict({**without, "d_head": 8, "n_heads": unset}) == cfg
+    assert GPTConfig.from_dict({**without, "d_head": 8, "n_heads": 4}).n_heads == 4  # given: kept as given
+    assert GPTConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(ValueError, match="d_head=24"):
+        GPTConfig.from_dict({**without, "d_head": 24})  # 64 / 24: TransformerLens would round down to 2 heads
+    with pytest.raises(ValueError, match="n_heads"):
+        GPTConfig.from_dict(without)  # neither n_heads nor d_head

@@ -122,10 +122,28 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> GPTConfig:
+        """The config of a dict of its fields (to_dict's, or a HookedTransformerConfig-style dict of the
+        fields minillm has). As in TransformerLens, n_heads may be left out (or be None, or -1, its
+        default) when d_head is given: it is d_model // d_head. A d_head that does not divide d_model
+        is refused there (TransformerLens rounds n_heads down and logs a warning)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"GPTConfig: unknown fields {unknown}; valid fields are {sorted(known)}")
+        d = dict(d)
+        if d.get("n_heads") in (None, -1):
+            d_model, d_head = d.get("d_model"), d.get("d_head")
+            if d_head is None:
+                raise ValueError(f"GPTConfig: n_heads is not given (got {d.get('n_heads')!r}), nor d_head to derive it")
+            for name, value in (("d_model", d_model), ("d_head", d_head)):
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise ValueError(f"GPTConfig: {name} must be a positive int, got {value!r}")
+            if d_model % d_head:
+                raise ValueError(
+                    f"GPTConfig: n_heads is not given and d_model={d_model} is not a multiple of d_head={d_head}, "
+                    "so it cannot be derived as d_model // d_head (TransformerLens would round it down); pass n_heads"
+                )
+            d["n_heads"] = d_model // d_head
         return cls(**d)
 
     @classmethod
