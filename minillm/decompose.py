@@ -27,16 +27,19 @@ from minillm.model import GPT
 from minillm.model.hooks import ActivationCache, act_name, as_int
 from minillm.model.inputs import check_indices
 
-PosSlice = None | int | slice | jax.Array
+PosSlice = None | int | slice | tuple | list | jax.Array  # a tuple: slice(*tuple), a list: indices (TransformerLens')
 BatchSlice = PosSlice
 
 
 def _pos(x: jax.Array, pos_slice: PosSlice, axis: int = -2, what: str = "pos_slice") -> jax.Array:
     """Apply a position slice to the position axis (an int removes the axis, as in TransformerLens).
     An int or integer array outside the positions is refused (JAX would clamp it). With `axis` and
-    `what`, the same for another axis (batch_slice on the batch axis)."""
+    `what`, the same for another axis (batch_slice on the batch axis). A tuple is slice(*tuple), as
+    TransformerLens' Slice reads it: (2, 5) is positions 2, 3, 4, never the two indices 2 and 5."""
     if pos_slice is None:
         return x
+    if isinstance(pos_slice, tuple):
+        pos_slice = slice(*pos_slice)
     check_indices(pos_slice, x.shape[axis], what)
     index = [slice(None)] * x.ndim
     index[axis] = pos_slice

@@ -268,3 +268,20 @@ def test_logit_attrs_batch_slices_exactly_as_transformerlens_own_test(configs):
     want = D.logit_attrs(model, cache, per_pos, tokens % cfg.d_vocab_out)[:, rows]
     assert all_pos.shape == (per_pos.shape[0], 3, tokens.shape[1])
     np.testing.assert_allclose(all_pos, want, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tuple_slice_is_a_range_as_in_transformerlens(run):
+    """TransformerLens' Slice reads a tuple as slice(*tuple): batch_slice=(2, 5) is rows 2, 3, 4 (JAX
+    indexing would take rows 2 and 5); the same for pos_slice."""
+    model, cfg, _, _, _ = run
+    tokens = random_tokens(cfg, batch=6)
+    _, cache = model.run_with_cache(tokens)
+    stack = D.decompose_resid(model, cache, pos_slice=-1)
+    full = D.logit_attrs(model, cache, stack, 3, pos_slice=-1)
+    np.testing.assert_array_equal(D.logit_attrs(model, cache, stack, 3, pos_slice=-1, batch_slice=(2, 5)), full[:, 2:5])
+    np.testing.assert_array_equal(
+        D.logit_attrs(model, cache, stack, 3, pos_slice=-1, batch_slice=(None, None, 2)), full[:, ::2]
+    )
+    np.testing.assert_array_equal(
+        D.decompose_resid(model, cache, pos_slice=(1, 4)), D.decompose_resid(model, cache)[:, :, 1:4]
+    )
