@@ -89,6 +89,27 @@ def test_layouts_save_pretrained_and_hub_write(tmp_path):
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     np.testing.assert_array_equal(GPT.from_pretrained_no_processing(str(sharded))(TOKENS), model(TOKENS))
 
+    # the index is a file from outside too: every way it can be wrong is one CheckpointError
+    outside = tmp_path / "outside.safetensors"  # a valid file the index must not be able to reach
+    shutil.copy(sharded / "model-00001-of-00002.safetensors", outside)
+    for bad in [
+        b"{not json",
+        b"\xff\xfe",
+        b"[1, 2]",
+        b'{"weight_map": []}',
+        b'{"weight_map": {}}',
+        b'{"metadata": {}}',
+        json.dumps({"weight_map": {names[0]: 3}}).encode(),
+        json.dumps({"weight_map": {names[0]: "../outside.safetensors"}}).encode(),
+        json.dumps({"weight_map": {names[0]: str(outside)}}).encode(),
+        json.dumps({"weight_map": {names[0]: ".."}}).encode(),
+        json.dumps({"weight_map": {names[0]: "model-00001-of-00002.bin"}}).encode(),
+        b"[" * 100_000,
+    ]:
+        (sharded / "model.safetensors.index.json").write_bytes(bad)
+        with pytest.raises(CheckpointError):
+            GPT.from_pretrained_no_processing(str(sharded))
+
 
 def test_bfloat16_stores_bfloat16_weights_unless_float32_weights(gpt2_dir):
     path, cfg, tensors = gpt2_dir

@@ -1,12 +1,12 @@
 """Inside GPT-2 small, from files on your own disk: the logit lens, the heads that write the answer,
 and an activation-patching sweep, on Wang et al.'s indirect-object sentence. Nothing is downloaded.
 
-Put three files from https://huggingface.co/openai-community/gpt2/tree/main in one directory,
+Put four files from https://huggingface.co/openai-community/gpt2/tree/main in one directory,
 
-    gpt2/config.json  gpt2/model.safetensors  gpt2/tokenizer.json
+    gpt2/config.json  gpt2/model.safetensors  gpt2/tokenizer.json  gpt2/tokenizer_config.json
 
 (in a browser, or `hf download openai-community/gpt2 config.json model.safetensors tokenizer.json
---local-dir gpt2` where the Hub is reachable), install minillm with its text extra
+tokenizer_config.json --local-dir gpt2` where the Hub is reachable), install minillm with its text extra
 (`pip install -e ".[text]"`), then run
 
     python docs/examples/gpt2_small.py gpt2

@@ -61,7 +61,8 @@ ACTIVATIONS = {"gelu_new": "gelu_new", "gelu_pytorch_tanh": "gelu_new", "gelu": 
 _BUFFERS = (".attn.bias", ".attn.masked_bias")
 _DOWNLOAD_HINT = (
     "minillm reads only local files and never downloads. Fetch the files once, e.g. with "
-    "`hf download gpt2 config.json model.safetensors tokenizer.json --local-dir gpt2` "
+    "`hf download openai-community/gpt2 config.json model.safetensors tokenizer.json tokenizer_config.json "
+    "--local-dir gpt2` "
     "(or from https://huggingface.co/gpt2/tree/main by hand), then pass that directory"
 )
 
@@ -136,13 +137,43 @@ def config_from_hugging_face(hf: dict[str, Any], dtype: str = "float32") -> GPTC
     )
 
 
+_MAX_INDEX_BYTES = 100_000_000  # as the safetensors header cap
+
+
+def read_index(index_path: str) -> list[str]:
+    """The shard file names an index's weight_map names, sorted, each checked: the index is a JSON
+    object under 100 MB whose "weight_map" maps tensor names to plain file names ending in
+    .safetensors in the same directory (no path separators, no "..": an index cannot point outside
+    its directory). Any other content is a CheckpointError."""
+    size = os.path.getsize(index_path)
+    if size > _MAX_INDEX_BYTES:
+        raise CheckpointError(f"{index_path}: {size} bytes, over the {_MAX_INDEX_BYTES}-byte cap for an index")
+    try:
+        with open(index_path, "rb") as f:
+            index = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{index_path} is not valid JSON: {e}") from e
+    weight_map = index.get("weight_map") if isinstance(index, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f'{index_path}: expected a JSON object with a non-empty "weight_map" object')
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str):
+            raise CheckpointError(f"{index_path}: tensor {name!r} maps to {shard!r}, not a file name")
+        plain = shard == os.path.basename(shard) and "/" not in shard and "\\" not in shard
+        if not plain or shard in (".", "..") or not shard.endswith(".safetensors"):
+            raise CheckpointError(
+                f"{index_path}: tensor {name!r} maps to {shard!r}; a shard must be a .safetensors file "
+                "in the index's own directory"
+            )
+    return sorted(set(weight_map.values()))
+
+
 def weight_files(path: str) -> list[str]:
     """The safetensors files that hold the weights: one file, or the shards of an index."""
     if os.path.isfile(_file(path, WEIGHTS_FILE)):
         return [_file(path, WEIGHTS_FILE)]
     if os.path.isfile(_file(path, INDEX_FILE)):
-        with open(_file(path, INDEX_FILE)) as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
+        shards = read_index(_file(path, INDEX_FILE))
         missing = [s for s in shards if not os.path.isfile(_file(path, s))]
         if missing:
             raise FileNotFoundError(
