@@ -17,6 +17,7 @@ the network and never import this file: imports run one way, from here down.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -30,7 +31,7 @@ from minillm.model.hook_points import hook_names
 from minillm.model.hooks import ActivationCache, FwdHooks, Hooks, NameFilter, selected_names
 from minillm.model.inputs import check_forward_input
 from minillm.model.network import Transformer
-from minillm.model.tokenizer import Tokenizer
+from minillm.model.tokenizer import Tokenizer, has_tokenizer_files
 from minillm.model.weight_views import WeightViews
 
 Array = jax.Array
@@ -264,8 +265,14 @@ class GPT(WeightViews, Transformer):
 
     @classmethod
     def load(cls, path: str) -> GPT:
-        """Read a model written by `save`; a truncated, corrupt or mismatched file is refused."""
-        return params.load_model(cls, path)
+        """Read a model written by `save`; a truncated, corrupt or mismatched file is refused. A
+        tokenizer saved in the same directory (tokenizer.json, as training on text writes it) is
+        attached as `model.tokenizer`, so that text calls work on the loaded model."""
+        model = params.load_model(cls, path)
+        directory = os.path.dirname(os.path.abspath(path))
+        if has_tokenizer_files(directory):
+            model.tokenizer = Tokenizer.from_directory(directory)
+        return model
 
     @classmethod
     def load_seeds(cls, directory: str) -> dict[int, GPT]:

@@ -66,6 +66,16 @@ def _token_content(value: Any) -> str | None:
     return value.get("content") if isinstance(value, dict) else value
 
 
+def _has_gap(offsets: Sequence[tuple[int, int]]) -> bool:
+    """Whether character offsets skip a part of the text (a model without an unknown token drops it)."""
+    end = 0
+    for a, b in offsets:
+        if a > end:
+            return True
+        end = max(end, b)
+    return False
+
+
 class MissingSpecialToken(ValueError):
     """A call needs BOS or pad, and the tokenizer has none (none named, none to fall back to)."""
 
@@ -154,16 +164,73 @@ class Tokenizer:
         tok.add_special_tokens(sorted(set(present)))  # so that "<|endoftext|>" in a text is one token
         return cls(tok, bos_token=special["bos"], eos_token=special["eos"], pad_token=special["pad"])
 
+    # --- made here, for a model trained on text ---------------------------------------------------
+    @classmethod
+    def characters(cls, chars: Sequence[str], special_token: str = "<|endoftext|>") -> Tokenizer:
+        """One token per character: id 0 is `special_token` (BOS = EOS = pad), then `chars` sorted.
+        A character outside the vocabulary is refused when encoded (never dropped)."""
+        tokenizers = _import_tokenizers()
+        alphabet = sorted(set(chars))
+        if not alphabet or any(len(c) != 1 for c in alphabet) or special_token in alphabet:
+            raise ValueError("Tokenizer.characters: expected single characters (and not the special token)")
+        vocab = {special_token: 0, **{c: i + 1 for i, c in enumerate(alphabet)}}
+        tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
+        tok.decoder = tokenizers.decoders.Fuse()
+        tok.add_special_tokens([special_token])
+        return cls(tok, bos_token=special_token, eos_token=special_token)
+
+    @classmethod
+    def train_bpe(
+        cls, texts: Sequence[str], vocab_size: int, special_token: str = "<|endoftext|>", min_frequency: int = 2
+    ) -> Tokenizer:
+        """A byte-level BPE vocabulary (GPT-2's kind: every byte is a token, so no text is unknown) of
+        `vocab_size` tokens trained on `texts`; id 0 is `special_token` (BOS = EOS = pad). The same
+        texts give the same vocabulary in every process (tested)."""
+        tokenizers = _import_tokenizers()
+        if not isinstance(vocab_size, int) or vocab_size < 257:
+            raise ValueError(
+                f"train_bpe: vocab_size must be an int >= 257 (256 bytes and the special token), got {vocab_size!r}"
+            )
+        tok = tokenizers.Tokenizer(tokenizers.models.BPE())
+        tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = tokenizers.decoders.ByteLevel()
+        trainer = tokenizers.trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[special_token],
+            initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet(),
+            min_frequency=min_frequency,
+            show_progress=False,
+        )
+        tok.train_from_iterator(list(texts), trainer)
+        return cls(tok, bos_token=special_token, eos_token=special_token)
+
+    def save(self, directory: str) -> None:
+        """tokenizer.json and tokenizer_config.json (naming BOS, EOS and pad) in `directory`, which
+        from_directory reads back (GPT.from_pretrained and minillm's checkpoints find them there)."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        self._tokenizer.save(os.path.join(directory, TOKENIZER_FILE))
+        settings = {"bos_token": self.bos_token, "eos_token": self.eos_token, "pad_token": self.pad_token}
+        with open(os.path.join(directory, SETTINGS_FILES[0]), "w") as f:
+            json.dump({k: v for k, v in settings.items() if v is not None}, f, indent=1)
+
     @property
     def vocab_size(self) -> int:
         return int(self._tokenizer.get_vocab_size(with_added_tokens=True))
 
     # --- text -> tokens ----------------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
-        """The ids of a text, no special tokens added."""
+        """The ids of a text, no special tokens added. A text the vocabulary cannot spell (a character
+        tokenizer meeting a new character) is refused, never shortened."""
         if not isinstance(text, str):
             raise TypeError(f"encode: expected a string, got {type(text).__name__}")
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        if encoding.offsets and (encoding.offsets[-1][1] < len(text) or _has_gap(encoding.offsets)):
+            missing = sorted(c for c in set(text) if not self._tokenizer.encode(c, add_special_tokens=False).ids)
+            raise ValueError(f"encode: the vocabulary cannot spell {missing or 'part of the text'}")
+        if not encoding.ids and text:
+            raise ValueError(f"encode: the vocabulary cannot spell {sorted(set(text))}")
+        return list(encoding.ids)
 
     def _bos(self, prepend_bos: bool) -> list[int]:
         if not prepend_bos:

@@ -109,13 +109,15 @@ def train(
             f"{task.d_vocab}, d_vocab_out == {task.d_vocab_out}; got {cfg.n_ctx}, {cfg.d_vocab}, "
             f"{cfg.d_vocab_out}"
         )
-    if task.has_generator and tc.batch_size is None:
+    streams = getattr(task, "streams", False)  # text: windows of a token array, drawn inside the step
+    if (task.has_generator or streams) and tc.batch_size is None:
         raise ValueError(f"{task.name} draws fresh examples each step: set TrainConfig.batch_size")
     seeds = None if seeds is None else [int(s) for s in seeds]
     n_seeds = None if seeds is None else len(seeds)
     metric_fns = metric_fns or {}
     optimizer = make_optimizer(tc)
     train_set, test_set = (jax.tree.map(jnp.asarray, b) for b in task.split(tc.data_seed))
+    data = task.training_data() if streams else train_set  # what every compiled chunk of steps reads
     spec = run_spec(cfg, task, tc, seeds)
 
     model, opt_state, data_keys = init_train_state(cfg, optimizer, tc.seed, seeds)
@@ -133,6 +135,8 @@ def train(
                 f"{ckpt_path} exists: pass resume=True (--resume) to continue it, or choose another out_dir"
             )
         write_atomic(metrics_path, "".join(json.dumps(r) + "\n" for r in metrics).encode())
+        if streams:  # a model of text is read with its tokenizer: GPT.load finds it beside the model
+            task.data.tokenizer.save(out_dir)
         with open(os.path.join(out_dir, "run.json"), "w") as f:
             json.dump({k: json.loads(v) for k, v in spec.items()}, f, indent=1)
 
@@ -140,7 +144,7 @@ def train(
         mesh = sharding.check_mesh(mesh)
         place = sharding.replicate if seeds is None else partial(sharding.shard_leading, what="the seeds")
         model, opt_state, data_keys = place((model, opt_state, data_keys), mesh)
-        train_set, test_set = sharding.replicate((train_set, test_set), mesh)
+        train_set, test_set, data = sharding.replicate((train_set, test_set, data), mesh)
     loss = partial(loss_fn, positions=task.loss_positions if tc.loss_positions_only else None)
     run_chunk = make_train_chunk(optimizer, task_batches(task, tc.batch_size), n_seeds=n_seeds, loss=loss, mesh=mesh)
     evaluate_all = jax.jit(evaluate if seeds is None else jax.vmap(evaluate, in_axes=(0, None)))
@@ -185,7 +189,7 @@ def train(
             if finished or (stop_at_step is not None and start >= stop_at_step):
                 break
             t0 = time.perf_counter()
-            model, opt_state, losses = run_chunk(model, opt_state, data_keys, train_set, start, n)
+            model, opt_state, losses = run_chunk(model, opt_state, data_keys, data, start, n)
             losses = np.asarray(losses)  # [n] or [n, n_seeds]; waits for the chunk to finish
             elapsed += time.perf_counter() - t0
             bad = ~np.isfinite(losses.reshape(n, -1)).all(axis=1)

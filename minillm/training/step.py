@@ -37,11 +37,14 @@ def task_batches(task: Task, batch_size: int | None) -> BatchFn:
     """The trainer's batches: a function of (data key, step) only, so that resuming replays them.
 
     Fresh examples from the task's generator, or `batch_size` rows drawn from the train set passed
-    as `data`, or (batch_size None) the whole train set every step.
+    as `data`, or (batch_size None) the whole train set every step; for a task that streams (text,
+    minillm.training.text), `data` is its token array and the rows are random windows of it.
     """
 
     def batch_fn(train_set: Batch, data_key: jax.Array, step: jax.Array) -> Batch:
         key = jax.random.fold_in(data_key, step)
+        if getattr(task, "streams", False):  # text: `train_set` is the token array, windows drawn here
+            return task.sample_windows(train_set, key, batch_size)
         if task.has_generator:
             return task.sample(key, batch_size)
         if batch_size is None:
