@@ -8,7 +8,7 @@ import pytest
 from helpers import CONFIGS, random_tokens
 
 from minillm import GPT
-from minillm.graph import Graph, ablated_outputs, run_with_edges, sender_outputs
+from minillm.graph import Graph, ablated_outputs, node_order, receiver_node, run_with_edges, sender_outputs
 
 KINDS = ["mlp_ln_gelu", "attn_only_noln"]  # with and without LayerNorm and MLPs
 
@@ -48,6 +48,29 @@ def test_edges_are_named_and_unknown_ones_refused():
     assert mask.sum() == 2 and g.edges_of(mask) == tuple(sorted([e, "embed -> logits"], key=g.index))
     with pytest.raises(ValueError, match="shape"):
         g.edges_of(np.ones(3))
+
+
+@pytest.mark.parametrize("kind", ["mlp_noln_relu", "attn_only_ln"])
+def test_per_node_data_and_membership(kind):
+    """node_of_receiver, edges_into and `in` say what the names say; Graph.of builds the edges of
+    the definition (every sender with every receiver that runs after it, by sender then receiver)."""
+    g = Graph.of(CONFIGS[kind])
+    n = g.cfg.n_layers
+    pairs = [
+        (s, r)
+        for s, sender in enumerate(g.senders)
+        for r, receiver in enumerate(g.receivers)
+        if node_order(sender, n) < node_order(receiver_node(receiver), n)
+    ]
+    assert g.edges == tuple(f"{g.senders[s]} -> {g.receivers[r]}" for s, r in pairs)
+    assert g.sender_of.tolist() == [s for s, _ in pairs] and g.receiver_of.tolist() == [r for _, r in pairs]
+    for r, receiver in enumerate(g.receivers):
+        node = g.node_of_receiver[r]
+        assert (node == -1) if receiver == "logits" else (g.senders[node] == receiver_node(receiver))
+        into = g.edges_into[r]
+        assert into.tolist() == [e for e in range(len(g)) if g.receiver_of[e] == r]
+    assert sum(len(x) for x in g.edges_into) == len(g)
+    assert "embed -> logits" in g and "blocks.1.attn.head0 -> blocks.0.attn.head0.q" not in g and 3 not in g
 
 
 @pytest.fixture(scope="module", params=KINDS)
