@@ -8,16 +8,23 @@ model (L0H0 into the induction heads' keys, the loss within 10% with under 35% o
 
 from __future__ import annotations
 
+import dataclasses
+import time
+import tracemalloc
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import CONFIGS, random_tokens
 
-from minillm import GPT
+from minillm import GPT, GPTConfig
 from minillm import discovery as D
-from minillm.graph import Graph, ablated_outputs, edge_forward, run_with_edges
+from minillm.graph import Graph, ablated_outputs, edge_forward, receiver_node, run_with_edges
 from minillm.tracr import PUBLISHED_CIRCUITS, load_fixture
+
+# GPT-2 small's graph: 12 layers of 12 heads, with MLPs (a small d_model: the graph is the same)
+GPT2_SHAPE = GPTConfig(n_layers=12, n_heads=12, d_model=24, d_head=2, d_mlp=32, n_ctx=8, d_vocab=20)
 
 
 def metric(logits):
@@ -122,6 +129,156 @@ def test_roc_of_scores_and_of_a_sweep():
         D.roc(scores, [])
     with pytest.raises(TypeError):
         D.roc([], truth)
+
+
+def reference_roc(scores: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The ROC of scores as written first: one cut per distinct |score| and every pair compared
+    (O(n^2) time and memory)."""
+    score = np.abs(scores)
+    n_true, n_false = int(true.sum()), int((~true).sum())
+    cuts = np.unique(score)[::-1]
+    tpr = np.array([0.0] + [(true & (score >= c)).sum() / n_true for c in cuts])
+    fpr = np.array([0.0] + [(~true & (score >= c)).sum() / n_false for c in cuts])
+    greater = (score[true][:, None] > score[~true][None, :]).mean()
+    ties = (score[true][:, None] == score[~true][None, :]).mean()
+    return fpr, tpr, float(greater + 0.5 * ties)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_roc_equals_the_pairwise_reference_on_random_scores_with_ties(seed):
+    g = Graph.of(CONFIGS["mlp_noln_relu"])
+    rng = np.random.default_rng(seed)
+    # few distinct values, both signs (|score| ties across signs), exact zeros, in float32 and float64
+    scores = rng.integers(-4, 5, len(g)) * [0.5, 1e-3, 1.0, 0.25][seed]
+    scores = scores.astype([np.float32, np.float64][seed % 2])
+    if seed == 3:
+        scores[rng.choice(len(g), 5, replace=False)] = np.nan  # a NaN outranks, ties and passes nothing
+    true = rng.uniform(size=len(g)) < [0.1, 0.5, 0.9, 0.3][seed]
+    roc = D.roc(D.EdgeScores(g, scores, 0.0, "test"), D.Circuit(g, true))
+    fpr, tpr, auc = reference_roc(scores, true)
+    np.testing.assert_array_equal(roc.fpr, fpr)
+    np.testing.assert_array_equal(roc.tpr, tpr)
+    assert roc.auc == auc
+
+
+def reference_acdc_order(g: Graph) -> np.ndarray:
+    return np.array(sorted(range(len(g)), key=lambda e: (-g.receiver_of[e], -g.sender_of[e])), np.int32)
+
+
+def reference_reaching_logits(g: Graph, keep: np.ndarray) -> np.ndarray:
+    """Edge by edge from the latest receiver, with a set of the nodes that reach the logits."""
+    keep = np.array(keep, bool)
+    live = {"logits"}
+    for e in sorted(range(len(g)), key=lambda e: -g.receiver_of[e]):
+        if receiver_node(g.receivers[g.receiver_of[e]]) not in live:
+            keep[e] = False
+        elif keep[e]:
+            live.add(g.senders[g.sender_of[e]])
+    return keep
+
+
+@pytest.mark.parametrize("kind", ["attn_only_ln", "mlp_noln_relu", "gpt2_shape"])
+def test_acdc_bookkeeping_equals_its_definition(kind):
+    """ACDC's order and `reaching_logits` (per-node arrays) against their definitions edge by edge,
+    and the per-edge node an edge feeds against the receivers' names."""
+    cfg = GPT2_SHAPE if kind == "gpt2_shape" else CONFIGS[kind]
+    g = Graph.of(cfg)
+    np.testing.assert_array_equal(D._acdc_order(g), reference_acdc_order(g))
+    feeds = g.node_of_receiver[g.receiver_of]
+    for e in np.random.default_rng(0).choice(len(g), 50):
+        node = receiver_node(g.receivers[g.receiver_of[e]])
+        assert (feeds[e] == -1) if node == "logits" else (g.senders[feeds[e]] == node)
+    rng = np.random.default_rng(1)
+    for p in [0.02, 0.3, 0.9]:  # sparse masks cut whole nodes off, dense ones few
+        keep = rng.uniform(size=len(g)) < p
+        np.testing.assert_array_equal(D.reaching_logits(g, keep), reference_reaching_logits(g, keep))
+
+
+def test_setup_at_gpt2_small_scale_is_linear_in_the_edges():
+    """GPT-2 small's graph (12 layers x 12 heads, with MLPs: 32,491 edges) built, indexed, masked, put
+    in ACDC's order and pruned, and `roc` on it with half the edges true and ties, within 2 s and
+    64 MB of Python and NumPy allocations (tracemalloc; about 8 MB). The first `roc` compared every
+    true edge with every false one: [16k, 16k] tables, over 1 GB; ACDC's first "outgoing edges" table
+    was an E x E Python list (about 8 GB here)."""
+    cfg = dataclasses.replace(GPT2_SHAPE, seed=99)  # a config Graph.of has not cached yet
+    rng = np.random.default_rng(0)
+    tracemalloc.start()
+    try:
+        t0 = time.perf_counter()
+        g = Graph.of(cfg)
+        assert len(g) == 32_491 and all(g.index(e) == i for i, e in enumerate(g.edges))
+        assert g.edges_of(g.mask(g.edges[::3])) == g.edges[::3]
+        D._acdc_order(g)
+        keep = rng.uniform(size=len(g)) < 0.5
+        D.reaching_logits(g, keep)
+        scores = D.EdgeScores(g, np.round(rng.normal(size=len(g)), 1), 0.0, "test")
+        assert 0.4 < D.roc(scores, D.Circuit(g, keep)).auc < 0.6
+        D.roc([D.Circuit(g, rng.uniform(size=len(g)) < p) for p in (0.1, 0.5)], D.Circuit(g, keep))
+        seconds, peak = time.perf_counter() - t0, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert seconds < 2.0 and peak < 64 * 2**20, (seconds, peak / 2**20)
+
+
+def test_edge_patching_on_a_subset_of_edges(setup):
+    """`edges=`: those edges' scores as when every edge is patched, 0 elsewhere; a mask works too."""
+    model, clean, corrupted = setup
+    g = Graph.of(model.cfg)
+    full = D.edge_patching(model, clean, metric, corrupted=corrupted)
+    some = [g.edges[i] for i in (0, 5, 40, len(g) - 1)]  # into blocks 0 and 1 and the logits
+    part = D.edge_patching(model, clean, metric, corrupted=corrupted, edges=some)
+    chosen = g.mask(some)
+    np.testing.assert_allclose(part.scores[chosen], full.scores[chosen], atol=1e-6)
+    assert not np.any(part.scores[~chosen]) and part.baseline == pytest.approx(full.baseline, abs=1e-6)
+    by_mask = D.edge_patching(model, clean, metric, corrupted=corrupted, edges=chosen)
+    np.testing.assert_array_equal(by_mask.scores, part.scores)
+
+
+def test_the_same_metric_object_is_traced_once(setup):
+    """Calling a method again with the same metric (new tokens of the same shape): no second trace
+    (a side-effect counter in the metric, which runs only while JAX traces it)."""
+    model, clean, corrupted = setup
+    traces = []
+
+    def counted(logits):
+        traces.append(1)
+        return metric(logits)
+
+    for method in (D.eap, D.edge_patching, D.faithfulness):
+        args = ([],) if method is D.faithfulness else ()
+        method(model, clean, *args, counted, corrupted=corrupted)
+        n = len(traces)
+        assert n > 0
+        method(model, corrupted, *args, counted, corrupted=clean)
+        assert len(traces) == n, method.__name__
+        traces.clear()
+
+
+def test_helper_metrics_built_again_reuse_the_compiled_call(setup):
+    """kl_divergence, mse and mean_log_prob built again on new data of the same shapes, and ACDC's
+    default metric (a new kl_divergence at every call), reuse the compiled call (its cache does not
+    grow) and compute with the new data; a new lambda compiles again."""
+    model, clean, corrupted = setup
+    labels = np.asarray(clean)[:, 2:4]  # the next tokens at positions 1 and 2
+    for helper, data in [(D.kl_divergence, model(corrupted)), (D.mse, model(corrupted)), (D.mean_log_prob, labels)]:
+        first = D.eap(model, clean, helper(data, [1, 2]), corrupted=corrupted)
+        size = D._eap._cache_size()
+        other = data[::-1]
+        second = D.eap(model, clean, helper(other, [1, 2]), corrupted=corrupted)
+        assert D._eap._cache_size() == size, helper.__name__
+        fresh = helper(other, [1, 2])
+        by_lambda = D.eap(model, clean, lambda logits, fresh=fresh: fresh(logits), corrupted=corrupted)
+        assert D._eap._cache_size() == size + 1  # a new function: compiled again
+        np.testing.assert_allclose(second.scores, by_lambda.scores, atol=1e-6)
+        assert not np.allclose(first.scores, second.scores)
+
+    a = D.acdc(model, clean, 0.01, corrupted=corrupted)
+    size = D._acdc._cache_size()
+    b = D.acdc(model, corrupted, 0.01, corrupted=clean)
+    assert D._acdc._cache_size() == size  # ACDC's default metric, built anew, reused the compiled call
+    kl_b = D.kl_divergence(model(corrupted))
+    assert b.edges == D.acdc(model, corrupted, 0.01, lambda logits: kl_b(logits), corrupted=clean).edges
+    assert a.edges != b.edges
 
 
 def test_bad_input_is_refused_with_the_problem_named(setup):
