@@ -55,6 +55,14 @@ GPT-2 small's shape, EAP and one ACDC step run in tens of milliseconds once comp
 (tests/test_discovery_gpt2_shape.py); a full ACDC run is one pass per edge whose node still reaches
 the logits, and edge patching one per edge, so `edges=` patches a chosen subset.
 
+Ablation and biases: a head's output, as a sender, is hook_result without b_O (b_O belongs to no
+node and is never ablated), while an MLP's output, hook_mlp_out, includes b_out; ACDC's
+TransformerLens graph makes the same choice. Zero ablation therefore removes b_V @ W_O with a
+head's output but never b_O, and `fold_value_biases` (on by default in `GPT.from_pretrained`, off
+in `from_pretrained_no_processing`), which moves b_V @ W_O into b_O, changes zero-ablation scores
+although it leaves the model's outputs unchanged. Corrupted and mean ablation subtract two outputs
+of the same head, in which the constant b_V @ W_O cancels: their scores do not depend on it.
+
 Where these differ from other tools. EAP-IG here integrates along the edge mask itself (every edge
 ablated together by the fraction alpha; scores then add up to the effect of ablating everything,
 up to the quadrature error); Hanna et al.'s EAP-IG-inputs interpolates the input embeddings

@@ -22,6 +22,7 @@ from minillm import GPT, GPTConfig
 from minillm import discovery as D
 from minillm.graph import Graph, ablated_outputs, edge_forward, receiver_node, run_with_edges
 from minillm.tracr import PUBLISHED_CIRCUITS, load_fixture
+from minillm.weight_processing import fold_value_biases
 
 # GPT-2 small's graph: 12 layers of 12 heads, with MLPs (a small d_model: the graph is the same)
 GPT2_SHAPE = GPTConfig(n_layers=12, n_heads=12, d_model=24, d_head=2, d_mlp=32, n_ctx=8, d_vocab=20)
@@ -279,6 +280,33 @@ def test_helper_metrics_built_again_reuse_the_compiled_call(setup):
     kl_b = D.kl_divergence(model(corrupted))
     assert b.edges == D.acdc(model, corrupted, 0.01, lambda logits: kl_b(logits), corrupted=clean).edges
     assert a.edges != b.edges
+
+
+def test_zero_ablation_leaves_b_O_in_place_so_folding_value_biases_changes_its_scores():
+    """A head's sender output leaves out b_O, an MLP's includes b_out. fold_value_biases moves
+    b_V @ W_O (constant: attention rows sum to 1) from the heads' outputs into b_O: the same model,
+    and the same corrupted- and mean-ablation scores, but zero ablation of a head's edge now removes
+    less, so its zero-ablation scores change; edges from the embeddings and the MLPs do not."""
+    cfg = CONFIGS["mlp_ln_gelu"]
+    weights = GPT(cfg, seed=7).state_dict()
+    rng = np.random.default_rng(0)
+    for name, w in weights.items():
+        if name.endswith(("b_V", "b_O", "b_out")):  # biases a fresh model has at 0
+            weights[name] = jnp.asarray(rng.normal(0, 0.3, w.shape), w.dtype)
+    model = GPT.from_state_dict(cfg, weights)
+    folded = fold_value_biases(model)
+    assert not np.any(folded.state_dict()["blocks.0.attn.b_V"])
+    clean, corrupted = random_tokens(cfg, 3, 6, 1), random_tokens(cfg, 3, 6, 2)
+    np.testing.assert_allclose(folded(clean), model(clean), atol=2e-5)
+    g = Graph.of(cfg)
+    from_head = np.array([".attn.head" in g.senders[s] for s in g.sender_of])
+    for ablation, kw in [("corrupted", dict(corrupted=corrupted)), ("mean", {}), ("zero", {})]:
+        a, b = (D.eap(m, clean, metric, ablation=ablation, **kw).scores for m in (model, folded))
+        np.testing.assert_allclose(a[~from_head], b[~from_head], atol=1e-5)
+        if ablation == "zero":
+            assert np.abs(a[from_head] - b[from_head]).max() > 1e-2
+        else:
+            np.testing.assert_allclose(a[from_head], b[from_head], atol=1e-5)
 
 
 def test_bad_input_is_refused_with_the_problem_named(setup):
