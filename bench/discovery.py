@@ -38,6 +38,18 @@ Run it on a quiet machine: with another process busy on the same cores, PyTorch'
 wait on each other and a TransformerLens forward can take 100 times as long (seen on 2 cores), which
 would make the TL column meaningless. The header prints torch's thread count and the load average
 is printed at the end.
+
+GPT-2 small's graph, minillm alone (no PyTorch needed; any environment with minillm):
+
+    .venv/bin/python bench/discovery.py --gpt2-shape          # [--quick] [--json gpt2_shape.json]
+
+A random model with GPT-2 small's graph: 12 layers x 12 heads with MLPs, 32,491 edges, and a small
+d_model (48; the graph does not depend on it), batch 4 x 16 tokens, corrupted: other random tokens,
+the metric: mean_log_prob of the next token. It prints the graph's build time (Graph.of, not
+cached), the Python and NumPy memory of the setup the methods share (tracemalloc peak over the
+graph, ACDC's order and per-node table, reaching_logits and roc), EAP's and ACDC's first call (compile
+included) and their median after it, ACDC's per-step cost (K steps minus one step, over K - 1), and
+the process's peak RSS (ru_maxrss: JAX, XLA's compiler and everything above).
 """
 
 from __future__ import annotations
@@ -47,14 +59,14 @@ import importlib.metadata
 import json
 import os
 import platform
+import resource
 import sys
 import time
+import tracemalloc
 import warnings
 
 import jax
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)  # HookedTransformer's 3.x notice
 
@@ -62,8 +74,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 from bench.common import cpu_model, fmt_time, median_time, median_times  # noqa: E402
-from bench.tl import hooked_transformer, sender_outputs  # noqa: E402
-from minillm import GPT  # noqa: E402
+from minillm import GPT, GPTConfig  # noqa: E402
+from minillm import discovery as D  # noqa: E402
 from minillm.detectors import repeated_random_tokens  # noqa: E402
 from minillm.discovery import eap, eap_ig, edge_patching  # noqa: E402
 from minillm.graph import Graph  # noqa: E402
@@ -100,6 +112,10 @@ def sender_names(tl) -> list[str]:
 def tl_edge_patching(tl, graph: Graph, clean, corrupted, metric) -> np.ndarray:
     """Each edge ablated alone: one forward per edge, subtracting (clean - corrupted) sender output at
     the receiver's hook. Returns metric(edge ablated) - metric(full) [n_edges]."""
+    import torch
+
+    from bench.tl import sender_outputs
+
     with torch.no_grad():
         logits, clean_cache = tl.run_with_cache(clean, names_filter=sender_names(tl))
         _, corrupted_cache = tl.run_with_cache(corrupted, names_filter=sender_names(tl))
@@ -124,6 +140,10 @@ def tl_edge_patching(tl, graph: Graph, clean, corrupted, metric) -> np.ndarray:
 def tl_eap(tl, graph: Graph, clean, corrupted, metric) -> np.ndarray:
     """Edge attribution patching: (corrupted - clean sender output) . d metric / d receiver input, for
     every edge, from the corrupted run, one clean forward and one backward."""
+    import torch
+
+    from bench.tl import sender_outputs
+
     cfg = tl.cfg
     with torch.no_grad():
         _, corrupted_cache = tl.run_with_cache(corrupted, names_filter=sender_names(tl))
@@ -161,7 +181,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repeats (for development)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--gpt2-shape", action="store_true", help="GPT-2 small's graph, minillm only (no TL)")
     args = ap.parse_args()
+    if args.gpt2_shape:
+        return gpt2_shape(args)
+    import torch
+    import torch.nn.functional as F
+
+    from bench.tl import hooked_transformer
+
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     print(
@@ -310,6 +338,107 @@ def main() -> None:
             "baseline_metric": baseline,
             "logits_max_abs_diff": agree,
             "rows": rows,
+            "load_average": [load_before[0], load_after[0]],
+        }
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+# --- GPT-2 small's graph ------------------------------------------------------------------------------
+GPT2_SHAPE = GPTConfig(n_layers=12, n_heads=12, d_model=48, d_head=4, d_mlp=192, n_ctx=16, d_vocab=64, seed=0)
+
+
+def gpt2_shape(args) -> None:
+    """EAP and ACDC on a random model with GPT-2 small's graph (module docstring)."""
+    t0 = time.perf_counter()
+    load_before = os.getloadavg()
+    print(f"JAX devices: {jax.devices()}; {cpu_model()}, {os.cpu_count()} cores", flush=True)
+    cfg = GPT2_SHAPE
+    repeats = 3 if args.quick else 7
+    Graph.of.cache_clear()
+    t1 = time.perf_counter()
+    graph = Graph.of(cfg)
+    graph_first = time.perf_counter() - t1
+
+    def build():
+        Graph.of.cache_clear()
+        return Graph.of(cfg)
+
+    graph_s = median_time(build, repeats=repeats, warmup=0)
+    rng = np.random.default_rng(0)
+    tracemalloc.start()  # the setup the methods share, in Python and NumPy
+    graph = build()
+    D._acdc_order(graph)
+    graph.node_of_receiver[graph.receiver_of]  # per edge, the node it feeds (ACDC's per-node table)
+    keep = rng.uniform(size=len(graph)) < 0.5
+    D.reaching_logits(graph, keep)
+    D.roc(D.EdgeScores(graph, np.round(rng.normal(size=len(graph)), 1), 0.0, "bench"), D.Circuit(graph, keep))
+    setup_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    setup_s = median_time(
+        lambda: (
+            D._acdc_order(graph),
+            D.reaching_logits(graph, keep),
+            D.roc(D.EdgeScores(graph, rng.normal(size=len(graph)), 0.0, "bench"), D.Circuit(graph, keep)),
+        ),
+        repeats=repeats,
+    )
+    print(
+        f"graph: {len(graph):,} edges ({len(graph.senders)} senders, {len(graph.receivers)} receivers); "
+        f"Graph.of {fmt_time(graph_s)} (first {fmt_time(graph_first)}); ACDC's order + reaching_logits + roc "
+        f"{fmt_time(setup_s)}; setup's tracemalloc peak {setup_peak / 2**20:.1f} MiB",
+        flush=True,
+    )
+
+    model = GPT(cfg)
+    clean = rng.integers(0, cfg.d_vocab, (4, 16)).astype(np.int32)
+    corrupted = rng.integers(0, cfg.d_vocab, (4, 16)).astype(np.int32)
+    metric = D.mean_log_prob(clean[:, 1:], positions=range(15))
+    steps = 16 if args.quick else 64
+    fns = {
+        "EAP (every edge)": lambda: eap(model, clean, metric, corrupted=corrupted).scores,
+        "ACDC, 1 step": lambda: D._acdc_sweep(model, clean, [0.01], metric, corrupted, "corrupted", steps=1)[0].keep,
+        f"ACDC, {steps} steps": lambda: (
+            D._acdc_sweep(model, clean, [0.01], metric, corrupted, "corrupted", steps=steps)[0].keep
+        ),
+    }
+    first = {}
+    for name, fn in fns.items():
+        t1 = time.perf_counter()
+        jax.block_until_ready(fn())
+        first[name] = time.perf_counter() - t1
+    times = median_times(fns, budget_s=3.0 if args.quick else 10.0, min_repeats=repeats, max_repeats=3 * repeats)
+    per_step = (times[f"ACDC, {steps} steps"] - times["ACDC, 1 step"]) / (steps - 1)
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print()
+    for name in fns:
+        print(f"{name:<18} first call {fmt_time(first[name]):>8}   then {fmt_time(times[name]):>8}")
+    print(
+        f"ACDC per step (a forward pass over the edges): {fmt_time(per_step)}; a full run tries all "
+        f"{len(graph):,} edges, a pass each while the node it feeds reaches the logits"
+    )
+    print(f"peak RSS of this process: {maxrss:.0f} MiB")
+    load_after = os.getloadavg()
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}; "
+        f"{time.perf_counter() - t0:.0f} s in all; {'--quick' if args.quick else 'full'} run",
+        flush=True,
+    )
+    if args.json:
+        out = {
+            "command": "bench/discovery.py --gpt2-shape" + (" --quick" if args.quick else ""),
+            "machine": cpu_model(),
+            "jax_device": str(jax.devices()[0]),
+            "config": {k: getattr(cfg, k) for k in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp")},
+            "edges": len(graph),
+            "graph_s": graph_s,
+            "setup_s": setup_s,
+            "setup_tracemalloc_peak_mib": setup_peak / 2**20,
+            "first_call_s": first,
+            "median_s": times,
+            "acdc_per_step_s": per_step,
+            "maxrss_mib": maxrss,
             "load_average": [load_before[0], load_after[0]],
         }
         with open(args.json, "w") as f:
