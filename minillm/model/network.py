@@ -54,11 +54,14 @@ def _project(x: Array, W: Array) -> Array:
 
 class LayerNorm(nnx.Module):
     """LayerNorm as TransformerLens computes it: hook_scale and hook_normalized come before w, b.
-    normalization_type "LNPre" has no w and b (TransformerLens' LayerNormPre, for folded weights).
-    The statistics are computed in float32 whatever the compute dtype."""
+
+    Its kind is the config's normalization_type: "LN" learns w and b; "LNPre" (TransformerLens'
+    LayerNormPre, for folded weights) has neither and stops at hook_normalized. The statistics are
+    computed in float32 whatever the compute dtype."""
 
     def __init__(self, cfg: GPTConfig):
-        if cfg.normalization_type == "LN":
+        self.kind = cfg.normalization_type  # "LN" or "LNPre" (None builds no LayerNorm at all)
+        if self.kind == "LN":
             self.w = nnx.Param(jnp.ones((cfg.d_model,), jnp.float32))  # [d]
             self.b = _zeros(cfg.d_model)  # [d]
         self.eps = cfg.eps
@@ -69,7 +72,9 @@ class LayerNorm(nnx.Module):
         x = x - x.mean(axis=-1, keepdims=True)
         scale = hook("hook_scale", jnp.sqrt((x * x).mean(axis=-1, keepdims=True) + self.eps))  # [..., 1]
         x = hook("hook_normalized", (x / scale).astype(self.dtype))  # [..., d]
-        return x * _as(self.w, self.dtype) + _as(self.b, self.dtype) if hasattr(self, "w") else x
+        if self.kind == "LNPre":
+            return x
+        return x * _as(self.w, self.dtype) + _as(self.b, self.dtype)
 
 
 class Attention(nnx.Module):
