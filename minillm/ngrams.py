@@ -24,10 +24,10 @@ for every context the probabilities over the vocabulary sum to 1.
 Discounts: plain Kneser-Ney takes one D per level, D = n1 / (n1 + 2 n2) from that level's
 count-of-counts (n_r: how many n-grams have count r, continuation counts below the top), or the
 `discount` given; modified Kneser-Ney (`modified=True`, Chen & Goodman's recommended variant) takes
-three, for counts 1, 2 and 3+: D_r = r - (r + 1) Y n_{r+1} / n_r with Y = n1 / (n1 + 2 n2). An
-estimate that cannot be formed (no n-grams of count r) falls back to Y, and each D_r is clipped
-into [0.01, r - 0.01] (a level whose n-grams all occur often, e.g. characters' unigrams, estimates
-D = 0, which would leave no mass for unseen tokens).
+three, for counts 1, 2 and 3+: D_r = r - (r + 1) Y n_{r+1} / n_r with Y = n1 / (n1 + 2 n2) (where
+some of n1..n4 is 0 these cannot be formed, and all three are Y). Each D_r is then clipped into
+[0.01, r - 0.01]: a level whose n-grams all occur often (characters' unigrams) has n1 = 0 and
+estimates D = 0, which would leave no probability for unseen tokens.
 
 The start of a sequence: position i < order - 1 has only i tokens of context and is scored with
 level i + 1's distribution, the lower-order (continuation-count) distribution P_{i+1}; position 0
@@ -43,7 +43,6 @@ no collision). Fitting costs one sort of the training positions per level.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -73,15 +72,9 @@ def _estimate_discounts(counts: np.ndarray, modified: bool) -> tuple[float, floa
     """(D1, D2, D3+) from the count-of-counts of one level's counts (plain: three equal values)."""
     n = [int(np.count_nonzero(counts == r)) for r in range(1, 5)]
 
-    def ratio(a: float, b: float) -> float:
-        return a / b if b > 0 else math.nan
-
-    y = ratio(n[0], n[0] + 2 * n[1])
-    if not math.isfinite(y):
-        y = 0.0
-    if modified:
-        raw = [r - (r + 1) * y * ratio(n[r], n[r - 1]) for r in (1, 2, 3)]
-        raw = [d if math.isfinite(d) else y for d in raw]
+    y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
+    if modified and min(n) > 0:
+        raw = [r - (r + 1) * y * n[r] / n[r - 1] for r in (1, 2, 3)]
     else:
         raw = [y, y, y]
     m = DISCOUNT_MARGIN

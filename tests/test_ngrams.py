@@ -27,8 +27,8 @@ def reference_log_probs(train, test, order, vocab_size, discount=None, modified=
     def estimate(values):
         n = [sum(1 for v in values if v == r) for r in (1, 2, 3, 4)]
         y = n[0] / (n[0] + 2 * n[1]) if n[0] + 2 * n[1] > 0 else 0.0
-        if modified:
-            ds = [r - (r + 1) * y * n[r] / n[r - 1] if n[r - 1] > 0 else y for r in (1, 2, 3)]
+        if modified and min(n) > 0:
+            ds = [r - (r + 1) * y * n[r] / n[r - 1] for r in (1, 2, 3)]
         else:
             ds = [y, y, y]
         return [min(max(d, DISCOUNT_MARGIN), r - DISCOUNT_MARGIN) for r, d in zip((1, 2, 3), ds, strict=True)]
@@ -163,6 +163,15 @@ def test_any_integer_dtype_and_a_list_give_the_same_numbers():
 def test_a_fixed_discount_is_used_at_every_level():
     lm = KneserNey(3, discount=0.3).fit(markov_tokens(200, 5, seed=1), 5)
     assert lm.discounts == [(0.3, 0.3, 0.3)] * 3
+
+
+def test_discounts_without_singletons_fall_to_the_margin():
+    # every unigram occurs 100 times: n1 = n2 = 0, so D = 0 would be the estimate (no mass for unseen tokens);
+    # modified Kneser-Ney cannot form its three estimates and falls back to the plain one, clipped
+    for modified in (False, True):
+        lm = KneserNey(1, modified=modified).fit(np.tile([0, 1, 2], 100), 4)
+        assert lm.discounts == [(DISCOUNT_MARGIN,) * 3]
+        assert np.isfinite(lm.log_probs([3])).all()
 
 
 @pytest.mark.parametrize(
