@@ -52,6 +52,13 @@ def _project(x: Array, W: Array) -> Array:
     return jnp.einsum("bpd,hde->bphe" if x.ndim == 3 else "bphd,hde->bphe", x, W)
 
 
+def at_positions(x: Array, positions: tuple[int, ...] | None) -> Array:
+    """x [b, p, ...] at `positions` only, [b, len(positions), ...]; None: every position (x itself).
+    The last block of a forward pass with output_positions computes its queries, and everything
+    after its attention, at those positions only."""
+    return x if positions is None else x[:, jnp.asarray(positions)]
+
+
 class LayerNorm(nnx.Module):
     """LayerNorm as TransformerLens computes it: hook_scale and hook_normalized come before w, b.
 
@@ -102,44 +109,68 @@ class Attention(nnx.Module):
         """x [b, p, d] -> attn_out [b, q, d] (before its hook); attention_mask [b, p], 0 at padding.
         x may be three inputs (query, key, value), each [b, p, d] or one per head [b, p, h, d].
         query_positions: attend from these positions only (q = len of it; default all p)."""
-        dt = self.dtype
         x_q, x_k, x_v = x if isinstance(x, tuple) else (x, x, x)  # each [b, p, d], or [b, p, h, d] per head
-        x_q = x_q if query_positions is None else x_q[:, jnp.asarray(query_positions)]  # [b, q, ...]
+        q, k, v = self._project_qkv(at_positions(x_q, query_positions), x_k, x_v, hook)
+        visible = self._visible(x_k.shape[1], query_positions, attention_mask)  # [b or 1, 1, q, k]
+        if may_fuse(self.implementation, self.attention_rate, attention_mask is not None, hook):
+            # the kernel's own causal mask is right when every position is a query; else it takes ours
+            z = fused_attention(q, k, v, self.causal, visible if query_positions is not None else None)
+        else:
+            pattern = self._pattern(q, k, visible, attention_mask is not None, hook)  # [b, h, q, k]
+            z = self._weighted_values(pattern, v)
+        z = hook("hook_z", z)  # [b, q, h, e]
+        return self._output(z, hook)
+
+    def _project_qkv(self, x_q: Array, x_k: Array, x_v: Array, hook: HookScope) -> tuple[Array, Array, Array]:
+        """The queries [b, q, h, e], keys and values [b, p, h, e] of each head."""
+        dt = self.dtype
         q = hook("hook_q", _project(x_q, _as(self.W_Q, dt)) + _as(self.b_Q, dt))  # [b, q, h, e]
         k = hook("hook_k", _project(x_k, _as(self.W_K, dt)) + _as(self.b_K, dt))  # [b, p, h, e]
         v = hook("hook_v", _project(x_v, _as(self.W_V, dt)) + _as(self.b_V, dt))  # [b, p, h, e]
-        n_pos = x_k.shape[1]
+        return q, k, v
+
+    def _visible(self, n_pos: int, query_positions: tuple[int, ...] | None, attention_mask: Array | None) -> Array:
+        """[b or 1, 1, q, k], True where a query may see a key: at or before itself (causal), and
+        never a padding key. The queries sit at query_positions (default: every position)."""
         q_pos = jnp.arange(n_pos) if query_positions is None else jnp.asarray(query_positions)
-        visible = jnp.ones((1, 1, len(q_pos), n_pos), bool)  # [b, h, q, k]: the keys each query may see
+        visible = jnp.ones((1, 1, len(q_pos), n_pos), bool)  # [b, h, q, k]
         if self.causal:
             visible = visible & (jnp.arange(n_pos) <= q_pos[:, None])  # a query sees keys at or before it
         if attention_mask is not None:
             visible = visible & (attention_mask[:, None, None, :] > 0)  # never a padding key
-        if may_fuse(self.implementation, self.attention_rate, attention_mask is not None, hook):
-            z = fused_attention(q, k, v, self.causal, visible if query_positions is not None else None)
-        else:
-            # the scores and the softmax in float32 whatever the compute dtype
-            scores = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
-            scores = hook("hook_attn_scores", jnp.where(visible, scores, -jnp.inf))  # [b, h, q, k]
-            pattern = jax.nn.softmax(scores, axis=-1)  # [b, h, q, k]
-            if self.attention_rate != 1.0:  # mixed with uniform attention (Zhong et al. 2023's pizza models)
-                uniform = visible / jnp.maximum(visible.sum(axis=-1, keepdims=True), 1)
-                pattern = self.attention_rate * pattern + (1.0 - self.attention_rate) * uniform
-            if attention_mask is not None:  # a padding query that sees no key attends to nothing (as TL)
-                pattern = jnp.where(visible.any(axis=-1, keepdims=True), pattern, 0.0)
-            pattern = hook("hook_pattern", pattern)  # [b, h, q, k]
-            # pattern-weighted values, computed head-major then transposed: the same numbers as
-            # einsum("bhqk,bkhe->bqhe"), but that form falls off XLA's fast path on CPU (3x slower)
-            z = jnp.einsum("bhqk,bkhe->bhqe", pattern.astype(dt), v).transpose(0, 2, 1, 3)
-        z = hook("hook_z", z)  # [b, q, h, e]
-        attn_out = jnp.einsum("bqhe,hed->bqd", z, _as(self.W_O, dt)) + _as(self.b_O, dt)  # [b, q, d]
+        return visible
+
+    def _pattern(self, q: Array, k: Array, visible: Array, masked: bool, hook: HookScope) -> Array:
+        """hook_attn_scores, then hook_pattern [b, h, q, k]: each query's weights over the keys,
+        in float32 whatever the compute dtype."""
+        scores = jnp.einsum("bqhe,bkhe->bhqk", q, k, preferred_element_type=jnp.float32) / math.sqrt(q.shape[-1])
+        scores = hook("hook_attn_scores", jnp.where(visible, scores, -jnp.inf))  # [b, h, q, k]
+        pattern = jax.nn.softmax(scores, axis=-1)  # [b, h, q, k]
+        if self.attention_rate != 1.0:  # mixed with uniform attention (Zhong et al. 2023's pizza models)
+            uniform = visible / jnp.maximum(visible.sum(axis=-1, keepdims=True), 1)
+            pattern = self.attention_rate * pattern + (1.0 - self.attention_rate) * uniform
+        if masked:  # a padding query that sees no key attends to nothing (as TransformerLens)
+            pattern = jnp.where(visible.any(axis=-1, keepdims=True), pattern, 0.0)
+        return hook("hook_pattern", pattern)
+
+    def _weighted_values(self, pattern: Array, v: Array) -> Array:
+        """z [b, q, h, e]: each query's pattern-weighted sum of the values, in the compute dtype.
+        Computed head-major then transposed: the same numbers as einsum("bhqk,bkhe->bqhe"), but
+        that form falls off XLA's fast path on CPU (3x slower)."""
+        return jnp.einsum("bhqk,bkhe->bhqe", pattern.astype(self.dtype), v).transpose(0, 2, 1, 3)
+
+    def _output(self, z: Array, hook: HookScope) -> Array:
+        """attn_out [b, q, d] = z through W_O, summed over heads, plus b_O.
+
+        Each head's write to the residual stream (hook_result [b, q, h, d]) is made only when asked
+        for: it is h times the size of attn_out. When a hook may replace it, attn_out is rebuilt
+        from it; that sum equals the fused product up to float rounding."""
+        W_O, b_O = _as(self.W_O, self.dtype), _as(self.b_O, self.dtype)  # [h, e, d], [d]
+        attn_out = jnp.einsum("bqhe,hed->bqd", z, W_O) + b_O  # [b, q, d]
         if hook.wants("hook_result"):
-            # Each head's write to the residual stream, made only when asked for (it is h times the
-            # size of attn_out). When a hook may replace it, attn_out is rebuilt from it; that sum
-            # equals the fused product above up to float rounding.
-            result = hook("hook_result", jnp.einsum("bqhe,hed->bqhd", z, _as(self.W_O, dt)))  # [b, q, h, d]
+            result = hook("hook_result", jnp.einsum("bqhe,hed->bqhd", z, W_O))  # [b, q, h, d]
             if hook.replaces("hook_result"):
-                attn_out = result.sum(axis=2) + _as(self.b_O, dt)
+                attn_out = result.sum(axis=2) + b_O
         return attn_out
 
 
@@ -180,19 +211,16 @@ class Block(nnx.Module):
         attention_mask: Array | None = None,
         query_positions: tuple[int, ...] | None = None,
     ) -> Array:
-        """resid_pre [b, p, d] -> resid_post [b, p, d], or [b, q, d] at query_positions only."""
+        """resid_pre [b, p, d] -> resid_post [b, p, d], or [b, q, d] at query_positions only: the
+        keys and values see every position, the queries and everything after them only these."""
         resid_pre = hook("hook_resid_pre", resid_pre)  # [b, p, d]
         attn_in = self._attn_in(resid_pre, hook)  # [b, p, d], or q, k, v inputs [b, p, h, d] on request
         attn_out = hook("hook_attn_out", self.attn(attn_in, hook.scope("attn"), attention_mask, query_positions))
-        if query_positions is not None:  # from here on, only these positions
-            resid_pre = resid_pre[:, jnp.asarray(query_positions)]
+        resid = at_positions(resid_pre, query_positions) + attn_out  # [b, q, d]
         if self.mlp is None:  # attention-only: no resid_mid
-            return hook("hook_resid_post", resid_pre + attn_out)
-        resid_mid = hook("hook_resid_mid", resid_pre + attn_out)
-        mlp_in = hook("hook_mlp_in", resid_mid) if hook.wants("hook_mlp_in") else resid_mid  # on request
-        mlp_in = self.ln2(mlp_in, hook.scope("ln2")) if self.ln2 is not None else mlp_in
-        mlp_out = hook("hook_mlp_out", self.mlp(mlp_in, hook.scope("mlp")))
-        return hook("hook_resid_post", resid_mid + mlp_out)
+            return hook("hook_resid_post", resid)
+        resid_mid = hook("hook_resid_mid", resid)
+        return hook("hook_resid_post", resid_mid + self._mlp_out(resid_mid, hook))
 
     def _attn_in(self, resid_pre: Array, hook: HookScope) -> Array | tuple[Array, Array, Array]:
         """ln1(resid_pre). A call that hooks or caches hook_attn_in or hook_{q,k,v}_input gets the
@@ -206,6 +234,12 @@ class Block(nnx.Module):
         if not any(hook.wants(f"hook_{n}_input") for n in "qkv"):
             return ln(x)
         return tuple(ln(hook(f"hook_{n}_input", x)) for n in "qkv")  # type: ignore[return-value]
+
+    def _mlp_out(self, resid_mid: Array, hook: HookScope) -> Array:
+        """hook_mlp_out = mlp(ln2(resid_mid)), with hook_mlp_in before ln2 on request."""
+        mlp_in = hook("hook_mlp_in", resid_mid) if hook.wants("hook_mlp_in") else resid_mid
+        mlp_in = self.ln2(mlp_in, hook.scope("ln2")) if self.ln2 is not None else mlp_in
+        return hook("hook_mlp_out", self.mlp(mlp_in, hook.scope("mlp")))  # [b, q, d]
 
 
 class Embed(nnx.Module):
@@ -293,10 +327,10 @@ class Transformer(nnx.Module):
         else:
             resid = input  # [b, p, d]
         for l in layers:
-            last = output_positions if l == layers[-1] else None
-            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), attention_mask, last)
-        if output_positions is not None and not layers:
-            resid = resid[:, jnp.asarray(output_positions)]
+            at = output_positions if l == layers[-1] else None  # the last block computes them only
+            resid = self.blocks[l](resid, hooks.scope(f"blocks.{l}"), attention_mask, at)
+        if not layers:  # no block to compute them (start_at_layer = n_layers)
+            resid = at_positions(resid, output_positions)
         if stop_at_layer is not None:
             return resid  # the residual stream entering block stop_at_layer
         if self.ln_final is not None:
