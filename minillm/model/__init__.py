@@ -5,7 +5,8 @@ Bottom to top (a file imports only files listed before it):
     config.py, hooks.py, checkpoint.py,    GPTConfig; hook points and the cache; safe tensor files;
     tokenizer.py                           text to tokens and back (the `tokenizers` package)
     inputs.py, kernels.py                  the checks at the boundary (token ids, layers, masks)
-    network.py                             the layers and Transformer.forward: only the network
+    components.py, attention.py,           the network: LayerNorm, MLP, the embeddings; Attention;
+    network.py                             Block and Transformer.forward
     losses.py, sampling.py, compiled.py,   services that take the network: next-token loss,
     hook_points.py, params.py,             generation, compiled calls, the catalogue of hook points,
     factored_matrix.py, weight_views.py,   weights by name and on disk, TransformerLens' stacked
