@@ -121,7 +121,7 @@ def _apply_ln(
         ln = model.ln_final
         x = residual_stack - residual_stack.mean(-1, keepdims=True)
         x = x / jnp.sqrt((x * x).mean(-1, keepdims=True) + ln.eps)
-        return x * ln.w + ln.b if hasattr(ln, "w") else x  # LNPre has no w, b
+        return x if ln.kind == "LNPre" else x * ln.w + ln.b  # LNPre has no w, b
     if layer == model.cfg.n_layers:
         scale_name = "ln_final.hook_scale"
     else:

@@ -8,7 +8,8 @@
     model = GPT.from_pretrained("path/to/gpt2")           # GPT-2 from local files; then text in and out:
     logits = model("Hello world"); model.to_str_tokens("Hello world"); model.generate("Hello", 10)
 
-`GPT` is `Transformer` (minillm/model/network.py: the layers and `forward`) plus this facade. The
+`GPT` is `Transformer` (minillm/model/network.py: the blocks and `forward`; the layers in
+attention.py and components.py beside it) plus this facade. The
 facade checks a call's inputs once (minillm/model/inputs.py), then runs it as one cached compiled
 program (compiled.py) or, with hook functions or while tracing, op by op; it hands sampling,
 losses, weights on disk and TransformerLens' formats to the modules beside it. Those modules take
