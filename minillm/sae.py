@@ -168,17 +168,7 @@ def train_sae(
     optimizer, step_fn = _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after)
     state = (params, optimizer.init(params), jnp.zeros(d_sae, jnp.int32))
 
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True)
-    done = 0
-    while done < steps:
-        chunk = min(steps_per_call, steps - done)
-        state, losses = step_fn(state, x_all, key, done, chunk)
-        done += chunk
-        bar.update(chunk)
-        bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
-    bar.close()
+    state = train_in_chunks(step_fn, state, x_all, key, steps, steps_per_call, progress)
     p = state[0]
     return SAE(p["W_enc"], p["b_enc"], p["W_dec"], p["b_dec"], jnp.asarray(scale), k)
 
@@ -201,9 +191,7 @@ def _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after):
         loss = (error**2).sum(-1).mean()
         if l1 is not None:
             loss = loss + l1 * jnp.abs(f).sum(-1).mean()
-        # AuxK: the dead features' top aux_k pre-activations reconstruct the error the live ones leave
-        aux_f = jnp.where(dead, _topk_relu(jnp.where(dead, pre, pre.min() - 1.0), aux_k), 0.0)
-        aux = ((jax.lax.stop_gradient(error) - aux_f @ params["W_dec"]) ** 2).sum(-1).mean()
+        aux = aux_k_loss(pre, error, dead, params["W_dec"], aux_k)
         loss = loss + jnp.where(dead.any(), aux_weight * aux, 0.0)
         return loss, f
 
@@ -213,12 +201,10 @@ def _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after):
         x = x_all[idx]
         dead = since_fired >= dead_after
         (loss, f), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, dead)
-        # keep decoder rows on the unit sphere: drop the gradient along each row, then renormalise
-        W = params["W_dec"]
-        grads["W_dec"] = grads["W_dec"] - (grads["W_dec"] * W).sum(1, keepdims=True) * W
+        grads["W_dec"] = along_unit_rows(grads["W_dec"], params["W_dec"])
         updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
-        params["W_dec"] = params["W_dec"] / jnp.linalg.norm(params["W_dec"], axis=1, keepdims=True)
+        params["W_dec"] = unit_rows(params["W_dec"])
         fired = (f > 0).any(0)
         since_fired = jnp.where(fired, 0, since_fired + batch_size)
         return (params, opt_state, since_fired), loss
@@ -228,6 +214,42 @@ def _make_steps(lr, k, l1, aux_k, aux_weight, batch_size, dead_after):
         return jax.lax.scan(lambda c, i: step(c, i, x_all, key), state, start + jnp.arange(n))
 
     return optimizer, run
+
+
+# The pieces of training that transcoders (minillm.transcoders) share with SAEs.
+def aux_k_loss(pre: Array, error: Array, dead: Array, W_dec: Array, aux_k: int) -> Array:
+    """Gao et al.'s AuxK: the dead features' top aux_k pre-activations reconstruct the error the
+    live ones leave (error [n, d_out], pre [n, d_sae], dead [d_sae] bool)."""
+    aux_f = jnp.where(dead, _topk_relu(jnp.where(dead, pre, pre.min() - 1.0), aux_k), 0.0)
+    return ((jax.lax.stop_gradient(error) - aux_f @ W_dec) ** 2).sum(-1).mean()
+
+
+def along_unit_rows(grad: Array, W: Array) -> Array:
+    """The gradient of W [n, d], whose rows are unit vectors, without its part along each row: a
+    step then turns a row instead of stretching it (unit_rows puts it back on the sphere after)."""
+    return grad - (grad * W).sum(1, keepdims=True) * W
+
+
+def unit_rows(W: Array) -> Array:
+    """W [n, d] with each row divided by its norm."""
+    return W / jnp.linalg.norm(W, axis=1, keepdims=True)
+
+
+def train_in_chunks(run, state, data, key: Array, steps: int, steps_per_call: int, progress: bool):
+    """`steps` steps of `run(state, data, key, start, n) -> (state, losses)`, n = steps_per_call at a
+    time (each chunk one compiled call), with a progress bar over steps. Returns the final state."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True)
+    done = 0
+    while done < steps:
+        chunk = min(steps_per_call, steps - done)
+        state, losses = run(state, data, key, done, chunk)
+        done += chunk
+        bar.update(chunk)
+        bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
+    bar.close()
+    return state
 
 
 # ---------------------------------------------------------------------------------------------
