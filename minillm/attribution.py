@@ -53,9 +53,10 @@ models here; a graph of a large model would need a cap on the features. The acti
 is padded to a multiple of 64, so prompts of one length mostly share one compiled program.
 
 The graph is computed in float32 whatever the model's compute dtype (a bfloat16 model is copied
-into float32 first). An attention-only model has no MLP, hence no transcoders: its graph (with
-`transcoders=[]`) has embeddings and logits only, and its edges are the frozen-attention model's
-direct attributions of each demeaned logit to each position's embedding.
+into float32 first), with full-precision float32 matrix products (no TF32 on a GPU). An
+attention-only model has no MLP, hence no transcoders: its graph (with `transcoders=[]`) has
+embeddings and logits only, and its edges are the frozen-attention model's direct attributions of
+each demeaned logit to each position's embedding.
 
 **Pruning** (`prune`): A is made non-negative and row-normalised (|A| over each row's sum), and a
 node's influence is w (A + A^2 + A^3 + ...), w being the logits' probabilities: the share of the
@@ -106,6 +107,9 @@ KINDS = ("feature", "error", "embedding", "logit")
 FORMAT = "minillm.attribution_graph"
 FORMAT_VERSION = 1
 _PAD = 64  # the active features are padded to a multiple of this (fewer compiled programs)
+# Matrix products in full float32 while tracing the calls below: on a GPU, XLA would otherwise take
+# float32 products in TF32 (10 bits of mantissa), and an edge would no longer be its target's change.
+_full_float32 = functools.partial(jax.default_matmul_precision, "highest")
 
 
 def _check_fraction(value: Any, name: str) -> float:
@@ -323,7 +327,8 @@ def attribute(
     logit_probability = _check_fraction(logit_probability, "attribute: logit_probability")
     model32, transcoders, tokens = _prepare(model, transcoders, prompt, "attribute")
     cfg = model.cfg
-    clean = _clean_run(model32, transcoders, tokens)
+    with _full_float32():
+        clean = _clean_run(model32, transcoders, tokens)
     L, p, d = len(transcoders), tokens.shape[1], cfg.d_model
 
     # the nodes: active features (layer, position, feature), errors, embeddings, logits
@@ -356,7 +361,8 @@ def attribute(
         logit=np.concatenate([np.zeros(n_pad, int), logit_ids]),
         is_logit=np.arange(n_pad + n_l) >= n_pad,
     )
-    rows = np.asarray(_edges(model32, transcoders, tokens, clean, sources, targets, int(batch_size)))
+    with _full_float32():
+        rows = np.asarray(_edges(model32, transcoders, tokens, clean, sources, targets, int(batch_size)))
 
     # the adjacency: feature rows, then logit rows; the source columns are features, errors, embeddings
     n_e = L * p
@@ -680,8 +686,9 @@ def intervene(
     if mlp_delta.shape != (L, p, d) or embed.shape != (p, d):
         raise ValueError(f"intervene: mlp_out_delta must be [{L}, {p}, {d}] and embed_delta [{p}, {d}], got "
                          f"{mlp_delta.shape} and {embed.shape}")  # fmt: skip
-    clean = _clean_run(model32, transcoders, tokens)
-    inputs, logits = _intervene(model32, transcoders, tokens, clean, freeze, feats, mlp_delta, embed)
+    with _full_float32():
+        clean = _clean_run(model32, transcoders, tokens)
+        inputs, logits = _intervene(model32, transcoders, tokens, clean, freeze, feats, mlp_delta, embed)
     pre, acts = [], []
     for l, tc in enumerate(transcoders):
         pre_l = tc.pre_activations(inputs[l])

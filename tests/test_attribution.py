@@ -25,7 +25,7 @@ from minillm.transcoders import Transcoder, gather_mlp_io
 
 MLP_CONFIGS = [name for name, cfg in CONFIGS.items() if not cfg.attn_only]
 ATTN_ONLY = [name for name, cfg in CONFIGS.items() if cfg.attn_only]
-QUICK = ("mlp_ln_gelu", "mlp_noln_relu", "mlp_lnpre_relu", "mlp_ln_relu_bidirectional")
+QUICK = ("mlp_ln_gelu", "mlp_noln_relu")  # the quick run's two (helpers.DEFAULT); `pytest -m slow` runs the rest
 
 
 def random_transcoders(model, d_transcoder=16, seed=0, fire=0.15):

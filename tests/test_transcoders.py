@@ -37,7 +37,9 @@ def lm_batch(cfg, n=16, seed=0):
     return Batch(tokens, targets, mask)
 
 
-@pytest.mark.parametrize("name", RELU_CONFIGS)
+@pytest.mark.parametrize(
+    "name", [n if n == "mlp_noln_relu" else pytest.param(n, marks=pytest.mark.slow) for n in RELU_CONFIGS]
+)
 def test_a_relu_mlp_is_its_own_exact_transcoder(name):
     """Transcoder.from_mlp (LayerNorm's w and b folded into the encoder): variance explained 1, and
     with every MLP spliced out for it the model's loss is its own (fraction recovered 1)."""
