@@ -69,6 +69,7 @@ def test_an_exercise_checker_names_the_empty_stub_the_answer_calls_and_lets_othe
         check_double(double)
 
 
+@pytest.mark.slow
 def test_every_checker_is_an_exercise_and_reports_an_empty_stub(capsys):
     """Every lesson checker goes through `exercise`; on a stub, even one called inside a model's
     hooks, each prints the message instead of raising the stub's NotImplementedError."""
@@ -101,6 +102,7 @@ def wrong_prev(cache, n_layers):  # the diagonal: attention to itself, not to th
     return jnp.stack([jnp.diagonal(cache["pattern", l], axis1=2, axis2=3).mean((0, 2)) for l in range(n_layers)])
 
 
+@pytest.mark.slow
 def test_previous_token_checker(capsys):
     check_previous_token_scores(right_prev)
     assert "correct" in capsys.readouterr().out
@@ -206,6 +208,7 @@ def test_universality_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
         check_distance_irrelevance(over_d)
 
 
+@pytest.mark.slow
 def test_ioi_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
     """Lesson 7's: path patching by hand (its right answer, Wang's three steps, is the lesson's
     solution, which the lesson runs through the checker) and mean ablation at positions."""

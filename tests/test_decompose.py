@@ -114,6 +114,7 @@ def test_stacks_before_layer_0_are_empty_as_in_transformerlens(run):
             D.stack_neuron_results(model, cache, 1, neuron_slice=np.array([0, cfg.d_mlp]))
 
 
+@pytest.mark.slow
 def test_logit_attrs_batch_slice_and_has_batch_dim_as_in_transformerlens(run):
     """batch_slice slices the cached scale, and the stack too when has_batch_dim=True; a stack of some
     batch elements only takes has_batch_dim=False (TransformerLens' meaning, checked against it by hand)."""
@@ -215,6 +216,7 @@ def test_tokens_already_sliced_to_the_positions_are_not_sliced_again(run):
     np.testing.assert_allclose(full, whole[:, :, positions], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_logit_attrs_batch_slices_exactly_as_transformerlens_own_test(configs):
     """TransformerLens' test_logit_attrs_works_for_all_input_shapes on a minillm model with a batch of 8:
     the stack holds the whole batch, batch_slice picks rows (a list [2, 5, 7], an array, an int), the
@@ -270,6 +272,7 @@ def test_logit_attrs_batch_slices_exactly_as_transformerlens_own_test(configs):
     np.testing.assert_allclose(all_pos, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_a_tuple_slice_is_a_range_as_in_transformerlens(run):
     """TransformerLens' Slice reads a tuple as slice(*tuple): batch_slice=(2, 5) is rows 2, 3, 4 (JAX
     indexing would take rows 2 and 5); the same for pos_slice."""

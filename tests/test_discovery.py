@@ -41,6 +41,7 @@ def setup():
     return model, clean, corrupted
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["attn_only_ln", "mlp_noln_relu"])
 def test_edge_patching_equals_one_run_per_edge(setup, kind):
     """Every edge; edge patching starts each pass at its receiver's block (3 layers and MLPs here)."""
@@ -61,6 +62,7 @@ def test_edge_patching_equals_one_run_per_edge(setup, kind):
     assert scores.top(1)[0][1] == scores.scores[np.argmax(np.abs(scores.scores))]
 
 
+@pytest.mark.slow
 def test_eap_is_the_first_order_change_of_edge_patching(setup):
     """EAP's score of an edge is d metric / d (ablating it): a central finite difference agrees."""
     model, clean, corrupted = setup
@@ -76,6 +78,7 @@ def test_eap_is_the_first_order_change_of_edge_patching(setup):
     assert not np.allclose(scores, exact, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_eap_ig_tends_to_exact_patching_along_one_edge(setup):
     model, clean, corrupted = setup
     exact = D.edge_patching(model, clean, metric, corrupted=corrupted)
@@ -97,6 +100,7 @@ def test_eap_ig_scores_add_up_to_ablating_every_edge(setup):
     assert abs(ig.scores.sum() - total) < abs(eap.scores.sum() - total)
 
 
+@pytest.mark.slow
 def test_acdc_bookkeeping(setup):
     model, clean, corrupted = setup
     n = len(Graph.of(model.cfg))
@@ -221,6 +225,7 @@ def test_setup_at_gpt2_small_scale_is_linear_in_the_edges():
     assert seconds < 2.0 and peak < 64 * 2**20, (seconds, peak / 2**20)
 
 
+@pytest.mark.slow
 def test_edge_patching_on_a_subset_of_edges(setup):
     """`edges=`: those edges' scores as when every edge is patched, 0 elsewhere; a mask works too."""
     model, clean, corrupted = setup
@@ -255,6 +260,7 @@ def test_the_same_metric_object_is_traced_once(setup):
         traces.clear()
 
 
+@pytest.mark.slow
 def test_helper_metrics_built_again_reuse_the_compiled_call(setup):
     """kl_divergence, mse and mean_log_prob built again on new data of the same shapes, and ACDC's
     default metric (a new kl_divergence at every call), reuse the compiled call (its cache does not
@@ -282,6 +288,7 @@ def test_helper_metrics_built_again_reuse_the_compiled_call(setup):
     assert a.edges != b.edges
 
 
+@pytest.mark.slow
 def test_zero_ablation_leaves_b_O_in_place_so_folding_value_biases_changes_its_scores():
     """A head's sender output leaves out b_O, an MLP's includes b_out. fold_value_biases moves
     b_V @ W_O (constant: attention rows sum to 1) from the heads' outputs into b_O: the same model,
@@ -344,6 +351,7 @@ def tracr_setup(name: str, length: int, batch: int = 8):
     return tm, tokens, kind(clean, positions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["frac_prevs"])  # and reverse, in lesson 6
 def test_exact_patching_and_acdc_recover_tracr_circuits(name):
     tm, tokens, kl = tracr_setup(name, load_fixture(name).max_seq_len - 1)

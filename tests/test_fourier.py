@@ -115,6 +115,7 @@ def test_one_frequency_functions_are_explained_by_it_and_noise_is_not():
     np.testing.assert_allclose(F.fit_frequencies(mixed[..., None]).frac, [0.8], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_neuron_and_head_fits_have_one_entry_per_unit():
     p = 11
     model = GPT(modular_config(p), seed=0)
@@ -198,6 +199,7 @@ def test_loss_entry_points_on_a_tiny_model():
         F.pair_logits(model, ModularArithmetic(p=p, op="mul"))
 
 
+@pytest.mark.slow
 def test_projecting_the_embedding_onto_every_frequency_changes_nothing():
     p = 11
     task = ModularArithmetic(p=p, frac_train=0.4)
@@ -240,6 +242,7 @@ def test_grokking_metrics_match_the_separate_functions():
         assert out["key_norm_frac"] == pytest.approx(F.norm_fraction(F.embedding_fourier_norms(model), freqs), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_grokking_metrics_on_an_untrained_model_have_no_key_frequencies():
     task = ModularArithmetic(p=11, frac_train=0.4)
     model = GPT(modular_config(11), seed=1)

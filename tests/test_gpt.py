@@ -95,6 +95,7 @@ def test_start_and_stop_at_layer_split_the_forward_pass(model, cfg, tokens):
         model(tokens, stop_at_layer=-cfg.n_layers - 1)
 
 
+@pytest.mark.slow
 def test_a_call_checks_its_inputs_once_whichever_path_runs_it(configs, monkeypatch):
     """The checks at the boundary run once per call, before the call chooses the compiled program or
     the op-by-op pass (GPT.run_with_cache), and never again inside the forward pass."""

@@ -81,6 +81,7 @@ def setup(request):
     return model, clean, corrupted
 
 
+@pytest.mark.slow
 def test_keeping_every_edge_is_the_model_and_ablating_every_edge_is_the_corrupted_run(setup):
     model, clean, corrupted = setup
     g = Graph.of(model.cfg)
@@ -99,6 +100,7 @@ def test_the_senders_add_up_to_the_residual_stream(setup):
     np.testing.assert_allclose(outputs[0], cache["hook_embed"] + cache["hook_pos_embed"], atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("edge_kind", ["head_to_k", "head_to_mlp", "embed_to_v", "to_logits"])
 def test_one_ablated_edge_equals_the_same_patch_by_hand(setup, edge_kind):
     """The receiver alone reads the sender's corrupted output; every other reader its clean one."""

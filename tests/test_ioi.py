@@ -44,6 +44,7 @@ def test_every_prompt_has_io_once_s_twice_and_the_answer_io(task):
         assert orders == set(task.orders), "every allowed order is drawn, and no other"
 
 
+@pytest.mark.slow
 def test_info_orders_and_corruptions():
     task = T.IndirectObject()
     for order in ORDERS:

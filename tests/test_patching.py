@@ -283,6 +283,7 @@ def test_path_patching_equals_wangs_three_steps_with_hooks(cfg):
     assert np.abs(np.asarray(fast) - clean_value).max() > 1e-3  # the corruption reaches the logits
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cfg", [CFG, CONFIGS["mlp_noln_relu"]], ids=["mlp_ln_gelu", "mlp_noln_relu"])
 def test_path_patching_lets_the_mlps_recompute(cfg):
     """On a model with MLPs, Wang's path patching carries the sender's change through the MLPs

@@ -96,6 +96,7 @@ def test_ten_line_example():
     assert namespace["patched"].shape == (1, 32, 50)
 
 
+@pytest.mark.slow
 def test_transformer_lens_example():
     namespace = run_block("test_transformer_lens_example")
     assert namespace["final"].shape == (32, 64)
@@ -104,6 +105,7 @@ def test_transformer_lens_example():
     assert namespace["tl_cfg"]["n_layers"] == 2
 
 
+@pytest.mark.slow
 def test_circuit_discovery_example(capsys):
     namespace = run_block("test_circuit_discovery_example")
     assert capsys.readouterr().out.split() == ["True", "1.0"]
@@ -124,6 +126,7 @@ def test_ci_runs_the_readme_test_command():
     assert command in ci.splitlines()
 
 
+@pytest.mark.slow
 def test_gpt2_example(monkeypatch, tmp_path):
     """The block runs as written against a directory named gpt2 (a small random GPT-2 with a trained
     tokenizer, tests/hf_files.py): the calls, not GPT-2's answers."""
@@ -139,6 +142,7 @@ def test_gpt2_example(monkeypatch, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_gpt2_download_command(monkeypatch, tmp_path):
     """The download command names exactly the files from_pretrained reads in a snapshot of the Hub's
     gpt2 repository (every file it holds, written by tests/hf_files.py), into the directory the example
@@ -190,6 +194,7 @@ def test_gpt2_download_command(monkeypatch, tmp_path):
     assert model.generate("The quick", 4, temperature=0) == full.generate("The quick", 4, temperature=0)
 
 
+@pytest.mark.slow
 def test_gpt2_example_script(capsys, tmp_path):
     """docs/examples/gpt2_small.py runs end to end on a small random GPT-2 (its numbers mean nothing)."""
     import runpy

@@ -60,6 +60,7 @@ print(hashlib.sha256(tok._tokenizer.to_str().encode()).hexdigest())
 """
 
 
+@pytest.mark.slow
 def test_bpe_is_deterministic_across_processes_and_round_trips(folder, tmp_path):
     files = sorted(str(p) for p in folder.iterdir())
     digests = {
@@ -100,6 +101,7 @@ def test_windows_predict_the_next_token(folder, tmp_path, kind):
             TextTask(corpus=str(folder), **bad)
 
 
+@pytest.mark.slow
 def test_a_few_steps_on_text_lower_the_loss_and_the_model_keeps_its_tokenizer(folder, tmp_path):
     task = TextTask(corpus=str(folder), tokenizer="chars", seq_len=32, n_eval=8, cache=str(tmp_path / "cache"))
     cfg = GPTConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, n_ctx=32, d_vocab=task.d_vocab)
@@ -115,6 +117,7 @@ def test_a_few_steps_on_text_lower_the_loss_and_the_model_keeps_its_tokenizer(fo
     assert isinstance(text, str) and text.startswith("JULIET.\n")
 
 
+@pytest.mark.slow
 def test_text_metrics_and_summary_of_a_model_of_text(folder, tmp_path):
     from minillm.training.recipes import Recipe, summarize, text_metrics
 

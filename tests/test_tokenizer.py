@@ -89,6 +89,7 @@ def test_padding_sides_and_mask(tok):
     assert short.shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_text_input_is_the_tokens_input(model):
     texts = ["the fox and the dog", "a"]
     tokens = model.to_tokens(texts)
@@ -105,6 +106,7 @@ def test_text_input_is_the_tokens_input(model):
     np.testing.assert_allclose(model(left, attention_mask=left_mask)[1, -1], model("a")[0, -1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_generate_on_text(model):
     greedy = model.generate("the fox", 6, temperature=0)
     assert isinstance(greedy, str) and greedy.startswith("the fox") and not greedy.startswith(EOT)
