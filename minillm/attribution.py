@@ -388,9 +388,7 @@ def attribute(
         activation=np.r_[
             f_act, np.linalg.norm(errors.reshape(n_e, d), axis=-1), np.linalg.norm(embed, axis=-1), logit_probs
         ].astype(np.float32),
-        target_value=np.r_[f_pre, np.zeros(n_e + p), logits[logit_ids] - logits.mean() if n_l else np.zeros(0)].astype(
-            np.float32
-        ),
+        target_value=np.r_[f_pre, np.zeros(n_e + p), logits[logit_ids] - logits.mean()].astype(np.float32),
         logit_weights=np.r_[np.zeros(n - n_l), logit_probs].astype(np.float64),
         cfg=cfg,
         transcoders=tuple(
