@@ -120,7 +120,9 @@ def _clean(model, tcs, prompt):
     return model32, type(clean)(*(np.asarray(v) if hasattr(v, "shape") else v for v in clean))
 
 
-@pytest.mark.parametrize("name", ATTN_ONLY)
+@pytest.mark.parametrize(
+    "name", [n if n == "attn_only_ln" else pytest.param(n, marks=pytest.mark.slow) for n in ATTN_ONLY]
+)
 def test_an_attention_only_graph_is_embeddings_to_logits(name):
     """No MLP, no transcoders: the graph is each position's embedding -> each top logit through the
     frozen attention. The biases are 0 at initialisation, so each logit's edges add up to it."""
@@ -147,7 +149,11 @@ def test_an_attention_only_graph_is_embeddings_to_logits(name):
 # ---------------------------------------------------------------------------------------------
 # Exact transcoders: a complete graph
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["mlp_noln_relu", "mlp_ln_relu_bidirectional", "mlp_lnpre_relu"])
+@pytest.mark.parametrize(
+    "name",
+    ["mlp_noln_relu"]
+    + [pytest.param(n, marks=pytest.mark.slow) for n in ("mlp_ln_relu_bidirectional", "mlp_lnpre_relu")],
+)
 def test_with_exact_transcoders_the_graph_is_complete(name):
     """A ReLU MLP is its own transcoder (Transcoder.from_mlp): no error, so both scores are 1, and
     with the biases 0 (as initialised) the edges into each target add up to its value."""
