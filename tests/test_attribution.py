@@ -25,7 +25,7 @@ from minillm.transcoders import Transcoder, gather_mlp_io
 
 MLP_CONFIGS = [name for name, cfg in CONFIGS.items() if not cfg.attn_only]
 ATTN_ONLY = [name for name, cfg in CONFIGS.items() if cfg.attn_only]
-QUICK = ("mlp_ln_gelu", "mlp_noln_relu")  # the quick run's two (helpers.DEFAULT); `pytest -m slow` runs the rest
+QUICK = ("mlp_ln_gelu",)  # the quick run's one; `pytest -m slow` runs the rest
 
 
 def random_transcoders(model, d_transcoder=16, seed=0, fire=0.15):
@@ -291,6 +291,7 @@ def test_pruning_keeps_what_its_thresholds_promise_on_real_graphs():
 # ---------------------------------------------------------------------------------------------
 # Interventions, logits, the file, bad input
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_interventions_with_frozen_and_free_attention():
     model = GPT(CONFIGS["mlp_ln_gelu"])
     tcs = random_transcoders(model)
@@ -315,6 +316,7 @@ def test_interventions_with_frozen_and_free_attention():
         np.testing.assert_allclose(outs[freeze].logits[:q], real[:q], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_logit_targets():
     """The most likely outputs, most likely first: the fewest reaching logit_probability, at most max_logits."""
     model = GPT(CONFIGS["mlp_noln_relu"])

@@ -105,6 +105,7 @@ def test_each_activation_trains_and_the_sparsity_penalties_work():
     assert [tc.layer for tc in several] == [0, 2]
 
 
+@pytest.mark.slow
 def test_the_skip_path_learns_a_linear_mlp():
     """An MLP made linear (ReLU never cuts): a skip path alone fits it, so with skip the variance
     explained is about 1 and without it clearly less at the same sparsity."""
