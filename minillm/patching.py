@@ -439,6 +439,12 @@ def _check_receivers(model: GPT, receiver_heads, receiver_input) -> Receivers:
     return tuple(sorted(set(receivers)))
 
 
+def _per_head(values: jax.Array, cfg, receivers: Receivers) -> jax.Array:
+    """A sweep's values as [layer, head], NaN for the heads with no path to a receiver."""
+    values = values.reshape(cfg.n_layers, cfg.n_heads)
+    return jnp.where(jnp.asarray(_has_path(cfg, receivers)), values, jnp.nan)
+
+
 def _has_path(cfg, receivers: Receivers) -> np.ndarray:
     """[layer, head] bool: whether a head runs before some receiver (always, for the logits)."""
     last = max((rl for rl, _, _ in receivers), default=cfg.n_layers)
@@ -496,8 +502,7 @@ def _path_patch(model, clean_tokens, corrupted_tokens, patching_metric, receiver
     clean_tokens, corrupted_tokens = _check_path_tokens(model, clean_tokens, corrupted_tokens)
     at = jnp.asarray(_position_mask(sender_positions, clean_tokens.shape[1]))
     values = _wang_sweep(model, clean_tokens, corrupted_tokens, at, receivers, patching_metric, batch_size)
-    values = values.reshape(model.cfg.n_layers, model.cfg.n_heads)
-    return jnp.where(jnp.asarray(_has_path(model.cfg, receivers)), values, jnp.nan)
+    return _per_head(values, model.cfg, receivers)
 
 
 def get_path_patch_head_to_heads(
@@ -587,8 +592,7 @@ def _frozen_mlps_path_patch(
     values = _edge_path_sweep(
         model, clean_tokens, jnp.asarray(keep), clean_out, change, jnp.asarray(senders), patching_metric, batch_size
     )
-    values = values.reshape(model.cfg.n_layers, model.cfg.n_heads)
-    return jnp.where(jnp.asarray(_has_path(model.cfg, receivers)), values, jnp.nan)
+    return _per_head(values, model.cfg, receivers)
 
 
 def get_path_patch_head_to_heads_frozen_mlps(

@@ -259,9 +259,14 @@ def evaluate_sae(sae: SAE, acts, chunk_size: int = 4096) -> dict[str, float]:
     """variance_explained (1 - squared error / total variance), mean_l0 (features active per
     example), dead_fraction (features that never fire on these activations) and mse."""
     acts = jnp.asarray(np.asarray(acts, np.float32))
-    sums = _evaluate(sae, acts, min(chunk_size, acts.shape[0]))
-    n = acts.shape[0]
-    total = float(((acts - acts.mean(0)) ** 2).sum())
+    return reconstruction_stats(_evaluate(sae, acts, min(chunk_size, acts.shape[0])), acts)
+
+
+def reconstruction_stats(sums: dict[str, Array], target: Array) -> dict[str, float]:
+    """The evaluation's figures from its sums over examples (sq_error, l0, fired per feature) and the
+    [n, d] target it reconstructed: variance_explained, mse, mean_l0, dead_fraction."""
+    n = target.shape[0]
+    total = float(((target - target.mean(0)) ** 2).sum())
     return {
         "variance_explained": 1.0 - float(sums["sq_error"]) / total,
         "mse": float(sums["sq_error"]) / n,

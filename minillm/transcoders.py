@@ -54,7 +54,7 @@ import optax
 from minillm.model import GPT, GPTConfig
 from minillm.model.checkpoint import CheckpointError, load_tensors, save_tensors, tensors_digest
 from minillm.model.losses import cross_entropy, map_in_chunks
-from minillm.sae import _topk_relu, along_unit_rows, aux_k_loss, train_in_chunks, unit_rows
+from minillm.sae import _topk_relu, along_unit_rows, aux_k_loss, reconstruction_stats, train_in_chunks, unit_rows
 from minillm.tasks import Batch
 
 Array = jax.Array
@@ -481,15 +481,7 @@ def evaluate_transcoder(tc: Transcoder, inputs, outputs, chunk_size: int = 4096)
     y = jnp.asarray(np.asarray(outputs, np.float32))
     if x.ndim != 2 or x.shape != y.shape or x.shape[1] != tc.d_model:
         raise ValueError(f"evaluate_transcoder: inputs and outputs [n, {tc.d_model}], got {x.shape} and {y.shape}")
-    sums = _evaluate(tc, x, y, min(chunk_size, x.shape[0]))
-    n = x.shape[0]
-    total = float(((y - y.mean(0)) ** 2).sum())
-    return {
-        "variance_explained": 1.0 - float(sums["sq_error"]) / total,
-        "mse": float(sums["sq_error"]) / n,
-        "mean_l0": float(sums["l0"]) / n,
-        "dead_fraction": float((np.asarray(sums["fired"]) == 0).mean()),
-    }
+    return reconstruction_stats(_evaluate(tc, x, y, min(chunk_size, x.shape[0])), y)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
