@@ -9,12 +9,12 @@ import optax
 import pytest
 from helpers import modular_config
 
-from minillm import GPT
+from minillm import GPT, GPTConfig
 from minillm.model.losses import loss_fn
 from minillm.model.params import unstack_models
 from minillm.tasks import make_task
 from minillm.training.optim import TrainConfig, make_optimizer
-from minillm.training.step import chunk_sizes, init_train_state, make_train_chunk, task_batches
+from minillm.training.step import chunk_sizes, init_train_state, make_train_chunk, make_train_steps, task_batches
 
 CFG = modular_config(11)  # fits TASK: its vocabulary and three positions
 TASK = make_task("modular_arithmetic", p=11, frac_train=0.5)
@@ -75,3 +75,45 @@ def test_chunks_never_cross_eval_or_checkpoint_steps():
     ends = {s + n for s, n in chunks}
     assert {30, 50, 60, 90, 95} <= ends
     assert chunk_sizes(50, tc) == [c for c in chunks if c[0] >= 50]  # resuming replays the same chunks
+
+
+def test_train_steps_take_k_steps_per_call_as_the_trainers_chunk_does():
+    """make_train_steps (a loop of your own) on a Batch of K stacked batches: the trainer's chunk on
+    the same batches, and K calls of one step agree with one call of K."""
+    optimizer = make_optimizer(TrainConfig(lr=1e-2, batch_size=8))
+    batch_fn = task_batches(TASK, 8)
+    train_set = jax.tree.map(jnp.asarray, TASK.split(0)[0])
+    model, state, key = init_train_state(CFG, optimizer, seed=2)
+    batches = jax.vmap(lambda s: batch_fn(train_set, key, s))(jnp.arange(4))  # the trainer's steps 0..3
+    trainer, _, trainer_losses = make_train_chunk(optimizer, batch_fn)(model, state, key, train_set, 0, 4)
+
+    train_steps = make_train_steps(optimizer)
+    model, state = GPT(CFG, seed=2), optimizer.init(GPT(CFG, seed=2))
+    ours, _, losses = train_steps(model, state, batches)
+    np.testing.assert_array_equal(losses, trainer_losses)
+    np.testing.assert_array_equal(ours(train_set.tokens), trainer(train_set.tokens))
+
+    model, state = GPT(CFG, seed=2), optimizer.init(GPT(CFG, seed=2))
+    one_by_one = []
+    for k in range(4):
+        model, state, loss = train_steps(model, state, jax.tree.map(lambda x: x[k : k + 1], batches))
+        one_by_one.append(float(loss[0]))
+    np.testing.assert_allclose(one_by_one, losses, rtol=1e-5)
+    np.testing.assert_allclose(model(train_set.tokens), ours(train_set.tokens), atol=1e-4)
+
+
+def test_train_steps_on_tokens_minimise_the_next_token_loss():
+    cfg = GPTConfig(n_layers=1, d_model=32, n_heads=2, n_ctx=8, d_vocab=13, act_fn="gelu")
+    optimizer = make_optimizer(TrainConfig(lr=1e-2))
+    tokens = np.random.default_rng(0).integers(0, 13, (3, 4, 8))
+    model = GPT(cfg)
+    first = float(model(tokens[0], return_type="loss"))  # before the call donates the weights
+    train_steps = make_train_steps(optimizer)
+    model, state, losses = train_steps(model, optimizer.init(model), tokens)
+    assert losses.shape == (3,)
+    np.testing.assert_allclose(losses[0], first, rtol=1e-6)
+    assert float(model(tokens[0], return_type="loss")) < first
+    with pytest.raises(ValueError, match="has no logit"):
+        train_steps(model, state, tokens + 13)
+    with pytest.raises(ValueError, match=r"ints \[K, b, p\]"):
+        train_steps(model, state, tokens[0])

@@ -9,6 +9,16 @@ a constant), the run's data key and the step number. `task_batches(task, batch_s
 trainer's batch_fn; a benchmark can pass `lambda data, key, step: data` to train on one fixed
 batch. With `n_seeds`, the step is `jax.vmap`-ed over a stack of models, optimizer states and
 data keys (minillm.params.stack_models): all seeds train as ONE compiled program.
+
+For a training loop of your own, `make_train_steps(optimizer)` is the same chunk fed with batches
+you pass in, K steps' worth at a time:
+
+    train_steps = make_train_steps(optimizer)
+    model, opt_state, losses = train_steps(model, opt_state, tokens)    # tokens [K, b, p]: K steps
+
+Why K steps per call: each compiled call has a cost of its own, on a CPU about that of a step of a
+small model (XLA allocates the program's work buffers afresh and the kernel faults their pages in on
+every call), and a scan of K steps pays it once.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from jax.sharding import Mesh
 
 from minillm.model import GPT
 from minillm.model.config import GPTConfig
-from minillm.model.losses import loss_fn
+from minillm.model.losses import check_next_tokens, loss_fn, next_token_loss
 from minillm.model.params import stack_models
 from minillm.sharding import constrain_leading
 from minillm.tasks import Batch, Task
@@ -92,6 +102,46 @@ def make_train_chunk(
         return model, opt_state, losses
 
     return jax.jit(run_chunk, static_argnums=(5,), donate_argnums=(0, 1))
+
+
+def _row(batches: Any, data_key: jax.Array, step: jax.Array) -> Any:
+    """Step `step`'s batch: row `step` of every array of `batches` (each [K, ...])."""
+    return jax.tree.map(lambda x: x[step], batches)
+
+
+def _next_token_or_task_loss(model: GPT, batch: Batch | jax.Array) -> tuple[jax.Array, Any]:
+    """A Batch: the masked cross-entropy against its targets (what train() minimises). Tokens [b, p]:
+    TransformerLens' language-model loss, each position predicting the next token."""
+    if isinstance(batch, Batch):
+        return loss_fn(model, batch)
+    return next_token_loss(model.forward(batch), batch), None
+
+
+def make_train_steps(optimizer: optax.GradientTransformation, *, loss: LossFn | None = None):
+    """steps(model, opt_state, batches) -> (model, opt_state, losses [K]): K optimizer steps in ONE
+    compiled call, for a training loop of your own.
+
+    `batches` holds K steps' batches stacked on a leading axis: int tokens [K, b, p] (the next-token
+    loss, as `model(tokens, return_type="loss")` computes it), or a Batch of [K, b, p] arrays
+    (`loss_fn`'s masked cross-entropy against its targets, as train() computes it). Step k trains on
+    row k. `loss`: another loss(model, batch) -> (value, aux). One compilation per K and batch
+    shape; the model and optimizer state passed in are donated (use the returned ones). This is
+    train()'s own chunk of steps (`make_train_chunk`), so a call of K steps costs the overhead of a
+    call once; K = 1 is a step per call and pays it every step.
+    """
+    run_chunk = make_train_chunk(optimizer, _row, loss=loss or _next_token_or_task_loss)
+    no_key = jax.random.key(0)  # _row reads no key
+
+    def steps(model, opt_state, batches):
+        if not isinstance(batches, Batch):
+            batches = jnp.asarray(batches)
+            if batches.ndim != 3 or not jnp.issubdtype(batches.dtype, jnp.integer):
+                raise ValueError(f"train_steps: tokens must be ints [K, b, p], got {batches.dtype} {batches.shape}")
+            if loss is None:  # a token with no logit would train on a clamped target: refuse it here
+                check_next_tokens(batches.reshape(-1, batches.shape[-1]), model.cfg.d_vocab_out)
+        return run_chunk(model, opt_state, no_key, batches, 0, jax.tree.leaves(batches)[0].shape[0])
+
+    return steps
 
 
 def init_train_state(
