@@ -6,6 +6,8 @@
 #     bash bench/run.sh --suite    # the cross-library suite instead (bench/tl_suite.py -> bench/TL_SUITE.md)
 #     bash bench/run.sh --suite4   # the same suite against TransformerLens 4.x's TransformerBridge
 #                                  # (bench/tl_suite.py in bench/.venv-tl4 -> bench/TL4_SUITE.md)
+#     bash bench/run.sh --text     # nanoGPT's CPU config on text (bench/text_train.py; prints; pass
+#                                  # --nanogpt DIR to run nanoGPT's own train.py from a checkout too)
 #
 # Installs, once, its own environment in bench/.venv-tl: torch pinned to 2.13.0 (the CPU build; an
 # open range would pull several GB of CUDA packages), transformer-lens < 4 (3.x is the last series
@@ -19,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 MODE="${1:-}"
 case "$MODE" in
-    --suite | --suite4 | --bridge) shift ;;
+    --suite | --suite4 | --bridge | --text) shift ;;
 esac
 if [ "$MODE" = "--suite4" ] || [ "$MODE" = "--bridge" ]; then
     VENV=bench/.venv-tl4
@@ -49,6 +51,7 @@ fi
 
 case "$MODE" in
     --suite) exec "$VENV/bin/python" bench/tl_suite.py "$@" ;;
+    --text) exec "$VENV/bin/python" bench/text_train.py "$@" ;;
     --suite4 | --bridge) exec "$VENV/bin/python" bench/tl_suite.py --out bench/TL4_SUITE.md "$@" ;;
 esac
 exec "$VENV/bin/python" bench/vs_transformer_lens.py "$@"
