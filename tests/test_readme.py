@@ -120,6 +120,15 @@ def test_training_example(monkeypatch, tmp_path):
     assert len(namespace["result"].models()) == 2
 
 
+def test_train_steps_example():
+    import numpy as np
+
+    namespace = run_block("test_train_steps_example")
+    losses = namespace["losses"]
+    assert losses.shape == (20,) and np.isfinite(losses).all()
+    assert float(losses[-1]) < 1.0  # the counting sequences are learnt: from about ln(97) = 4.6
+
+
 def test_ci_runs_the_readme_test_command():
     command = readme_block("test_ci_runs_the_readme_test_command").strip()
     ci = (ROOT / ".ci" / "run").read_text()
