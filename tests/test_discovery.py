@@ -203,9 +203,9 @@ def test_setup_at_gpt2_small_scale_is_linear_in_the_edges():
     """GPT-2 small's graph (12 layers x 12 heads, with MLPs: 32,491 edges) built, indexed, masked, put
     in ACDC's order and pruned, and `roc` on it with half the edges true and ties, within 64 MB of
     Python and NumPy allocations (tracemalloc; about 8 MB) and 10 s (under 1 s on a quiet 2-core
-    machine; the bound is loose because tracemalloc and a loaded machine slow Python several times). The first `roc` compared every
-    true edge with every false one: [16k, 16k] tables, over 1 GB; ACDC's first "outgoing edges" table
-    was an E x E Python list (about 8 GB here)."""
+    machine; the bound is loose because tracemalloc and a loaded machine slow Python several times).
+    The first `roc` compared every true edge with every false one: [16k, 16k] tables, over 1 GB;
+    ACDC's first "outgoing edges" table was an E x E Python list (about 8 GB here)."""
     cfg = dataclasses.replace(GPT2_SHAPE, seed=99)  # a config Graph.of has not cached yet
     rng = np.random.default_rng(0)
     tracemalloc.start()
