@@ -25,11 +25,40 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="minillm-tests-xla-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
+import gc
+
+import jax
 import numpy as np
 import pytest
 from helpers import CONFIGS, DEFAULT, random_tokens
 
 from minillm import GPT, GPTConfig
+
+
+# Every program XLA compiles for the CPU lives in its own memory mappings (code, constants, data),
+# kept as long as a jit cache holds the program. One process running the whole suite compiles many
+# thousands: it reached Linux's limit of mappings per process (vm.max_map_count, 65,530 by default),
+# after which the next compile's mmap fails and XLA dies with a segmentation fault (CI did, 82% of
+# the way). So when a test module ends with the count past a third of the limit, the caches are
+# emptied; what a later module needs again comes back from the compilation cache on disk.
+MAPS_LIMIT = 65_530
+
+
+def mapping_count() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_programs():
+    yield
+    count = mapping_count()
+    if count is not None and count > MAPS_LIMIT // 3:
+        jax.clear_caches()
+        gc.collect()
 
 
 @pytest.fixture(scope="session")
