@@ -34,7 +34,6 @@ from helpers import CONFIGS, DEFAULT, random_tokens
 
 from minillm import GPT, GPTConfig
 
-
 # Every program XLA compiles for the CPU lives in its own memory mappings (code, constants, data),
 # kept as long as a jit cache holds the program. One process running the whole suite compiles many
 # thousands: it reached Linux's limit of mappings per process (vm.max_map_count, 65,530 by default),
