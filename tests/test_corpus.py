@@ -155,3 +155,21 @@ def test_the_real_corpus_through_the_package_index():
     assert corpus.split["validation"] == ("hamlet", "tempest")
     assert "Gutenberg" not in corpus.text("train") and "\r" not in corpus.text("train")
     assert corpus.works["hamlet"].startswith("THE TRAGEDY OF HAMLET") or "HAMLET" in corpus.works["hamlet"][:200]
+
+
+def test_speeches_name_their_speaker_and_tell_verse_from_prose():
+    play = (
+        "ACT I. Scene I.\n\nHor.\nSo have I heard, and do in part believe it.\nBut look, the morn.\n\n"
+        "Ham.\nI have of late, but wherefore I know not, lost all my mirth, forgone all\ncustom of "
+        "exercises.\n\n[Exit Ghost.]\n\nFirst Clown.\nAy, marry.\n\nMar.\nPeace!\n[Exit.]\n"
+    )
+    found = C.speeches(play)
+    assert [(s.speaker, s.verse) for s in found] == [
+        ("Hor", True),
+        ("Ham", False),
+        ("First Clown", None),
+        ("Mar", None),
+    ]
+    hor = found[0]
+    assert play[hor.start : hor.body] == "Hor.\n" and play[hor.body : hor.end].endswith("morn.\n")
+    assert C.columns("ab\ncd") == [0, 1, 2, 0, 1]

@@ -5,6 +5,7 @@ folder of texts (the real corpus is tests/test_corpus.py's and the lesson's)."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
@@ -99,6 +100,37 @@ def test_windows_predict_the_next_token(folder, tmp_path, kind):
     for bad in [dict(tokenizer="words"), dict(seq_len=1), dict(n_eval=0)]:
         with pytest.raises(ValueError):
             TextTask(corpus=str(folder), **bad)
+
+
+def test_synthetic_repeats_copy_a_random_segment_later_in_the_row_and_mask_the_first_copy(folder, tmp_path):
+    task = TextTask(
+        corpus=str(folder), tokenizer="chars", seq_len=40, n_eval=4, cache=str(tmp_path), repeat_fraction=0.5,
+        repeat_len=(3, 9),
+    )  # fmt: skip
+    tokens = task.training_data()
+    plain = dataclasses.replace(task, repeat_fraction=0.0).sample_windows(tokens, jax.random.key(3), 400)
+    batch = jax.tree.map(np.asarray, task.sample_windows(tokens, jax.random.key(3), 400))
+    np.testing.assert_array_equal(batch.tokens[:, 1:], batch.targets[:, :-1])  # still next-token prediction
+    assert (batch.tokens[:, 0] == 0).all()
+    changed = (batch.targets != np.asarray(plain.targets)).any(1)
+    masked = batch.mask == 0
+    assert 0.4 < masked.any(1).mean() < 0.6 and (changed <= masked.any(1)).all()  # about half the rows
+    for row in np.flatnonzero(masked.any(1)):
+        first = np.flatnonzero(masked[row])
+        assert 3 <= len(first) <= 9 and (np.diff(first) == 1).all()  # one segment, of a length in repeat_len
+        segment = batch.targets[row, first]
+        later = [
+            p
+            for p in range(first[-1] + 1, 41 - len(first))
+            if (batch.targets[row, p : p + len(first)] == segment).all()
+        ]
+        assert later and (segment != 0).all()  # copied later in the row; never the special token
+    np.testing.assert_array_equal(batch.mask[~masked.any(1)], 1.0)
+    held_out, _ = task.split(0)
+    assert (np.asarray(held_out.mask) == 1).all()  # evaluation windows are plain text
+    for bad in [dict(repeat_fraction=1.5), dict(repeat_len=(0, 4)), dict(repeat_len=(5, 4)), dict(repeat_len=(8, 20))]:
+        with pytest.raises(ValueError, match="repeat"):
+            dataclasses.replace(task, **bad)
 
 
 @pytest.mark.slow

