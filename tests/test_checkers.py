@@ -233,3 +233,35 @@ def test_ioi_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
                 model, tokens, {l: 0 * m for l, m in means.items()}, entries
             )
         )
+
+
+def test_attribution_checker_accepts_influence_and_refuses_a_plausible_wrong_one():
+    """Lesson 9's: node influence w (N + N^2 + ...) on the row-normalised |A|. Refused: the signed
+    matrix (no absolute value), one step only (the direct effect), and the weights counted as
+    their own influence (N^0 included)."""
+    from minillm.attribution import influence, normalized_adjacency
+    from minillm.lessons.checkers import check_node_influence
+
+    def paths(N, weights):
+        reach, total = np.asarray(weights, np.float64), np.zeros(len(weights))
+        for _ in range(len(weights)):
+            reach = reach @ N
+            total += reach
+        return total
+
+    def signed(A, weights):
+        A = np.asarray(A, np.float64)
+        sums = A.sum(1, keepdims=True)
+        return paths(np.divide(A, sums, out=np.zeros_like(A), where=sums != 0), weights)
+
+    check_node_influence(influence)
+    check_node_influence(lambda A, w: paths(normalized_adjacency(A), w))
+    wrong = {
+        "no absolute value": signed,
+        "one step": lambda A, w: np.asarray(w) @ normalized_adjacency(A),
+        "the weights included": lambda A, w: influence(A, w) + w,
+        "columns normalised": lambda A, w: paths(normalized_adjacency(np.asarray(A).T).T, w),
+    }
+    for fn in wrong.values():
+        with pytest.raises(AssertionError, match="influence"):
+            check_node_influence(fn)

@@ -351,3 +351,97 @@ def check_mean_ablate_at_positions(fn: Callable) -> None:
 
         expected = model.run_with_hooks(tokens, [(lambda n: n.endswith("attn.hook_z"), hook)])
         _compare(f"logits with {entries} mean-ablated", got, expected)
+
+
+# lesson 9
+def _random_dag(rng: np.random.Generator, n: int, density: float, n_weighted: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random acyclic adjacency A[target, source] of n nodes, in shuffled order, with signed edges
+    and some nodes without inputs; and weights on n_weighted of the nodes that feed nothing."""
+    order = rng.permutation(n)  # node order[i] may only read nodes order[:i]
+    A = np.zeros((n, n))
+    for i in range(1, n):
+        sources = order[:i][rng.random(i) < density]
+        A[order[i], sources] = rng.normal(size=len(sources)) * rng.choice([0.1, 1.0, 10.0])
+    A[order[: max(1, n // 5)]] = 0.0  # the first nodes are pure sources (embeddings, errors)
+    sinks = np.flatnonzero(~(A != 0).any(0) & (A != 0).any(1))
+    weights = np.zeros(n)
+    chosen = rng.choice(sinks, size=min(n_weighted, len(sinks)), replace=False)
+    weights[chosen] = rng.dirichlet(np.ones(len(chosen)))
+    return A, weights
+
+
+def _graph_shaped(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A matrix laid out as minillm's graphs are: 2 layers of features at 4 positions, then error
+    nodes, embeddings and 3 logits; features read the embeddings, earlier layers and errors at the
+    same or earlier positions; the logits read everything at the last position."""
+    n_layers, p, per_cell = 2, 4, 3
+    feats = [(l, q) for l in range(n_layers) for q in range(p) for _ in range(per_cell)]
+    n_f, n_e = len(feats), n_layers * p
+    n_s = n_f + n_e + p
+    n = n_s + 3
+    A = np.zeros((n, n))
+    for t, (l, q) in enumerate(feats):
+        for s, (ls, qs) in enumerate(feats):
+            if ls < l and qs <= q:
+                A[t, s] = rng.normal()
+        for e in range(n_e):
+            if e // p < l and e % p <= q:
+                A[t, n_f + e] = rng.normal()
+        A[t, n_f + n_e : n_f + n_e + q + 1] = rng.normal(size=q + 1)
+    last = [i for i, (_, q) in enumerate(feats) if q == p - 1] + [n_f + l * p + p - 1 for l in range(n_layers)]
+    A[n_s:, last] = rng.normal(size=(3, len(last)))
+    A[n_s:, n_f + n_e : n_s] = rng.normal(size=(3, p))
+    weights = np.zeros(n)
+    weights[n_s:] = [0.7, 0.2, 0.1]
+    return A, weights
+
+
+@exercise
+def check_node_influence(fn: Callable) -> None:
+    """fn(A [n, n], weights [n]) -> [n]: each node's influence w (N + N^2 + N^3 + ...), where N is |A|
+    with each row divided by its sum (rows of zeros stay zero) and w the weights (the logits'
+    probabilities): the share of the output that reaches each node along paths of any length.
+    A[target, source] is acyclic. Checked against minillm.attribution.influence."""
+    from minillm.attribution import influence
+
+    rng = np.random.default_rng(9)
+    cases = [("a graph laid out as attribute() lays it out", *_graph_shaped(rng))]
+    for n, density, n_weighted in [(6, 0.6, 1), (30, 0.2, 3), (80, 0.05, 5)]:
+        cases.append((f"a random acyclic graph of {n} nodes", *_random_dag(rng, n, density, n_weighted)))
+    for name, A, weights in cases:
+        _compare(f"influence on {name}", fn(A.astype(np.float32), weights), influence(A, weights), atol=1e-5)
+
+
+# lesson 8
+def _text_test_model(seed: int, attn_only: bool = False) -> GPT:
+    return GPT(
+        GPTConfig(n_layers=3, d_model=32, n_heads=4, d_mlp=64, n_ctx=32, d_vocab=20, attn_only=attn_only, seed=seed)
+    )
+
+
+@exercise
+def check_logit_lens_losses(fn: Callable) -> None:
+    """fn(model, tokens) -> [n_layers + 1] mean losses of the predictions read from hook_resid_pre of
+    each block and hook_resid_post of the last, each through ln_final (its own statistics) and the
+    unembedding. Checked on models with and without MLPs, with trained-looking (scaled) weights."""
+    from minillm.decompose import accumulated_resid
+
+    for seed, attn_only in [(1, False), (2, True)]:
+        model = _text_test_model(seed, attn_only)
+        tokens = repeated_random_tokens(jax.random.key(seed), 4, 10, 20)
+        got = fn(model, tokens)  # first: a stub stops here
+        _, cache = model.run_with_cache(tokens)
+        stack = accumulated_resid(model, cache, apply_ln=True)  # [n_layers + 1, b, p, d]
+        logp = jax.nn.log_softmax(stack @ model.W_U + model.b_U, -1)[:, :, :-1]
+        expected = -jnp.take_along_axis(logp, jnp.broadcast_to(tokens[None, :, 1:, None], logp.shape[:3] + (1,)), -1)
+        _compare(f"logit lens ({'attention only' if attn_only else 'with MLPs'})", got, expected[..., 0].mean((1, 2)))
+
+
+@exercise
+def check_icl_score(fn: Callable) -> None:
+    """fn(nll [b, p]) -> mean of nll over positions p - p // 8 .. p minus the mean over p // 16 .. p // 8."""
+    rng = np.random.default_rng(0)
+    for p in (256, 100, 37):
+        nll = rng.gamma(2.0, 1.0, size=(5, p)) - np.linspace(0, 1, p)  # later positions a little lower
+        expected = nll[:, p - p // 8 :].mean() - nll[:, p // 16 : p // 8].mean()
+        _compare(f"in-context learning score (p = {p})", fn(jnp.asarray(nll)), expected, atol=1e-5)
