@@ -265,3 +265,51 @@ def test_attribution_checker_accepts_influence_and_refuses_a_plausible_wrong_one
     for fn in wrong.values():
         with pytest.raises(AssertionError, match="influence"):
             check_node_influence(fn)
+
+
+def test_language_model_checkers_accept_a_right_answer_and_refuse_a_wrong_one():
+    """Lesson 8's: the logit lens (refused: the final LayerNorm left out, the last stream read
+    before the last block instead of after it) and the in-context learning score (refused: early
+    minus late, and the first eighth instead of p // 16 .. p // 8)."""
+    from minillm.decompose import accumulated_resid
+    from minillm.lessons.checkers import check_icl_score, check_logit_lens_losses
+
+    def lens(model, tokens, ln=True, last="resid_post"):
+        _, cache = model.run_with_cache(tokens)
+        n = model.cfg.n_layers
+        streams = [cache["resid_pre", l] for l in range(n)] + [cache[last, n - 1]]
+        out = []
+        for x in streams:
+            if ln:
+                x = x - x.mean(-1, keepdims=True)
+                x = x / jnp.sqrt((x * x).mean(-1, keepdims=True) + model.cfg.eps)
+                x = x * model.ln_final.w[...] + model.ln_final.b[...]
+            logp = jax.nn.log_softmax(x @ model.W_U + model.b_U, -1)[:, :-1]
+            out.append(-jnp.take_along_axis(logp, tokens[:, 1:, None], -1).mean())
+        return jnp.stack(out)
+
+    def library_lens(model, tokens):
+        _, cache = model.run_with_cache(tokens)
+        logp = jax.nn.log_softmax(accumulated_resid(model, cache, apply_ln=True) @ model.W_U + model.b_U, -1)
+        logp = logp[:, :, :-1]
+        return -jnp.take_along_axis(logp, jnp.broadcast_to(tokens[None, :, 1:, None], logp.shape[:3] + (1,)), -1).mean(
+            (1, 2, 3)
+        )
+
+    check_logit_lens_losses(lens)
+    check_logit_lens_losses(library_lens)
+    for wrong in [lambda m, t: lens(m, t, ln=False), lambda m, t: lens(m, t, last="resid_pre")]:
+        with pytest.raises(AssertionError, match="logit lens"):
+            check_logit_lens_losses(wrong)
+
+    def icl(nll):
+        p = nll.shape[1]
+        return nll[:, p - p // 8 :].mean() - nll[:, p // 16 : p // 8].mean()
+
+    check_icl_score(icl)
+    for wrong in [
+        lambda nll: -icl(nll),
+        lambda nll: nll[:, -(nll.shape[1] // 8) :].mean() - nll[:, : nll.shape[1] // 8].mean(),
+    ]:
+        with pytest.raises(AssertionError, match="in-context"):
+            check_icl_score(wrong)
