@@ -8,6 +8,10 @@
 #                                  # (bench/tl_suite.py in bench/.venv-tl4 -> bench/TL4_SUITE.md)
 #     bash bench/run.sh --text     # nanoGPT's CPU config on text (bench/text_train.py; prints; pass
 #                                  # --nanogpt DIR to run nanoGPT's own train.py from a checkout too)
+#     bash bench/run.sh --attribution  # attribution graphs against a loop of one VJP per target, the
+#                                  # floor, and circuit-tracer 0.5.0 (bench/attribution.py; prints;
+#                                  # installs circuit-tracer into bench/.venv-tl with --no-deps: its
+#                                  # pins would downgrade transformers and huggingface-hub)
 #
 # Installs, once, its own environment in bench/.venv-tl: torch pinned to 2.13.0 (the CPU build; an
 # open range would pull several GB of CUDA packages), transformer-lens < 4 (3.x is the last series
@@ -21,7 +25,7 @@ cd "$(dirname "$0")/.."
 
 MODE="${1:-}"
 case "$MODE" in
-    --suite | --suite4 | --bridge | --text) shift ;;
+    --suite | --suite4 | --bridge | --text | --attribution) shift ;;
 esac
 if [ "$MODE" = "--suite4" ] || [ "$MODE" = "--bridge" ]; then
     VENV=bench/.venv-tl4
@@ -49,9 +53,15 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "$WANT" > "$STAMP"
 fi
 
+if [ "$MODE" = "--attribution" ] && ! "$VENV/bin/pip" show circuit-tracer >/dev/null 2>&1; then
+    echo "installing circuit-tracer==0.5.0 (--no-deps) into $VENV"
+    "$VENV/bin/pip" install --quiet --no-deps circuit-tracer==0.5.0
+fi
+
 case "$MODE" in
     --suite) exec "$VENV/bin/python" bench/tl_suite.py "$@" ;;
     --text) exec "$VENV/bin/python" bench/text_train.py "$@" ;;
+    --attribution) exec "$VENV/bin/python" bench/attribution.py "$@" ;;
     --suite4 | --bridge) exec "$VENV/bin/python" bench/tl_suite.py --out bench/TL4_SUITE.md "$@" ;;
 esac
 exec "$VENV/bin/python" bench/vs_transformer_lens.py "$@"
