@@ -537,6 +537,13 @@ assert plain_trace[1][0, END] > 0.5, "layer-0 attention at the end reads both ra
 # relations, or the person? Probe the stream at the last subject token (lesson 3's tools) for each
 # relation's attribute.
 #
+# **Where the course meets a model of language.** This model, like lessons 1 to 7's, was trained on
+# a task we built, so we knew what to look for. Lesson 8 asks the same three questions (are its
+# abilities real, how does information travel, is there hidden knowledge inside) of a small model of
+# real text, Shakespeare's plays, with the tools met here: the logit lens, direct logit
+# attribution, ablations and probes. Lesson 9 draws the finest map of the flow: an attribution
+# graph over transcoder features, first of this very model.
+#
 # **Retrain the models yourself** (about two minutes each on a CPU) by setting `RETRAIN = True`;
 # point `GPT.load` at the `checkpoints_retrained` directories to repeat the lesson on them
 # (`retrain` prints where each model is and how to load it).
