@@ -15,8 +15,7 @@
 # **The tokens.** A byte-level BPE vocabulary of 1,024 tokens trained on the training plays
 # (`Tokenizer.train_bpe`, saved beside the checkpoint). We chose BPE over characters because words
 # and speakers' names become one or a few tokens, so copying a name from earlier in the context is
-# a short, visible pattern; the character model's loss is reported in bits per character too, so
-# the two compare (README, "Other numbers").
+# a short, visible pattern; the README compares both kinds of model in bits per character.
 #
 # **The models.** `shakespeare`: 2 layers, d_model 128, 4 heads, an MLP of 512, LayerNorm, context
 # 256 tokens (about 600 characters). `shakespeare_attn_only`: the same without MLPs (Olsson et al.
