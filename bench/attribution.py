@@ -46,12 +46,15 @@ What is timed (median wall time; compilation apart, the first call):
 --breakdown (the 4L d256 model alone): per-target time of the graph's pieces, on 512 of its targets
 spread over them, each variant a Python loop of jitted calls over chunks of 32 targets with the forward
 pass done once (forward_vjp): (1) the vmapped VJP alone (the gradients, reduced to a scalar); (2) with
-the error and embedding edges; (3) with the feature edges as attribute computes them under vmap,
-g_mlp[source layer, source position] . write (a gather of [32, n_features, d_model]); (4) the same
-feature edges as one batched matmul over the (layer, position) slots, the writes packed into
-[n_layers * p, k_max, d_model] (k_max: the most features active at one slot; TopK makes it k),
-then read out at each feature's slot and rank. (1) against the one-target loop says what batching
-the backward gains; (3) against (4) what the gather costs.
+the error and embedding edges; (3) with the feature edges as attribute computed them before it
+packed its sources, under vmap g_mlp[source layer, source position] . write (a gather of
+[32, n_features, d_model]); (4) the same feature edges as one batched matmul over the (layer,
+position) slots, the writes packed into [n_layers * p, k_max, d_model] (k_max: the most features
+active at one slot; TopK makes it k), then read out at each feature's slot and rank; (5) as
+attribute computes them now (minillm.attribution._pack_sources: rows of 16 writes per slot, a slot
+with more features taking more rows; the gradient at each row's slot times its row, under vmap).
+(1) against the one-target loop says what batching the backward gains; (3) against (4) and (5)
+what the gather costs.
 
 circuit-tracer 0.5.0 (github.com/safety-research/circuit-tracer), where it imports (bench/run.sh
 --attribution installs it into bench/.venv-tl with --no-deps; its declared pins, transformers <=
@@ -273,6 +276,7 @@ def breakdown(model, prompt, n_targets: int = 512, chunk: int = 32) -> dict:
     packed = np.zeros((L * p, k_max, d), np.float32)
     packed[slot, rank] = s_write
     packed, flat = jnp.asarray(packed), jnp.asarray(slot * k_max + rank)
+    packed_rows = A._pack_sources(slot, s_write, L * p, len(slot))  # as attribute packs them: rows of 16 per slot
     pick = np.unique(np.linspace(0, len(targets) - 1, min(n_targets, len(targets))).astype(int))
     chosen = [targets[i] for i in pick]
     chunks = [
@@ -281,7 +285,7 @@ def breakdown(model, prompt, n_targets: int = 512, chunk: int = 32) -> dict:
 
     def variant(mode):
         @jax.jit
-        def f(vjp, clean, s_layer, s_pos, s_write, packed, flat, layer, pos, column, logit, is_logit):
+        def f(vjp, clean, s_layer, s_pos, s_write, packed, flat, rows, layer, pos, column, logit, is_logit):
             def grads(*target):
                 ((g_mlp, g_embed),) = vjp(_cotangent(L, p, d, v, *target))
                 return g_mlp, g_embed
@@ -293,10 +297,13 @@ def breakdown(model, prompt, n_targets: int = 512, chunk: int = 32) -> dict:
             other = [(g_mlp * clean.errors).sum(-1).reshape(B, -1), (g_embed * clean.embed).sum(-1)]
             if mode == "errors, embeddings":
                 return jnp.concatenate(other, 1)
-            if mode == "features: gather (as attribute)":
+            if mode == "features: gather (attribute before)":
                 feats = jax.vmap(lambda g: (g[s_layer, s_pos] * s_write).sum(-1))(g_mlp)
-            else:  # one batched matmul over the slots
+            elif mode == "features: slot matmul":  # one batched matmul over the slots, k_max wide
                 feats = jnp.einsum("bjd,jkd->bjk", g_mlp.reshape(B, L * p, d), packed).reshape(B, -1)[:, flat]
+            else:  # as attribute now: the gradient at each packed row's slot times the row, under vmap
+                g_rows = g_mlp.reshape(B, L * p, d)[:, rows.slot]
+                feats = jax.vmap(lambda g: jnp.einsum("rd,rkd->rk", g, rows.packed).reshape(-1)[rows.flat])(g_rows)
             return jnp.concatenate([feats, *other], 1)
 
         return f
@@ -309,9 +316,11 @@ def breakdown(model, prompt, n_targets: int = 512, chunk: int = 32) -> dict:
         _, t_single, _, rows = timed(single, 3)
         out["one target per call (forward once)"] = t_single / len(chosen)
         ref = np.asarray(jnp.stack(rows))
-        for mode in ("vjp", "errors, embeddings", "features: gather (as attribute)", "features: slot matmul"):
+        modes = ("vjp", "errors, embeddings", "features: gather (attribute before)", "features: slot matmul",
+                 "features: packed rows (as attribute)")  # fmt: skip
+        for mode in modes:
             f = variant(mode)
-            run = lambda f=f: [f(vjp, clean, *sources, packed, flat, *c) for c in chunks]  # noqa: E731
+            run = lambda f=f: [f(vjp, clean, *sources, packed, flat, packed_rows, *c) for c in chunks]  # noqa: E731
             load0 = load()
             _, t, _, res = timed(run, 3)
             out[f"{chunk} per call: {mode}"] = t / len(chosen)

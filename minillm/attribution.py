@@ -46,11 +46,18 @@ VJP mapped over every target, `batch_size` targets at a time as one vmap (`lax.m
 cotangent is its encoder column W_enc[:, f] at its own layer and position (a logit's: its one-hot
 minus 1/d_vocab_out); each backward pass gives the target's row of the adjacency matrix at once
 (features: gradient at the source's layer and position . a_f W_dec[f]; errors and embeddings: the
-gradient . their vectors). The cost is one backward pass per target (active features plus logits),
-each linear in the model's size, and no Python loop runs over nodes. The adjacency is dense,
-n x n float32 for n = features + n_layers * p + p + logits (10,000 nodes: 400 MB): fine for the toy
-models here; a graph of a large model would need a cap on the features. The active-feature list
-is padded to a multiple of 64, so prompts of one length mostly share one compiled program.
+gradient . their vectors). The feature edges are one batched matrix product over the (layer,
+position) slots, not a gather of the gradient per feature: before the call, the writes a_f W_dec[f]
+are packed by slot into rows of 16 ([rows, 16, d_model], zeros where a slot's last row is not
+full; a slot with more than 16 active features takes several rows, so the packing stays linear in
+the features however they spread over the slots), and for each target the gradient at each row's
+slot times its row ("rd,rkd->rk") gives every feature edge, read back in the features' order. The
+cost is one backward pass per target (active features plus logits), each linear in the model's
+size, and no Python loop runs over nodes. The adjacency is dense, n x n float32 for
+n = features + n_layers * p + p + logits (10,000 nodes: 400 MB): fine for the toy models here; a
+graph of a large model would need a cap on the features. The active-feature list is padded to a
+multiple of 64 and the packed rows to a multiple of 4, so prompts of one length mostly share one
+compiled program.
 
 The graph is computed in float32 whatever the model's compute dtype (a bfloat16 model is copied
 into float32 first), with full-precision float32 matrix products (no TF32 on a GPU). An
@@ -107,6 +114,8 @@ KINDS = ("feature", "error", "embedding", "logit")
 FORMAT = "minillm.attribution_graph"
 FORMAT_VERSION = 1
 _PAD = 64  # the active features are padded to a multiple of this (fewer compiled programs)
+_ROW = 16  # the feature sources are packed by (layer, position) slot into rows of this many
+_ROW_PAD = 4  # and the rows padded to a multiple of this
 # Matrix products in full float32 while tracing the calls below: on a GPU, XLA would otherwise take
 # float32 products in TF32 (10 bits of mantissa), and an edge would no longer be its target's change.
 _full_float32 = functools.partial(jax.default_matmul_precision, "highest")
@@ -252,9 +261,11 @@ def _forward(model: GPT, transcoders: tuple, tokens: Array, clean: _Run, freeze:
 # The graph
 # ---------------------------------------------------------------------------------------------
 class _Sources(NamedTuple):
-    layer: Array  # [s] each active feature's layer, position, and write a W_dec[f]
-    pos: Array
-    write: Array  # [s, d]
+    """The active features' writes a W_dec[f], packed by (layer, position) slot (_pack_sources)."""
+
+    slot: Array  # [r] each row's slot, layer * p + position
+    packed: Array  # [r, _ROW, d] the writes of the features at that slot (zeros where none)
+    flat: Array  # [s] each feature's place in packed.reshape(r * _ROW, d) (0 for the padding: dropped)
 
 
 class _Targets(NamedTuple):
@@ -285,13 +296,36 @@ def _edges(model: GPT, transcoders: tuple, tokens: Array, clean: _Run, sources: 
         at_logit = jnp.where(target.is_logit, jax.nn.one_hot(target.logit, v) - 1.0 / v, 0.0)
         ((g_mlp, g_embed),) = vjp((at_input, at_logit))  # d target / d (MLP outputs), d target / d embeddings
         parts = []
-        if L:
-            parts.append((g_mlp[sources.layer, sources.pos] * sources.write).sum(-1))
+        if L:  # the feature edges: one matrix-vector product per row of packed writes
+            g_rows = g_mlp.reshape(L * p, d)[sources.slot]  # [r, d] the gradient at each row's slot
+            parts.append(jnp.einsum("rd,rkd->rk", g_rows, sources.packed).reshape(-1)[sources.flat])
             parts.append((g_mlp * clean.errors).sum(-1).reshape(-1))
         parts.append((g_embed * clean.embed).sum(-1))
         return jnp.concatenate(parts)
 
     return jax.lax.map(row, targets, batch_size=batch_size)
+
+
+def _pack_sources(f_slot: np.ndarray, writes: np.ndarray, n_slots: int, n_pad: int) -> _Sources:
+    """The feature sources for _edges: writes [n_f, d] of the features at slots f_slot [n_f], packed
+    into rows of _ROW per slot (a slot with more features takes more rows), the rows padded to a
+    multiple of _ROW_PAD and the features' places to n_pad. NumPy, linear in the features."""
+    n_f, d = writes.shape
+    counts = np.bincount(f_slot, minlength=n_slots)
+    order = np.argsort(f_slot, kind="stable")
+    rank = np.empty(n_f, np.int64)  # each feature's place among its slot's features
+    rank[order] = np.arange(n_f) - (np.cumsum(counts) - counts)[f_slot[order]]
+    n_rows = -(-counts // _ROW)  # rows per slot
+    first_row = np.cumsum(n_rows) - n_rows
+    row, col = first_row[f_slot] + rank // _ROW, rank % _ROW
+    r = max(1, -(-int(n_rows.sum()) // _ROW_PAD)) * _ROW_PAD
+    slot = np.zeros(r, np.int32)
+    slot[: n_rows.sum()] = np.repeat(np.arange(n_slots), n_rows)
+    packed = np.zeros((r, _ROW, d), np.float32)
+    packed[row, col] = writes
+    flat = np.zeros(n_pad, np.int32)
+    flat[:n_f] = row * _ROW + col
+    return _Sources(slot, packed, flat)
 
 
 def _top_logits(logits: np.ndarray, max_logits: int, probability: float) -> tuple[np.ndarray, np.ndarray]:
@@ -346,14 +380,14 @@ def attribute(
     n_pad = -(-n_f // _PAD) * _PAD
     W_dec = [np.asarray(tc.W_dec) for tc in transcoders]
     W_enc = [np.asarray(tc.W_enc) for tc in transcoders]
-    writes = np.zeros((n_pad, d), np.float32)
+    writes = np.zeros((n_f, d), np.float32)
     columns = np.zeros((n_pad + n_l, d), np.float32)
     for l in range(L):  # one gather per layer
         at = np.flatnonzero(f_layer == l)
         writes[at] = f_act[at, None] * W_dec[l][f_id[at]]
         columns[at] = W_enc[l][:, f_id[at]].T
     pad = lambda a, n: np.concatenate([a, np.zeros(n - len(a), a.dtype)])  # noqa: E731
-    sources = _Sources(pad(f_layer, n_pad), pad(f_pos, n_pad), writes)
+    sources = _pack_sources(f_layer * p + f_pos, writes, L * p, n_pad)
     targets = _Targets(
         layer=pad(f_layer, n_pad + n_l),
         pos=pad(f_pos, n_pad + n_l),

@@ -112,6 +112,50 @@ def test_each_edge_is_the_change_of_its_target_in_the_replacement_model(name):
     assert not A[:, graph.kind == "logit"].any()
 
 
+def test_feature_edges_are_exact_when_a_slot_has_more_features_than_a_packed_row():
+    """The feature sources are packed by (layer, position) into rows of 16 (module docstring): with
+    about 38 of 64 ReLU features active at a slot, a slot takes several rows, and the features in
+    the later rows (rank 16 and up at their slot) still have their exact edges."""
+    model = GPT(CONFIGS["mlp_ln_gelu"])
+    tcs = random_transcoders(model, d_transcoder=64, fire=0.6)
+    prompt = prompt_of(model.cfg)
+    graph = attribute(model, tcs, prompt)
+    features = graph.nodes_of("feature")
+    slot = graph.layer[features] * len(prompt) + graph.position[features]
+    rank = np.array([(slot[:j] == slot[j]).sum() for j in range(len(slot))])
+    assert np.bincount(slot).max() > 32  # three rows at some slot
+    A = graph.adjacency
+    tol = 2e-5 * max(1.0, np.abs(A).max())
+    base = intervene(model, tcs, prompt)
+    later = features[(rank >= 16) & (graph.layer[features] < model.cfg.n_layers - 1)]
+    assert len(later) > 0
+    for i in spread(later, 4):
+        l, q, f = int(graph.layer[i]), int(graph.position[i]), int(graph.index[i])
+        out = intervene(model, tcs, prompt, [(l, q, f, 2 * graph.activation[i])])
+        assert np.abs(A[:, i]).max() > 0
+        np.testing.assert_allclose(target_changes(graph, base, out), A[:, i], atol=tol, err_msg=f"feature {l, q, f}")
+
+
+def test_the_packing_of_the_feature_sources():
+    """_pack_sources on slots out of order, an empty slot and a slot of 40 features: each feature's
+    write is at its place, in a row of its slot; the rest is zeros; the padding points at place 0."""
+    from minillm.attribution import _ROW, _ROW_PAD, _pack_sources
+
+    rng = np.random.default_rng(0)
+    f_slot = rng.permutation(np.r_[np.zeros(40, int), np.full(3, 2), np.full(17, 3)])
+    writes = rng.normal(size=(len(f_slot), 5)).astype(np.float32)
+    s = _pack_sources(f_slot, writes, 5, 64)
+    n_rows = 3 + 1 + 2  # slot 0: 40 in rows of 16; slot 1: none; slot 2: 3; slot 3: 17; slot 4: none
+    assert s.packed.shape == (-(-n_rows // _ROW_PAD) * _ROW_PAD, _ROW, 5) and s.flat.shape == (64,)
+    flat = s.packed.reshape(-1, 5)
+    np.testing.assert_array_equal(flat[s.flat[: len(f_slot)]], writes)
+    np.testing.assert_array_equal(s.slot[s.flat[: len(f_slot)] // _ROW], f_slot)
+    assert len(set(s.flat[: len(f_slot)])) == len(f_slot) and not s.flat[len(f_slot) :].any()
+    others = np.ones(len(flat), bool)
+    others[s.flat[: len(f_slot)]] = False
+    assert not flat[others].any()
+
+
 def _clean(model, tcs, prompt):
     from minillm.attribution import _clean_run, _prepare
 
