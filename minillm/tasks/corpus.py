@@ -34,6 +34,7 @@ minillm.model.tokenizer and minillm.tasks.text.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -192,6 +193,30 @@ def fetch(
     marker = texts / ".sha256"
     if marker.is_file() and marker.read_text().strip() == source.sha256:
         return texts
+    cache.mkdir(parents=True, exist_ok=True)
+    with _locked(cache / ".fetch.lock"):  # one process fetches; another waits, then finds the texts
+        if marker.is_file() and marker.read_text().strip() == source.sha256:
+            return texts
+        return _fetch_locked(source, cache, texts, index_url, timeout)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` across processes (POSIX flock; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent first fetches are not guarded
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _fetch_locked(source: PackageSource, cache: Path, texts: Path, index_url: str | None, timeout: float) -> Path:
     archive = cache / "downloads" / source.archive
     try:
         if not archive.is_file():
