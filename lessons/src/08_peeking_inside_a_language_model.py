@@ -167,14 +167,17 @@ assert model_gap > ngram_gap + 0.5  # ...but far less than the 5-gram does
 
 
 # %%
+piece = np.array([tok.decode([i]) for i in range(tok.vocab_size)], dtype=object)  # each token's text
+
+
 def char_offsets(ids):
-    """The offset in the text of each token of ids (decoded one at a time)."""
-    lengths = np.array([len(tok.decode([int(i)])) for i in ids])
+    """The offset in the text of each token of ids."""
+    lengths = np.array([len(p) for p in piece])[ids]
     return np.concatenate([[0], np.cumsum(lengths)[:-1]])
 
 
 held_offsets = char_offsets(held_ids)
-assert held_offsets[-1] + len(tok.decode([int(held_ids[-1])])) == len(held_text)  # offsets cover the text
+assert held_offsets[-1] + len(piece[held_ids[-1]]) == len(held_text)  # offsets cover the text
 speaker_at = np.full(len(held_text), -1)  # the speaker id of each heading character
 names = sorted({s.speaker for s in speeches(held_text)})
 for s in speeches(held_text):
@@ -193,12 +196,12 @@ for row in range(len(held)):
             seen_before[row, j] = speaker[row, j] in seen
             if j + 1 == P - 1 or speaker[row, j + 1] != speaker[row, j]:
                 seen.add(speaker[row, j])
-close_bracket = np.array([["]" in tok.decode([int(t)]) for t in row] for row in target_ids])
+close_bracket = np.vectorize(lambda p: "]" in p)(piece[target_ids])
 open_far = np.zeros_like(close_bracket)
 for row, j in zip(*np.nonzero(close_bracket)):
-    before = "".join(tok.decode([int(t)]) for t in target_ids[row, max(0, j - 40) : j])
+    before = "".join(piece[target_ids[row, max(0, j - 40) : j]])
     opened = before.rfind("[") > before.rfind("]")
-    far = "[" not in "".join(tok.decode([int(t)]) for t in target_ids[row, max(0, j - 4) : j])
+    far = "[" not in "".join(piece[target_ids[row, max(0, j - 4) : j]])
     open_far[row, j] = opened and far
 groups = {
     "every token": np.ones_like(close_bracket),
@@ -565,9 +568,9 @@ def project_out(x, hook):
     return x - (x @ direction)[..., None] * direction
 
 
-ham_nll = nll_with([], ham_windows)
+ham_nll = np.asarray(token_nll(model, jnp.asarray(ham_windows)))
 projected_nll = nll_with([(hook_name, project_out)], ham_windows)
-is_newline = np.array([[tok.decode([int(t)]).endswith("\n") for t in row[1:]] for row in ham_windows])
+is_newline = np.vectorize(lambda p: p.endswith("\n"))(piece[ham_windows[:, 1:]])
 newline_damage = (projected_nll - ham_nll)[is_newline].mean()
 other_damage = (projected_nll - ham_nll)[~is_newline].mean()
 print(
